@@ -1,0 +1,150 @@
+"""Run a real ComfyUI in this process, with this pack installed, and execute graphs in it.
+
+Used by the tests and the demo. The ComfyUI is the one ``scripts/setup_env.sh`` put in
+``.comfyui/ComfyUI`` (0.3.75 from PyPI) unless ``COMFYUI_PATH`` names another checkout.
+``ComfyRuntime.boot()`` is once per process: ComfyUI keeps its state in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACK_NAME = "PersonalVideo"
+DEV_NODES = REPO / "dev" / "standin_nodes"
+
+log = logging.getLogger(__name__)
+
+
+def comfyui_path() -> Path:
+    """The ComfyUI checkout to run: ``$COMFYUI_PATH`` or the one setup_env.sh installs."""
+    path = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
+    if not (path / "main.py").is_file():
+        raise FileNotFoundError(
+            f"ComfyUI not found at {path} (no main.py). Run scripts/setup_env.sh, "
+            "or set COMFYUI_PATH to a ComfyUI checkout."
+        )
+    return path
+
+
+class GraphError(RuntimeError):
+    """A graph failed validation or execution; the message carries ComfyUI's own report."""
+
+
+class ComfyRuntime:
+    _instance: "ComfyRuntime | None" = None
+
+    def __init__(self, base_dir: Path, comfy_dir: Path):
+        self.base_dir = base_dir
+        self.comfy_dir = comfy_dir
+        self.executor = None
+
+    @classmethod
+    def boot(cls, base_dir: Path | str, with_dev_nodes: bool = True) -> "ComfyRuntime":
+        """Start ComfyUI in-process on the CPU with ``base_dir`` as its base directory.
+
+        ``base_dir`` gets ``custom_nodes/PersonalVideo`` (a link to this repository) and, with
+        ``with_dev_nodes``, the test/demo stand-in nodes. Models go under ``base_dir/models``.
+        """
+        if cls._instance is not None:
+            if Path(base_dir).resolve() != cls._instance.base_dir:
+                raise RuntimeError("ComfyUI is already running in this process with another base directory")
+            return cls._instance
+        base_dir = Path(base_dir).resolve()
+        comfy_dir = comfyui_path()
+        custom = base_dir / "custom_nodes"
+        custom.mkdir(parents=True, exist_ok=True)
+        for sub in ("input", "output", "user", "models"):
+            (base_dir / sub).mkdir(exist_ok=True)
+        _link(custom / PACK_NAME, REPO)
+        if with_dev_nodes:
+            _link(custom / "personalvideo_dev_standins", DEV_NODES)
+
+        sys.argv = [
+            str(comfy_dir / "main.py"), "--cpu", "--base-directory", str(base_dir),
+            "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
+        ]
+        if str(comfy_dir) not in sys.path:
+            sys.path.insert(0, str(comfy_dir))
+        # Order matters (0.3.75): nodes.py puts comfy/ first on sys.path, and comfy/utils.py would then
+        # shadow the top-level utils/ package that these imports need.
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import folder_paths  # noqa: F401
+        import utils.extra_config  # noqa: F401
+        import server
+        import execution
+        import nodes
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        prompt_server = server.PromptServer(loop)
+        loop.run_until_complete(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+        if not any(k.startswith("PersonalVideo") for k in nodes.NODE_CLASS_MAPPINGS):
+            raise RuntimeError(f"the {PACK_NAME} pack did not register any node: see the log above")
+        rt = cls(base_dir, comfy_dir)
+        rt.loop = loop
+        # No caching between runs: every graph recomputes every node, so a test that runs the base model
+        # after a patched one really samples it again.
+        rt.executor = execution.PromptExecutor(prompt_server, cache_type=execution.CacheType.NONE,
+                                               cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+        cls._instance = rt
+        return rt
+
+    @property
+    def version(self) -> str:
+        import comfyui_version
+
+        return comfyui_version.__version__
+
+    def run(self, prompt: dict) -> dict:
+        """Validate and execute an API-format graph; returns the UI outputs by node id.
+
+        Raises GraphError with ComfyUI's validation report or the failing node's exception message.
+        """
+        import execution
+
+        prompt_id = str(uuid.uuid4())
+        valid = self.loop.run_until_complete(execution.validate_prompt(prompt_id, prompt, None))
+        ok, error, outputs, node_errors = valid[0], valid[1], valid[2], valid[3]
+        if not ok:
+            raise GraphError(f"invalid graph: {error}; node errors: {node_errors}")
+        self.executor.execute(prompt, prompt_id, {"client_id": None}, outputs)
+        if not self.executor.success:
+            messages = [m for m in self.executor.status_messages if m[0] == "execution_error"]
+            if messages:
+                info = messages[-1][1]
+                raise GraphError(
+                    f"node {info.get('node_id')} ({info.get('node_type')}) failed: "
+                    f"{info.get('exception_type')}: {info.get('exception_message')}"
+                )
+            raise GraphError(f"graph failed: {self.executor.status_messages}")
+        return self.executor.history_result.get("outputs", {})
+
+    def captured(self) -> dict:
+        """What PersonalVideoDevCapture nodes received, by key (the stand-in pack's module dict)."""
+        target = (DEV_NODES / "__init__.py").resolve()
+        for module in list(sys.modules.values()):
+            f = getattr(module, "__file__", None)
+            if f and Path(f).resolve() == target:
+                return module.CAPTURED
+        raise RuntimeError("the dev stand-in nodes are not loaded (boot with with_dev_nodes=True)")
+
+    def model_dir(self, kind: str) -> Path:
+        path = self.base_dir / "models" / kind
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        if link.resolve() == target.resolve():
+            return
+        link.unlink()
+    link.symlink_to(target, target_is_directory=True)

@@ -1,0 +1,110 @@
+"""Tiny native video models with random weights, built from ComfyUI's own model classes.
+
+They load through ComfyUI's ordinary loader nodes (UNETLoader, VAELoader), which detect the family from
+the keys exactly as for the real checkpoints. They show that the pipeline works, not quality. Weights are
+generated on demand (seeded) and never committed. Needs ComfyUI importable (``dev.comfy_runtime`` boots it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+FAMILIES = ("wan21", "hunyuan_video")
+# Conditioning width each tiny model expects from the text encoder stand-in (Wan's detector fixes 4096).
+CONTEXT_WIDTH = {"wan21": 4096, "hunyuan_video": 768}
+POOLED_WIDTH = {"wan21": 0, "hunyuan_video": 768}
+
+
+def build_diffusion_model(family: str) -> torch.nn.Module:
+    import comfy.ops
+
+    ops = comfy.ops.manual_cast
+    if family == "wan21":
+        from comfy.ldm.wan.model import WanModel
+
+        return WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=16,
+                        out_dim=16, text_dim=4096, operations=ops)
+    if family == "hunyuan_video":
+        import dataclasses
+
+        from comfy.ldm.hunyuan_video.model import HunyuanVideo, HunyuanVideoParams
+
+        params = dict(in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=768, hidden_size=128,
+                      mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                      theta=256, patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False)
+        # Later ComfyUI versions add HunyuanVideo 1.5 switches (byt5, meanflow, ...): all off for 1.0.
+        for f in dataclasses.fields(HunyuanVideoParams):
+            params.setdefault(f.name, False if f.type in (bool, "bool") else None)
+        return HunyuanVideo(image_model="hunyuan_video", operations=ops, **params)
+    raise ValueError(f"family: got {family!r}, expected one of {FAMILIES}")
+
+
+def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, tensor in module.state_dict().items():
+        if tensor.dtype.is_floating_point:
+            parent = name.rsplit(".", 2)[-2] if name.count(".") else ""
+            if name.endswith(("gamma", ".scale")) or ("norm" in parent and name.endswith(".weight")):
+                value = torch.ones(tensor.shape)
+            else:
+                value = torch.randn(tensor.shape, generator=gen) * std
+            sd[name] = value.to(torch.float32).contiguous()
+        else:
+            sd[name] = tensor.contiguous()
+    return sd
+
+
+def write_diffusion_model(family: str, path: Path | str, seed: int = 0) -> Path:
+    """A random-weight diffusion model file that core UNETLoader loads as ``family``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = build_diffusion_model(family)
+    save_file(_randomize(model, seed), str(path))
+    return path
+
+
+def write_wan_vae(path: Path | str, seed: int = 0) -> Path:
+    """A tiny Wan 2.1 VAE (z_dim 16; also decodes HunyuanVideo-shaped latents) for core VAELoader."""
+    from comfy.ldm.wan.vae import WanVAE
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    save_file(_randomize(vae, seed, std=0.05), str(path))
+    return path
+
+
+def lora_targets(family: str) -> list[str]:
+    """Module paths (``diffusion_model.<path>``) of the 2-D linear weights inside transformer blocks."""
+    model = build_diffusion_model(family)
+    names = []
+    for name, tensor in model.state_dict().items():
+        if name.endswith(".weight") and tensor.ndim == 2 and "blocks" in name:
+            names.append("diffusion_model." + name[: -len(".weight")])
+    return names
+
+
+def random_lora(family: str, rank: int = 4, alpha: float = 4.0, seed: int = 1, std: float = 0.05,
+                targets: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """A LoRA in ComfyUI key format (``<module>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha``)."""
+    model_sd = build_diffusion_model(family).state_dict()
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for prefix in targets or lora_targets(family):
+        out_dim, in_dim = model_sd[prefix[len("diffusion_model."):] + ".weight"].shape
+        out[f"{prefix}.lora_up.weight"] = torch.randn(out_dim, rank, generator=gen) * std
+        out[f"{prefix}.lora_down.weight"] = torch.randn(rank, in_dim, generator=gen) * std
+        out[f"{prefix}.alpha"] = torch.tensor(float(alpha))
+    return out
+
+
+def write_random_lora(family: str, path: Path | str, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(random_lora(family, **kwargs), str(path))
+    return path

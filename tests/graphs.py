@@ -1,0 +1,79 @@
+"""Small builders for API-format graphs run in the real ComfyUI of the ``comfy`` fixture."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from dev import tiny_models
+
+MODEL_FILES = {f: f"tiny_{f}.safetensors" for f in tiny_models.FAMILIES}
+
+
+def install_models(comfy) -> None:
+    """Write the tiny random models into the runtime's models folders (once per session)."""
+    for family, name in MODEL_FILES.items():
+        path = comfy.model_dir("diffusion_models") / name
+        if not path.exists():
+            tiny_models.write_diffusion_model(family, path)
+    lora_dir = comfy.model_dir("loras")
+    for family in tiny_models.FAMILIES:
+        if not (lora_dir / f"identity_{family}.safetensors").exists():
+            tiny_models.write_random_lora(family, lora_dir / f"identity_{family}.safetensors", seed=1, std=0.15)
+            tiny_models.write_random_lora(family, lora_dir / f"style_{family}.safetensors", seed=2, std=0.12)
+
+
+class Graph:
+    """An API-format prompt under construction: ``g.add("KSampler", model=..., ...)`` returns a link."""
+
+    def __init__(self):
+        self.nodes: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, class_type: str, **inputs) -> list:
+        node_id = str(next(self._ids))
+        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
+        return [node_id, 0]
+
+    def capture(self, value, key: str) -> None:
+        self.add("PersonalVideoDevCapture", value=value, key=key)
+
+
+def base_graph(family: str, steps: int = 8, cfg: float = 3.0, prompt: str = "a person walking on a beach"):
+    """Graph with a tiny model, stand-in text conditioning and an empty video latent."""
+    g = Graph()
+    width = tiny_models.CONTEXT_WIDTH[family]
+    pooled = tiny_models.POOLED_WIDTH[family]
+    model = g.add("UNETLoader", unet_name=MODEL_FILES[family], weight_dtype="default")
+    pos = g.add("PersonalVideoDevTextEncodeStandIn", text=prompt, width=width, pooled_width=pooled, tokens=16)
+    neg = g.add("PersonalVideoDevTextEncodeStandIn", text="blurry", width=width, pooled_width=pooled, tokens=16)
+    latent = g.add("EmptyHunyuanLatentVideo", width=64, height=64, length=9, batch_size=1)
+    return g, model, pos, neg, latent
+
+
+def ksampler(g: Graph, model, pos, neg, latent, steps=8, cfg=3.0, sampler="euler", scheduler="simple",
+             denoise=1.0, seed=7):
+    return g.add("KSampler", model=model, positive=pos, negative=neg, latent_image=latent, seed=seed,
+                 steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler, denoise=denoise)
+
+
+def gated(g: Graph, model, lora_name: str, start=0.75, strength=1.0, mode="steps"):
+    adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=lora_name)
+    return g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=adapter, strength=strength,
+                 start_percent=start, gate_mode=mode)
+
+
+def lora(g: Graph, model, lora_name: str, strength=1.0):
+    return g.add("LoraLoaderModelOnly", model=model, lora_name=lora_name, strength_model=strength)
+
+
+def run_latent(comfy, g: Graph, link, key="out") -> torch.Tensor:
+    g.capture(link, key)
+    comfy.run(g.nodes)
+    return comfy.captured()[key]["samples"].clone()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
