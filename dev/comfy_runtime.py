@@ -45,11 +45,14 @@ class ComfyRuntime:
         self.executor = None
 
     @classmethod
-    def boot(cls, base_dir: Path | str, with_dev_nodes: bool = True) -> "ComfyRuntime":
+    def boot(cls, base_dir: Path | str, with_dev_nodes: bool = True, cache: bool = False) -> "ComfyRuntime":
         """Start ComfyUI in-process on the CPU with ``base_dir`` as its base directory.
 
         ``base_dir`` gets ``custom_nodes/PersonalVideo`` (a link to this repository) and, with
         ``with_dev_nodes``, the test/demo stand-in nodes. Models go under ``base_dir/models``.
+        ``cache`` turns on ComfyUI's classic node cache (benchmarks: only changed nodes re-run); without
+        it every graph recomputes every node, so a test that runs the base model after a patched one
+        really samples it again.
         """
         if cls._instance is not None:
             if Path(base_dir).resolve() != cls._instance.base_dir:
@@ -90,9 +93,8 @@ class ComfyRuntime:
             raise RuntimeError(f"the {PACK_NAME} pack did not register any node: see the log above")
         rt = cls(base_dir, comfy_dir)
         rt.loop = loop
-        # No caching between runs: every graph recomputes every node, so a test that runs the base model
-        # after a patched one really samples it again.
-        rt.executor = execution.PromptExecutor(prompt_server, cache_type=execution.CacheType.NONE,
+        cache_type = execution.CacheType.CLASSIC if cache else execution.CacheType.NONE
+        rt.executor = execution.PromptExecutor(prompt_server, cache_type=cache_type,
                                                cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
         cls._instance = rt
         return rt

@@ -18,15 +18,17 @@ CONTEXT_WIDTH = {"wan21": 4096, "hunyuan_video": 768}
 POOLED_WIDTH = {"wan21": 0, "hunyuan_video": 768}
 
 
-def build_diffusion_model(family: str) -> torch.nn.Module:
+def build_diffusion_model(family: str, **overrides) -> torch.nn.Module:
+    """The tiny model of ``family``; ``overrides`` change its constructor sizes (e.g. dim for benchmarks)."""
     import comfy.ops
 
     ops = comfy.ops.manual_cast
     if family == "wan21":
         from comfy.ldm.wan.model import WanModel
 
-        return WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=16,
-                        out_dim=16, text_dim=4096, operations=ops)
+        params = dict(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=16, out_dim=16,
+                      text_dim=4096)
+        return WanModel(operations=ops, **(params | overrides))
     if family == "hunyuan_video":
         import dataclasses
 
@@ -38,7 +40,7 @@ def build_diffusion_model(family: str) -> torch.nn.Module:
         # Later ComfyUI versions add HunyuanVideo 1.5 switches (byt5, meanflow, ...): all off for 1.0.
         for f in dataclasses.fields(HunyuanVideoParams):
             params.setdefault(f.name, False if f.type in (bool, "bool") else None)
-        return HunyuanVideo(image_model="hunyuan_video", operations=ops, **params)
+        return HunyuanVideo(image_model="hunyuan_video", operations=ops, **(params | overrides))
     raise ValueError(f"family: got {family!r}, expected one of {FAMILIES}")
 
 
@@ -58,11 +60,11 @@ def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[st
     return sd
 
 
-def write_diffusion_model(family: str, path: Path | str, seed: int = 0) -> Path:
+def write_diffusion_model(family: str, path: Path | str, seed: int = 0, **overrides) -> Path:
     """A random-weight diffusion model file that core UNETLoader loads as ``family``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = build_diffusion_model(family)
+    model = build_diffusion_model(family, **overrides)
     save_file(_randomize(model, seed), str(path))
     return path
 
@@ -79,9 +81,9 @@ def write_wan_vae(path: Path | str, seed: int = 0) -> Path:
     return path
 
 
-def lora_targets(family: str) -> list[str]:
+def lora_targets(family: str, **overrides) -> list[str]:
     """Module paths (``diffusion_model.<path>``) of the 2-D linear weights inside transformer blocks."""
-    model = build_diffusion_model(family)
+    model = build_diffusion_model(family, **overrides)
     names = []
     for name, tensor in model.state_dict().items():
         if name.endswith(".weight") and tensor.ndim == 2 and "blocks" in name:
@@ -90,12 +92,12 @@ def lora_targets(family: str) -> list[str]:
 
 
 def random_lora(family: str, rank: int = 4, alpha: float = 4.0, seed: int = 1, std: float = 0.05,
-                targets: list[str] | None = None) -> dict[str, torch.Tensor]:
+                targets: list[str] | None = None, **overrides) -> dict[str, torch.Tensor]:
     """A LoRA in ComfyUI key format (``<module>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha``)."""
-    model_sd = build_diffusion_model(family).state_dict()
+    model_sd = build_diffusion_model(family, **overrides).state_dict()
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for prefix in targets or lora_targets(family):
+    for prefix in targets or lora_targets(family, **overrides):
         out_dim, in_dim = model_sd[prefix[len("diffusion_model."):] + ".weight"].shape
         out[f"{prefix}.lora_up.weight"] = torch.randn(out_dim, rank, generator=gen) * std
         out[f"{prefix}.lora_down.weight"] = torch.randn(rank, in_dim, generator=gen) * std

@@ -65,7 +65,7 @@ class ApplyIdentityAdapter(io.ComfyNode):
             raise ValueError(
                 f"identity adapter {source}: made for a {wanted} model, but the model connected is {family}; "
                 f"connect a {wanted} model or use an adapter trained on {family}.")
-        patched, _ = apply_gated_adapter(model, adapter, strength, start_percent, gate_mode, source=source)
+        patched, _, _ = apply_gated_adapter(model, adapter, strength, start_percent, gate_mode, source=source)
         return io.NodeOutput(patched)
 
 

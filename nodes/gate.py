@@ -1,31 +1,33 @@
 """The isolated identity adapter inside ComfyUI: a LoRA that acts only late in sampling.
 
-How it is built from ComfyUI's own machinery, so it lives with the model patcher (clones, offloading,
-lowvram, other LoRAs):
+How it sits on ComfyUI's own machinery:
 
-- Each adapted weight gets a *weight wrapper* (``ModelPatcher.add_weight_wrapper``). comfy.ops layers
-  call their weight wrappers on every forward, on the weight as cast for that forward, so the base
-  weights in memory are never modified and no backup is kept. The wrapper adds the LoRA with ComfyUI's
-  own ``comfy.lora.calculate_weight`` (the code LoraLoader uses), or returns the weight unchanged.
-- One ``IdentityGate`` per apply decides which. An ``APPLY_MODEL`` wrapper (core patcher extension)
-  opens or closes it for each model call from the running sampler's schedule
-  (``transformer_options["sample_sigmas"]``) and the call's sigma; see training/gate.py for the rule.
+- The LoRA file is read as core LoraLoader reads it (``comfy.lora.model_lora_keys_unet`` +
+  ``comfy.lora.load_lora``), giving ComfyUI weight adapters keyed by model weight.
+- An ``APPLY_MODEL`` wrapper (core patcher extension) is added to a *clone* of the model patcher. For
+  each model call it decides from the running sampler's schedule (``transformer_options["sample_sigmas"]``)
+  and the call's sigma whether the gate is open (rule: training/gate.py). Only while a gated call runs
+  does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
+  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward.
 
-Everything is attached to a clone, so the input MODEL and every other clone stay untouched. LoRAs
-patched by core loaders (before or after this node) stay always on; their patches are applied to the
-weight before it reaches the wrapper, and the identity delta is added on top.
+So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
+never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
+lives on the clone); LoRAs patched by core loaders before or after this node stay always on (their
+patches reach the weight first) and offloading/lowvram are unaffected. Adding ΔW in weight space costs a
+few passes over each adapted weight per gated call: cheaper than a bypass ``x·downᵀ·upᵀ`` once a video
+has more than a few thousand tokens, which real ones do (Wan 480p, 81 frames: ~32k).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 
 import torch
 
 import comfy.lora
 import comfy.patcher_extension
+import comfy.utils
 
 from ..training.gate import GATE_MODES, gate_is_open, step_gate_sigma
 
@@ -33,20 +35,20 @@ log = logging.getLogger(__name__)
 
 
 class IdentityGate:
-    """Shared on/off switch of one applied adapter, set per model call by ``apply_model_wrapper``."""
+    """Decides per model call whether the adapter acts, and makes it act for that call only."""
 
-    def __init__(self, start_percent: float, mode: str = "steps"):
+    def __init__(self, start_percent: float, mode: str, deltas: dict[str, "WeightDelta"]):
         if mode not in GATE_MODES:
             raise ValueError(f"gate_mode: got {mode!r}, expected one of {GATE_MODES}")
         if not 0.0 <= start_percent <= 1.0:
             raise ValueError(f"start_percent: got {start_percent}, expected a value in [0, 1]")
         self.start_percent = float(start_percent)
         self.mode = mode
-        self.open = False
+        self.deltas = deltas  # parameter key inside the BaseModel -> weight function
         self._warned = False
 
     def threshold(self, base_model, transformer_options: dict) -> float | None:
-        """The sigma at or below which this call is gated, or None (never gated)."""
+        """The sigma at or below which a call is gated, or None (never gated)."""
         if self.start_percent >= 1.0:
             return None
         sample_sigmas = transformer_options.get("sample_sigmas")
@@ -62,50 +64,47 @@ class IdentityGate:
         transformer_options = kwargs.get("transformer_options")
         if transformer_options is None:
             transformer_options = args[3] if len(args) > 3 else {}
-        previous = self.open
-        self.open = gate_is_open(t, self.threshold(executor.class_obj, transformer_options))
+        base_model = executor.class_obj
+        if not gate_is_open(t, self.threshold(base_model, transformer_options)):
+            return executor(x, t, *args, **kwargs)
+        installed = []
         try:
+            for key, delta in self.deltas.items():
+                module_path, _, param = key.rpartition(".")
+                module = comfy.utils.get_attr(base_model, module_path)
+                attr = param + "_function"
+                previous = getattr(module, attr)
+                setattr(module, attr, previous + [delta])  # a new list: never mutate one ComfyUI holds
+                installed.append((module, attr, previous))
             return executor(x, t, *args, **kwargs)
         finally:
-            self.open = previous
+            for module, attr, previous in reversed(installed):
+                setattr(module, attr, previous)
 
 
-class GatedLoRAWeight:
-    """Weight wrapper: ``W`` while the gate is closed, ``W + strength · ΔW`` (ComfyUI's LoRA maths) when open."""
+class WeightDelta:
+    """Weight function ``W -> W + s·ΔW``, out of place, in ComfyUI's LoRA arithmetic."""
 
-    def __init__(self, gate: IdentityGate, key: str, adapter, strength: float):
-        self.gate = gate
-        self.key = key
-        self.strength = strength
-        self._adapters = {None: adapter}  # per device, so the LoRA tensors cross to the GPU once
-
-    def _adapter_on(self, device: torch.device):
-        if device not in self._adapters:
-            self._adapters[device] = _move_adapter(self._adapters[None], device)
-        return self._adapters[device]
-
-    def move_to(self, device=None) -> int:
-        """Called by newer ComfyUI when the module moves; returns the bytes kept on ``device``."""
-        if device is None:
-            return 0
-        adapter = self._adapter_on(torch.device(device))
-        return sum(t.numel() * t.element_size() for t in _tensors(adapter))
+    def __init__(self, key: str, adapter, strength: float):
+        self.key, self.adapter, self.strength = key, adapter, strength
+        pair = _low_rank(adapter)
+        self.low_rank = None
+        if pair is not None:
+            up, down, alpha = pair
+            scale = strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
+            self.low_rank = (up.float(), down.float().flatten(1), scale)
+        self._on_device: dict[torch.device, tuple] = {}
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        if not self.gate.open:
-            return weight
-        patches = [(self.strength, self._adapter_on(weight.device), 1.0, None, None)]
-        # Same arithmetic as LoraLoader's patching: float32 intermediate, then the weight's dtype.
-        work = weight.to(torch.float32, copy=True)
-        return comfy.lora.calculate_weight(patches, work, self.key).to(weight.dtype)
-
-
-@dataclass
-class AppliedAdapter:
-    """What applying an adapter did, for the node's report."""
-
-    matched: int = 0
-    unmatched_keys: list[str] = field(default_factory=list)
+        if self.low_rank is None:
+            patch = [(self.strength, self.adapter, 1.0, None, None)]
+            return comfy.lora.calculate_weight(patch, weight.to(torch.float32, copy=True), self.key).to(weight.dtype)
+        if weight.device not in self._on_device:  # the LoRA crosses to the GPU once, not every call
+            up, down, scale = self.low_rank
+            self._on_device[weight.device] = (up.to(weight.device), down.to(weight.device), scale)
+        up, down, scale = self._on_device[weight.device]
+        merged = torch.addmm(weight.flatten(1).float(), up, down, alpha=scale)
+        return merged.reshape(weight.shape).to(weight.dtype)
 
 
 def lora_to_patches(model_patcher, lora_sd: dict) -> tuple[dict, list[str]]:
@@ -116,24 +115,47 @@ def lora_to_patches(model_patcher, lora_sd: dict) -> tuple[dict, list[str]]:
     for adapter in patches.values():
         used.update(getattr(adapter, "loaded_keys", ()) or ())
     model_sd_keys = set(model_patcher.model.state_dict().keys())
-    resolved = {}
-    for k, adapter in patches.items():
-        key = k if isinstance(k, str) else k[0]
-        if not isinstance(k, str):
-            raise ValueError(f"adapter key {k!r} uses an offset/function patch, which gating does not support")
-        if key in model_sd_keys:
-            resolved[key] = adapter
+    resolved = {k: a for k, a in patches.items() if isinstance(k, str) and k in model_sd_keys}
     unmatched = sorted(k for k in lora_sd if k not in used)
     return resolved, unmatched
+
+
+def _low_rank(adapter):
+    """(up, down, alpha) when the adapter is a plain 2-D LoRA pair, else None."""
+    weights = getattr(adapter, "weights", None)
+    if getattr(adapter, "name", None) != "lora" or weights is None:
+        return None
+    up, down, alpha, mid, dora_scale, reshape = (list(weights) + [None] * 6)[:6]
+    if mid is not None or dora_scale is not None or reshape is not None or up.ndim != 2 or down.ndim != 2:
+        return None
+    return up, down, alpha
+
+
+def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> dict[str, WeightDelta]:
+    """One weight function per adapted parameter; refuses layers it cannot gate, naming them."""
+    deltas = {}
+    for key, adapter in patches.items():
+        module_path, _, param = key.rpartition(".")
+        module = comfy.utils.get_attr(model_patcher.model, module_path)
+        if not hasattr(module, param + "_function"):
+            raise ValueError(f"identity adapter ({source}): {module_path} is not a ComfyUI (comfy.ops) layer, so "
+                             "it cannot be gated; use core LoraLoaderModelOnly for an always-on LoRA.")
+        weights = getattr(adapter, "weights", None)
+        if weights is not None and len(weights) > 4 and weights[4] is not None:
+            raise ValueError(f"identity adapter ({source}): {module_path} is a DoRA layer; DoRA rescales the "
+                             "whole weight and cannot be gated. Use a plain LoRA, or core LoraLoaderModelOnly "
+                             "for an always-on DoRA.")
+        deltas[key] = WeightDelta(key, adapter, strength)
+    return deltas
 
 
 def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, start_percent: float,
                         mode: str = "steps", source: str = "adapter"):
     """Clone ``model_patcher`` with ``lora_sd`` acting only in the gated part of sampling.
 
-    Returns (new patcher, AppliedAdapter). Raises ValueError naming ``source`` when no key matches.
+    Returns (new patcher, number of adapted weights, unmatched keys). Raises ValueError naming
+    ``source`` when no key matches the model.
     """
-    gate = IdentityGate(start_percent, mode)
     patches, unmatched = lora_to_patches(model_patcher, lora_sd)
     if not patches:
         family = type(model_patcher.model.model_config).__name__
@@ -141,41 +163,13 @@ def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, start_per
         raise ValueError(
             f"identity adapter ({source}): none of its {len(lora_sd)} keys match a weight of this {family} "
             f"model (first keys: {sample}). It was made for another model family or is not a LoRA; "
-            "connect the model it was trained on."
-        )
+            "connect the model it was trained on.")
     if unmatched:
         log.warning("identity adapter (%s): %d of %d keys match no weight of this model and are not "
                     "applied: %s", source, len(unmatched), len(lora_sd), ", ".join(unmatched[:8]))
+    gate = IdentityGate(start_percent, mode, build_deltas(model_patcher, patches, strength, source))
     patched = model_patcher.clone()
-    if strength != 0.0:
-        for key, adapter in patches.items():
-            patched.add_weight_wrapper(key, GatedLoRAWeight(gate, key, adapter, strength))
+    if strength != 0.0 and start_percent < 1.0:
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
                                      f"personalvideo_gate_{uuid.uuid4().hex}", gate.apply_model_wrapper)
-    return patched, AppliedAdapter(matched=len(patches), unmatched_keys=unmatched)
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from _tensors(item)
-    elif hasattr(obj, "weights"):
-        yield from _tensors(obj.weights)
-
-
-def _move(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_move(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_move(o, device) for o in obj]
-    return obj
-
-
-def _move_adapter(adapter, device):
-    if hasattr(adapter, "weights") and hasattr(adapter, "loaded_keys"):
-        return type(adapter)(adapter.loaded_keys, _move(adapter.weights, device))
-    return _move(adapter, device)  # older ("lora", (...)) tuple format
+    return patched, len(patches), unmatched

@@ -203,11 +203,14 @@ def test_input_model_and_other_clones_untouched(comfy, family):
     assert not torch.equal(final_a, gated_final)
 
     patched = _apply(family)(base)
-    assert base.weight_wrapper_patches == {} and patched.weight_wrapper_patches
-    assert not base.model_options["transformer_options"].get("wrappers", {}).get("apply_model")
+    assert patched.wrappers.get("apply_model")
+    assert not base.wrappers.get("apply_model")
+    assert base.weight_wrapper_patches == {} and patched.weight_wrapper_patches == {}
     after = base.model.diffusion_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "base weights were modified"
     assert not getattr(patched, "backup", {}), "a weight backup was left behind"
+    hooks = [m for m in base.model.modules() if m._forward_hooks]
+    assert hooks == [], "forward hooks were left on the model after sampling"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

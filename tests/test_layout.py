@@ -1,0 +1,36 @@
+"""House rules that can be checked mechanically."""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "folder_paths", "nodes", "server",
+                 "execution", "node_helpers"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_training_is_plain_torch():
+    offenders = {str(p.relative_to(REPO)): sorted(_imports(p) & COMFY_MODULES)
+                 for p in (REPO / "training").rglob("*.py") if _imports(p) & COMFY_MODULES}
+    assert offenders == {}, f"training/ must not import ComfyUI modules: {offenders}"
+
+
+def test_only_paths_module_uses_folder_paths():
+    users = sorted(str(p.relative_to(REPO)) for p in (REPO / "nodes").rglob("*.py") if "folder_paths" in _imports(p))
+    assert users == ["nodes/paths.py"]
+
+
+def test_entry_point_is_light_and_v3_only():
+    source = (REPO / "__init__.py").read_text()
+    assert "comfy_entrypoint" in source and "NODE_CLASS_MAPPINGS" not in source
+    assert _imports(REPO / "__init__.py") <= {"__future__"}
