@@ -38,3 +38,60 @@ def next_free_path(directory: str, prefix: str, ext: str = ".safetensors") -> st
     while os.path.exists(f"{full_prefix}_{counter:05d}_{ext}"):
         counter += 1
     return f"{full_prefix}_{counter:05d}_{ext}"
+
+
+# --- reward models ------------------------------------------------------------------------------
+# insightface packs live in models/insightface/models/<pack>/ (the layout insightface's FaceAnalysis and the
+# PuLID / InstantID packs use); HPSv2 checkpoints in models/hpsv2/.
+HPS_EXTENSIONS = {".pt", ".pth", ".safetensors"}
+
+
+def register_reward_folders() -> None:
+    """Register the ``insightface`` and ``hpsv2`` model folders (idempotent; keeps folders other packs added)."""
+    folder_paths.add_model_folder_path("insightface", os.path.join(folder_paths.models_dir, "insightface"))
+    folder_paths.add_model_folder_path("hpsv2", os.path.join(folder_paths.models_dir, "hpsv2"))
+    paths, exts = folder_paths.folder_names_and_paths["hpsv2"]
+    folder_paths.folder_names_and_paths["hpsv2"] = (paths, set(exts) | HPS_EXTENSIONS)
+
+
+def insightface_pack_roots() -> list[str]:
+    """Every ``<insightface folder>/models`` directory, where packs are subfolders."""
+    register_reward_folders()
+    return [os.path.join(p, "models") for p in folder_paths.get_folder_paths("insightface")]
+
+
+def insightface_packs() -> list[str]:
+    """Names of the pack folders (with at least one .onnx file) under every insightface folder."""
+    names = set()
+    for root in insightface_pack_roots():
+        if os.path.isdir(root):
+            for name in os.listdir(root):
+                sub = os.path.join(root, name)
+                if os.path.isdir(sub) and any(f.endswith(".onnx") for f in os.listdir(sub)):
+                    names.add(name)
+    return sorted(names)
+
+
+def insightface_pack_path(name: str) -> str:
+    """Folder of the pack ``name``; FileNotFoundError naming the folders searched when it is absent."""
+    roots = insightface_pack_roots()
+    for root in roots:
+        path = os.path.join(root, name)
+        if os.path.isdir(path):
+            return path
+    raise FileNotFoundError(
+        f"pack: insightface pack {name!r} not found in {roots}; put the pack's folder (e.g. antelopev2 or "
+        "buffalo_l with its .onnx files) into models/insightface/models/"
+    )
+
+
+def hpsv2_checkpoints() -> list[str]:
+    """HPSv2 checkpoint files under every registered ``hpsv2`` folder."""
+    register_reward_folders()
+    return folder_paths.get_filename_list("hpsv2")
+
+
+def hpsv2_path(name: str) -> str:
+    """Full path of an HPSv2 checkpoint picked from the list (raises FileNotFoundError naming it)."""
+    register_reward_folders()
+    return folder_paths.get_full_path_or_raise("hpsv2", name)

@@ -1,0 +1,117 @@
+"""Reference identity and the loader's errors, with the real w600k_mbf / SCRFD-500m models and real photos."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from face_assets import load_photo, make_pack, vectron_dir
+from PersonalVideo.training.arcface_torch import load_arcface
+from PersonalVideo.training.identity_reward import load_identity_reward_model
+from PersonalVideo.training.reference import build_reference
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return load_identity_reward_model(make_pack(tmp_path_factory.mktemp("packs")))
+
+
+def _resize(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="bilinear", antialias=True,
+                         align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+
+
+def test_one_photo_is_enough_and_augmentation_is_seeded(model):
+    img = load_photo("obama.jpg")
+    a = build_reference(model, [img], augmentations=4, seed=3)
+    b = build_reference(model, [img], augmentations=4, seed=3)
+    c = build_reference(model, [img], augmentations=4, seed=4)
+    plain = build_reference(model, [img], augmentations=0)
+    assert a.embedding.shape == (512,) and abs(float(a.embedding.norm()) - 1) < 1e-5
+    assert torch.equal(a.embedding, b.embedding)
+    assert not torch.equal(a.embedding, c.embedding)
+    # Augmented views move the embedding a little, not to another person.
+    assert 0.9 < float(a.embedding @ plain.embedding) < 0.99999
+    assert a.crops.shape == (1, 112, 112, 3) and a.notes == []
+
+
+def test_pairwise_similarity_flags_a_mix_of_people(model):
+    same = build_reference(model, [load_photo(n) for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")],
+                           augmentations=0)
+    assert same.min_pairwise > 0.5 and not any("different people" in n for n in same.notes)
+    mixed = build_reference(model, [load_photo(n) for n in ("obama.jpg", "obama2.jpg", "biden.jpg")],
+                            augmentations=0)
+    assert mixed.min_pairwise < 0.3
+    assert any("references 1 and 3" in n or "references 2 and 3" in n for n in mixed.notes), mixed.notes
+    assert "different people" in mixed.report()
+    # The mean of several same-person references is closer to each of them than they are to each other.
+    assert float((same.per_reference @ same.embedding).min()) > same.min_pairwise
+
+
+def test_several_faces_use_the_largest_and_say_so(model):
+    ref = build_reference(model, [load_photo("players.jpg")], augmentations=0)
+    assert ref.face_counts == [22]
+    all_faces = model.detect(load_photo("players.jpg"))
+    assert ref.faces[0].area == pytest.approx(max(f.area for f in all_faces), rel=1e-3)
+    assert "22 faces" in ref.notes[0] and "largest" in ref.report()
+
+
+def test_grayscale_rgba_tiny_and_very_large_images(model):
+    colour = build_reference(model, [load_photo("obama2.jpg")], augmentations=0).embedding
+    gray = build_reference(model, [load_photo("obama2.jpg", mode="L")], augmentations=0)  # [H, W, 1]
+    rgba = build_reference(model, [load_photo("32bit.png", mode="RGBA")], augmentations=0)  # obama2 as RGBA
+    assert float(gray.embedding @ colour) > 0.8
+    assert float(rgba.embedding @ colour) > 0.95
+    yao = load_photo("yaoming.jpg")  # 287x233, face about 105 px wide
+    yao_ref = build_reference(model, [yao], augmentations=0).embedding
+    tiny = build_reference(model, [_resize(yao, 72, 58)], augmentations=0)  # face about 26 px wide
+    large = build_reference(model, [_resize(yao, 4592, 3728)], augmentations=0)  # 17 Mpx
+    assert tiny.image_sizes == [(72, 58)] and large.image_sizes == [(4592, 3728)]
+    assert float(tiny.embedding @ yao_ref) > 0.5
+    assert float(large.embedding @ yao_ref) > 0.9
+    # Reported boxes are in the input image's pixels, whatever upscaling the detector needed.
+    assert tiny.faces[0].box[2] <= 58 + 2 and large.faces[0].box[2] > 1000
+
+
+def test_close_up_without_margin_is_found_by_padding(model):
+    img = load_photo("yaoming.jpg")
+    face = max(model.detect(img), key=lambda f: f.area)
+    x1, y1, x2, y2 = face.box.round().astype(int)
+    close_up = img[max(y1, 0):y2, max(x1, 0):x2]
+    ref = build_reference(model, [close_up], augmentations=0)
+    assert ref.face_counts == [1]
+
+
+def test_no_face_and_empty_inputs_give_clear_errors(model):
+    photo = load_photo("obama.jpg")
+    blank = torch.full((300, 400, 3), 0.5)
+    with pytest.raises(ValueError, match=r"no face found in image 2 of 2 \(400x300\)"):
+        build_reference(model, [photo, blank])
+    with pytest.raises(ValueError, match="got no image"):
+        build_reference(model, [])
+
+
+def test_pack_errors_name_the_folder_and_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*models/insightface/models"):
+        load_identity_reward_model(tmp_path / "antelopev2")
+    only_rec = make_pack(tmp_path, "no_detector", files=("w600k_mbf.onnx", "2d106det.onnx"))
+    with pytest.raises(FileNotFoundError, match="no_detector: no SCRFD face detector.*w600k_mbf.onnx \\(recogniser\\)"):
+        load_identity_reward_model(only_rec)
+    only_det = make_pack(tmp_path, "no_recognizer", files=("scrfd_500m_bnkps.onnx", "2d106det.onnx"))
+    with pytest.raises(FileNotFoundError, match="no_recognizer: no ArcFace recogniser.*2d106det.onnx \\(other\\)"):
+        load_identity_reward_model(only_det)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .onnx files"):
+        load_identity_reward_model(tmp_path / "empty")
+
+
+def test_an_onnx_that_is_not_a_recognizer_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not an ArcFace recogniser: its input is 192x192"):
+        load_arcface(vectron_dir() / "2d106det.onnx")
+    with pytest.raises(ValueError, match="not an ArcFace recogniser: it has 9 outputs \\(a face detector\\)"):
+        load_arcface(vectron_dir() / "scrfd_500m_bnkps.onnx")
+    shutil.copy(vectron_dir() / "dist_cosine.onnx", tmp_path / "dist_cosine.onnx")
+    with pytest.raises(ValueError, match="not an ArcFace recogniser"):
+        load_arcface(tmp_path / "dist_cosine.onnx")

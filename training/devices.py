@@ -1,0 +1,63 @@
+"""Keeping reward models cheap in a graph: stored on an offload device, moved only while used."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def half_dtype_for(device: torch.device | str) -> torch.dtype:
+    """float32 on CPU/MPS; bfloat16 on CUDA when supported, else float16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class DeviceHolder:
+    """Owns a frozen module that lives on ``offload_device`` and visits ``load_device`` while used.
+
+    ``with holder.on_device():`` moves it (re-entrant: nested uses move it once) and moves it back on
+    exit, so a graph can keep several reward models around without holding accelerator memory.
+    """
+
+    def __init__(self, module: nn.Module, load_device: torch.device | str = "cpu",
+                 offload_device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.module = module.to(device=offload_device, dtype=dtype).eval().requires_grad_(False)
+        self.load_device = torch.device(load_device)
+        self.offload_device = torch.device(offload_device)
+        self.dtype = dtype
+        self._depth = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module is right now."""
+        return self.load_device if self._depth else self.offload_device
+
+    @contextlib.contextmanager
+    def on_device(self, device: torch.device | str | None = None) -> Iterator[nn.Module]:
+        """Context in which the module sits on ``device`` (default: its load device)."""
+        target = torch.device(device) if device is not None else self.load_device
+        if self._depth == 0 and target != self.offload_device:
+            self.module.to(target)
+        if self._depth == 0:
+            self.load_device = target
+        self._depth += 1
+        try:
+            yield self.module
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self.load_device != self.offload_device:
+                self.module.to(self.offload_device)
+                if self.load_device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def size_bytes(self) -> int:
+        """Memory the module needs on its load device."""
+        return sum(t.numel() * t.element_size() for t in [*self.module.parameters(), *self.module.buffers()])
