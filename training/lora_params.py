@@ -1,0 +1,68 @@
+"""Trainable LoRA parameters for the identity adapter, in ComfyUI's LoRA key format.
+
+One (up [out, r], down [r, in]) pair per adapted 2-D weight, float32 whatever the base model's dtype.
+``up`` starts at zero (as diffusers/PEFT do with B), so a fresh adapter changes nothing; ``down`` starts
+small and random (seeded), so the first gradient step can move ``up``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class LoRAParameters(torch.nn.Module):
+    """The adapter being trained: ``W' = W + (alpha / rank) · up @ down`` for each weight key."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]], rank: int, alpha: float, seed: int,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank: got {rank}, expected >= 1")
+        if not shapes:
+            raise ValueError("LoRA targets: no 2-D weights matched; check the 'layers' setting")
+        self.rank, self.alpha = int(rank), float(alpha)
+        self.keys = sorted(shapes)
+        gen = torch.Generator().manual_seed(seed)
+        self.up = torch.nn.ParameterList()
+        self.down = torch.nn.ParameterList()
+        for key in self.keys:
+            out_dim, in_dim = shapes[key]
+            down = torch.randn(rank, in_dim, generator=gen) / math.sqrt(in_dim)
+            self.down.append(torch.nn.Parameter(down.to(device)))
+            self.up.append(torch.nn.Parameter(torch.zeros(out_dim, rank, device=device)))
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def pairs(self) -> dict[str, tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+        """{weight key: (up, down)}."""
+        return {k: (self.up[i], self.down[i]) for i, k in enumerate(self.keys)}
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        """ComfyUI LoRA keys: ``<module>.lora_up.weight``, ``.lora_down.weight``, ``.alpha`` (CPU copies)."""
+        out = {}
+        for key, (up, down) in self.pairs().items():
+            prefix = key[: -len(".weight")]
+            out[f"{prefix}.lora_up.weight"] = up.detach().to("cpu", torch.float32).clone()
+            out[f"{prefix}.lora_down.weight"] = down.detach().to("cpu", torch.float32).clone()
+            out[f"{prefix}.alpha"] = torch.tensor(self.alpha)
+        return out
+
+    def load_lora_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``lora_state_dict`` (for resume); raises ValueError on a mismatch."""
+        for key, (up, down) in self.pairs().items():
+            prefix = key[: -len(".weight")]
+            try:
+                new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
+            except KeyError as e:
+                raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other "
+                                 "layers or another model") from e
+            if new_up.shape != up.shape or new_down.shape != down.shape:
+                raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses "
+                                 f"rank {down.shape[0]}; use the same rank to resume")
+            with torch.no_grad():
+                up.copy_(new_up)
+                down.copy_(new_down)
