@@ -45,6 +45,7 @@ class IdentityGate:
         self.start_percent = float(start_percent)
         self.mode = mode
         self.deltas = deltas  # parameter key inside the BaseModel -> weight function
+        self.force: bool | None = None  # the trainer's override: adapter branch True, source branch False
         self._warned = False
 
     def threshold(self, base_model, transformer_options: dict) -> float | None:
@@ -65,7 +66,9 @@ class IdentityGate:
         if transformer_options is None:
             transformer_options = args[3] if len(args) > 3 else {}
         base_model = executor.class_obj
-        if not gate_is_open(t, self.threshold(base_model, transformer_options)):
+        is_open = self.force if self.force is not None else gate_is_open(
+            t, self.threshold(base_model, transformer_options))
+        if not is_open:
             return executor(x, t, *args, **kwargs)
         installed = []
         try:
@@ -95,14 +98,26 @@ class WeightDelta:
             self.low_rank = (up.float(), down.float().flatten(1), scale)
         self._on_device: dict[torch.device, tuple] = {}
 
+    @classmethod
+    def trainable(cls, key: str, up: torch.Tensor, down: torch.Tensor, scale: float) -> "WeightDelta":
+        """The same weight function over parameters being trained (autograd reaches ``up`` and ``down``)."""
+        delta = cls.__new__(cls)
+        delta.key, delta.adapter, delta.strength = key, None, 1.0
+        delta.low_rank = (up, down, scale)
+        delta._on_device = {}
+        return delta
+
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if self.low_rank is None:
             patch = [(self.strength, self.adapter, 1.0, None, None)]
             return comfy.lora.calculate_weight(patch, weight.to(torch.float32, copy=True), self.key).to(weight.dtype)
-        if weight.device not in self._on_device:  # the LoRA crosses to the GPU once, not every call
-            up, down, scale = self.low_rank
-            self._on_device[weight.device] = (up.to(weight.device), down.to(weight.device), scale)
-        up, down, scale = self._on_device[weight.device]
+        up, down, scale = self.low_rank
+        if up.requires_grad or down.requires_grad:
+            up, down = up.to(weight.device), down.to(weight.device)
+        else:  # the LoRA crosses to the GPU once, not every call
+            if weight.device not in self._on_device:
+                self._on_device[weight.device] = (up.to(weight.device), down.to(weight.device))
+            up, down = self._on_device[weight.device]
         merged = torch.addmm(weight.flatten(1).float(), up, down, alpha=scale)
         return merged.reshape(weight.shape).to(weight.dtype)
 

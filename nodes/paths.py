@@ -95,3 +95,15 @@ def hpsv2_path(name: str) -> str:
     """Full path of an HPSv2 checkpoint picked from the list (raises FileNotFoundError naming it)."""
     register_reward_folders()
     return folder_paths.get_full_path_or_raise("hpsv2", name)
+
+
+# --- training ---------------------------------------------------------------------------------------
+def training_checkpoint_path(run_name: str) -> str:
+    """``<output>/personalvideo_training/<run_name>.safetensors``: where a run's resumable checkpoint lives."""
+    name = run_name.strip()
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"run_name: got {run_name!r}, expected a plain name such as 'alice' (no folders); "
+                         "it names the run's checkpoint so that resume finds it")
+    folder = os.path.join(folder_paths.get_output_directory(), "personalvideo_training")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name + ".safetensors")

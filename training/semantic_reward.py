@@ -157,7 +157,9 @@ class SemanticRewardModel:
                 tokens = self.tokenizer([prompt]).to(device)
                 feats = F.normalize(clip.encode_text(tokens).float(), dim=-1).cpu()
             self._text = _TextCache(prompt, feats)
-        return self._text.features.to(device)
+        # A copy, so that a cache filled under torch.inference_mode (an earlier scoring node) can still be
+        # saved by autograd when training scores frames with gradient.
+        return self._text.features.to(device, copy=True)
 
     def score(self, frames: torch.Tensor, prompt: str) -> torch.Tensor:
         """HPS score of each frame [F, H, W, 3] for ``prompt`` -> [F] (differentiable w.r.t. frames)."""

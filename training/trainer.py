@@ -144,6 +144,8 @@ class Trainer:
             skipped = ""
             if not torch.isfinite(loss):
                 skipped = "non-finite loss"
+            elif icr.frames_with_face == 0 and not (self.semantic_score is not None and self.s.scr_weight > 0):
+                skipped = "no face in any reward frame"
             elif loss.requires_grad:
                 loss.backward()
                 grads = [p.grad for p in self.params.parameters() if p.grad is not None]

@@ -6,6 +6,8 @@ unless the tests or the demo link it into custom_nodes.
   tiny real one exists. This node turns a prompt into conditioning of the width a tiny model expects:
   one seeded random vector per word (same word, same vector), plus a pooled vector. It is a stand-in,
   not a text encoder.
+- PersonalVideoDevCLIPStandIn: the same stand-in as a CLIP object (``tokenize`` /
+  ``encode_from_tokens_scheduled``), for nodes that encode prompts themselves (the trainer).
 - PersonalVideoDevCapture: an output node that keeps whatever reaches it in a dict, so a test can
   read the exact tensors a graph produced.
 """
@@ -48,6 +50,36 @@ class TextEncodeStandIn:
         return ([[cond, extra]],)
 
 
+class StandInCLIP:
+    """Duck-types the two methods of comfy.sd.CLIP that CLIPTextEncode and the trainer call."""
+
+    def __init__(self, width, pooled_width, tokens):
+        self.width, self.pooled_width, self.tokens = width, pooled_width, tokens
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, tokens):
+        return TextEncodeStandIn().encode(tokens, self.width, self.pooled_width, self.tokens)[0]
+
+
+class CLIPStandIn:
+    CATEGORY = "PersonalVideo/dev"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 4096, "min": 8, "max": 8192}),
+            "pooled_width": ("INT", {"default": 0, "min": 0, "max": 8192}),
+            "tokens": ("INT", {"default": 16, "min": 1, "max": 512}),
+        }}
+
+    def load(self, width, pooled_width, tokens):
+        return (StandInCLIP(width, pooled_width, tokens),)
+
+
 class Capture:
     CATEGORY = "PersonalVideo/dev"
     RETURN_TYPES = ()
@@ -69,5 +101,6 @@ class Capture:
 
 NODE_CLASS_MAPPINGS = {
     "PersonalVideoDevTextEncodeStandIn": TextEncodeStandIn,
+    "PersonalVideoDevCLIPStandIn": CLIPStandIn,
     "PersonalVideoDevCapture": Capture,
 }

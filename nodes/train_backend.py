@@ -1,0 +1,116 @@
+"""The trainer's view of a ComfyUI MODEL / CLIP / VAE (implements training.trainer.Backend).
+
+Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampling and wrappers are
+exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a custom ``KSAMPLER`` function in which the
+training step (rollout, decode, rewards, backward) runs while the model is loaded. The adapter branch and
+the source branch switch the same ``IdentityGate`` the apply node uses (``gate.force``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+
+from .gate import IdentityGate
+
+log = logging.getLogger(__name__)
+
+
+def encode(clip, text: str):
+    """CONDITIONING for ``text``, as core CLIPTextEncode makes it."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def make_trainable(module: torch.nn.Module, *holders) -> int:
+    """Replace inference-mode tensors (what ComfyUI's loaders create) by ordinary ones of equal value.
+
+    Autograd cannot save inference tensors for backward. Values do not change, so the model stays the
+    same for every other node. ``holders`` are plain objects whose tensor attributes are treated the same
+    way (e.g. the latent format's mean/std). Returns how many tensors were replaced.
+    """
+    replaced = 0
+    with torch.inference_mode(False):
+        for holder in holders:
+            for name, value in list(vars(holder).items()):
+                if isinstance(value, torch.Tensor) and value.is_inference():
+                    setattr(holder, name, value.clone())
+                    replaced += 1
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None and p.is_inference():
+                    m._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+                    replaced += 1
+            for name, b in list(m._buffers.items()):
+                if b is not None and b.is_inference():
+                    m._buffers[name] = b.clone()
+                    replaced += 1
+    return replaced
+
+
+def latent_index(frame: int, temporal_compression: int = 4) -> int:
+    """Latent frame that pixel frame ``frame`` decodes from (causal video VAEs: frame 0 alone, then groups)."""
+    return 0 if frame == 0 else (frame - 1) // temporal_compression + 1
+
+
+class ComfyBackend:
+    def __init__(self, patcher, gate: IdentityGate, clip, vae, negative: str, width: int, height: int,
+                 frames: int, sampling_steps: int, cfg: float):
+        self.patcher, self.gate, self.clip, self.vae = patcher, gate, clip, vae
+        self.cfg, self.sampling_steps = cfg, sampling_steps
+        self.latent_frames = (frames - 1) // 4 + 1
+        self.num_frames = 4 * (self.latent_frames - 1) + 1
+        channels = patcher.model.latent_format.latent_channels
+        self.latent_shape = (1, channels, self.latent_frames, height // 8, width // 8)
+        self._conds: dict[str, object] = {}
+        self.negative = negative
+        make_trainable(patcher.model, patcher.model.latent_format)
+        make_trainable(vae.first_stage_model)
+
+    def _cond(self, text: str):
+        if text not in self._conds:
+            self._conds[text] = encode(self.clip, text)
+        return self._conds[text]
+
+    def run(self, prompt: str, seed: int, fn):
+        latent = torch.zeros(self.latent_shape)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        sigmas = comfy.samplers.calculate_sigmas(self.patcher.get_model_object("model_sampling"), "simple",
+                                                 self.sampling_steps)
+        guider = comfy.samplers.CFGGuider(self.patcher)
+        guider.set_conds(self._cond(prompt), self._cond(self.negative))
+        guider.set_cfg(self.cfg)
+        result = {}
+
+        def training_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            extra_args = extra_args or {}
+            s_in = x.new_ones([x.shape[0]])
+
+            def denoise(latent, sigma, adapter_on):
+                self.gate.force = adapter_on
+                try:
+                    return model(latent, sigma * s_in, **extra_args)
+                finally:
+                    self.gate.force = None
+
+            result["out"] = fn(denoise, x, sigmas.to(x.device))
+            return x
+
+        guider.sample(noise, latent, comfy.samplers.KSAMPLER(training_sampler), sigmas, seed=seed,
+                      disable_pbar=True)
+        return result["out"]
+
+    def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
+        """Decode only the latent frames the requested pixel frames depend on, with gradient."""
+        latent = self.patcher.model.process_latent_out(latent)
+        last = max(latent_index(f) for f in frame_indices)
+        mm.load_models_gpu([self.vae.patcher])
+        z = latent[:, :, : last + 1].to(self.vae.device, self.vae.vae_dtype)
+        pixels = self.vae.first_stage_model.decode(z)  # [1, 3, F, H, W] in [-1, 1]
+        pixels = self.vae.process_output(pixels.float())
+        frames = pixels[0].permute(1, 2, 3, 0)  # [F, H, W, 3]
+        return frames[frame_indices]

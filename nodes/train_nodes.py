@@ -1,0 +1,169 @@
+"""Node: train the isolated identity adapter on the graph's own video model (PersonalVideo's method)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+import comfy.model_management as mm
+import comfy.patcher_extension
+import comfy.utils
+from comfy_api.latest import io
+
+from .. import __version__
+from ..training.adapter_file import IdentityAdapter, build_metadata
+from ..training.lora_params import LoRAParameters
+from ..training.trainer import Trainer, TrainSettings, summarize
+from . import paths
+from .adapter_nodes import model_family
+from .gate import IdentityGate, WeightDelta
+from .prompt_nodes import PromptBankType
+from .reward_nodes import IdentityReward, Reference, SemanticReward
+from .train_backend import ComfyBackend, make_trainable
+from .train_chart import training_chart
+
+log = logging.getLogger(__name__)
+LAYER_CHOICES = ("attention", "attention+mlp")
+
+
+def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
+    """2-D weights inside the transformer blocks to adapt: attention projections, or those and the MLPs."""
+    shapes = {}
+    for key, tensor in model.model.state_dict().items():
+        if not key.startswith("diffusion_model.") or not key.endswith(".weight") or tensor.ndim != 2:
+            continue
+        if "blocks." not in key:
+            continue
+        module = key[: -len(".weight")].lower()
+        if "attn" in module or (layers == "attention+mlp" and any(t in module for t in ("mlp", "ffn", "linear"))):
+            shapes[key] = tuple(tensor.shape)
+    return shapes
+
+
+def _preview(frame: torch.Tensor, similarity: float) -> tuple:
+    img = Image.fromarray((frame.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
+    ImageDraw.Draw(img).text((4, 4), "no face" if np.isnan(similarity) else f"sim {similarity:.3f}",
+                             fill=(255, 255, 0))
+    return ("JPEG", img, 512)
+
+
+def _float(name, default, lo, hi, step, tip):
+    return io.Float.Input(name, default=default, min=lo, max=hi, step=step, tooltip=tip)
+
+
+def _int(name, default, lo, hi, tip, step=1):
+    return io.Int.Input(name, default=default, min=lo, max=hi, step=step, tooltip=tip)
+
+
+class TrainIdentityAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonalVideoTrainIdentityAdapter",
+            display_name="Train Identity Adapter",
+            category=paths.CATEGORY + "/Training",
+            description="Trains the isolated identity adapter on the connected video model: it generates videos "
+                        "from noise for the bank's prompts and back-propagates the face reward (ICR) and the "
+                        "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a checkpoint.",
+            inputs=[
+                io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...)."),
+                io.Clip.Input("clip", tooltip="The model's text encoder: encodes the bank's prompts."),
+                io.Vae.Input("vae", tooltip="The model's VAE: decodes the reward frames (with gradient)."),
+                Reference.Input("reference", tooltip="From Load Reference Faces."),
+                IdentityReward.Input("identity_reward", tooltip="From Load Identity Reward Model (ArcFace)."),
+                PromptBankType.Input("prompt_bank", tooltip="From Prompt Bank."),
+                _int("steps", 200, 1, 100000, "Training steps (one generated video per step)."),
+                _float("learning_rate", 1e-4, 1e-7, 1.0, 1e-6, "AdamW learning rate of the adapter."),
+                _int("rank", 16, 1, 256, "LoRA rank."),
+                _float("alpha", 16.0, 0.1, 1024.0, 0.1, "LoRA alpha (scale = alpha / rank)."),
+                io.Combo.Input("layers", options=list(LAYER_CHOICES), default="attention",
+                               tooltip="Which linear layers of the transformer blocks get the adapter."),
+                _float("start_percent", 0.75, 0.0, 1.0, 0.01,
+                       "Gate start: the adapter acts from step ceil(start_percent x N); same as the apply node."),
+                _int("sampling_steps", 20, 2, 200, "Euler steps per generated training video."),
+                _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating."),
+                _int("width", 480, 16, 4096, "Training video width (pixels, multiple of 16).", 16),
+                _int("height", 272, 16, 4096, "Training video height (pixels, multiple of 16).", 16),
+                _int("frames", 33, 1, 1024, "Training video length in frames (4k+1).", 4),
+                _int("frames_per_reward", 4, 1, 64, "M: frames per video scored by the rewards (random)."),
+                _float("icr_weight", 1.0, 0.0, 100.0, 0.01, "Weight of the identity reward loss."),
+                _float("scr_weight", 1.0, 0.0, 100.0, 0.01, "Weight of the semantic reward loss (SCR)."),
+                _float("scr_temperature", 100.0, 0.01, 1000.0, 0.01,
+                       "Multiplies HPS scores before the softmax over frames (100 = CLIP's logit scale)."),
+                _int("backprop_last_k", 0, 0, 200, "0: gradient through every gated step; K: the last K only "
+                     "(less memory; earlier gated steps still use the adapter)."),
+                _float("max_grad_norm", 1.0, 0.0, 1000.0, 0.01, "Gradient clipping norm."),
+                _int("seed", 0, 0, 2**31 - 1, "Seed: same seed and settings give the same adapter."),
+                _int("checkpoint_every", 50, 0, 100000, "Write a resumable checkpoint every K steps (0: only at "
+                     "the end, on cancel and on errors)."),
+                io.String.Input("run_name", default="identity",
+                                tooltip="Names the checkpoint in output/personalvideo_training/."),
+                io.Boolean.Input("resume", default=True,
+                                 tooltip="Continue from this run's checkpoint if it exists (same settings)."),
+                SemanticReward.Input("semantic_reward", optional=True,
+                                     tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
+            ],
+            outputs=[
+                io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
+                io.Image.Output(display_name="training_curve", tooltip="Loss, face similarity, no-face rate."),
+                io.String.Output(display_name="summary", tooltip="What the run did, in numbers."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
+                alpha, layers, start_percent, sampling_steps, cfg, width, height, frames, frames_per_reward,
+                icr_weight, scr_weight, scr_temperature, backprop_last_k, max_grad_norm, seed,
+                checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+        settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
+                                 gate_start=start_percent, sampling_steps=sampling_steps, cfg=cfg,
+                                 frames_per_reward=frames_per_reward, icr_weight=icr_weight,
+                                 scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
+                                 checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
+                                 backprop_last_k=backprop_last_k)
+        checkpoint = paths.training_checkpoint_path(run_name)
+        device = mm.get_torch_device()
+        shapes = lora_targets(model, layers)
+        pbar = comfy.utils.ProgressBar(steps)
+        was_training = getattr(mm, "in_training", False)
+        with torch.inference_mode(False), torch.enable_grad():
+            mm.in_training = True  # Wan/Flux rotary embeddings take their differentiable path
+            try:
+                params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
+                deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
+                gate = IdentityGate(start_percent, "steps", deltas)
+                patched = model.clone()
+                patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
+                                             f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
+                backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
+                                       sampling_steps, cfg)
+                make_trainable(identity_reward.recognizer.module)
+                if semantic_reward is not None:
+                    make_trainable(semantic_reward.holder.module)
+                ref = reference.embedding
+
+                def on_step(record, preview):
+                    shown = _preview(preview[0], record.similarity) if preview is not None else None
+                    pbar.update_absolute(record.step + 1, steps, shown)
+
+                trainer = Trainer(
+                    backend, params, prompt_bank, settings,
+                    identity_reward=lambda f: identity_reward.reward(f, ref),
+                    semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
+                    checkpoint_file=checkpoint, on_step=on_step)
+                result = trainer.train(resume=resume)
+            finally:
+                mm.in_training = was_training
+        meta = build_metadata(params.lora_state_dict(), start_percent, model_family(model), __version__,
+                              extra={"trained_steps": len(result.history), "layers": layers})
+        adapter = IdentityAdapter(params.lora_state_dict(), meta, source=f"trained run '{run_name}'")
+        summary = summarize(result, settings, semantic_reward is not None) + f"\ncheckpoint: {checkpoint}"
+        log.info("PersonalVideo training done:\n%s", summary)
+        return io.NodeOutput(adapter, training_chart(result.history), summary)
+
+
+NODES = [TrainIdentityAdapter]
