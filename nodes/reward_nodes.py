@@ -56,8 +56,11 @@ class LoadIdentityRewardModel(io.ComfyNode):
     @classmethod
     def execute(cls, pack, det_size, det_threshold) -> io.NodeOutput:
         load_device, offload_device = _devices()
-        model = load_identity_reward_model(paths.insightface_pack_path(pack), det_size, det_threshold,
-                                           load_device, offload_device)
+        # ComfyUI runs nodes under inference_mode; tensors made there can never join autograd, and the
+        # trainer back-propagates through this model.
+        with torch.inference_mode(False):
+            model = load_identity_reward_model(paths.insightface_pack_path(pack), det_size, det_threshold,
+                                               load_device, offload_device)
         return io.NodeOutput(model)
 
 
@@ -123,7 +126,8 @@ class LoadReferenceFaces(io.ComfyNode):
             raise ValueError("images: got an empty image batch; connect Load Image (or another node that "
                              "outputs at least one photo)")
         photos = [img for b in batches for img in b]
-        ref = build_reference(model, photos, augmentations[0], crop_jitter[0], colour_jitter[0], seed[0])
+        with torch.inference_mode(False):  # the embedding is used by the trainer's autograd graph
+            ref = build_reference(model, photos, augmentations[0], crop_jitter[0], colour_jitter[0], seed[0])
         report = ref.report()
         log.info("%s", report)
         return io.NodeOutput(ref, _preview(ref), report)
@@ -153,8 +157,9 @@ class LoadSemanticRewardModel(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint, architecture) -> io.NodeOutput:
         load_device, offload_device = _devices()
-        model = load_semantic_reward_model(paths.hpsv2_path(checkpoint), architecture.strip() or HPS_ARCHITECTURE,
-                                           load_device, offload_device)
+        with torch.inference_mode(False):  # see LoadIdentityRewardModel: the trainer differentiates through it
+            model = load_semantic_reward_model(paths.hpsv2_path(checkpoint),
+                                               architecture.strip() or HPS_ARCHITECTURE, load_device, offload_device)
         return io.NodeOutput(model)
 
 

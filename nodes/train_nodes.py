@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
@@ -23,7 +24,7 @@ from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward
-from .train_backend import ComfyBackend, make_trainable
+from .train_backend import ComfyBackend
 from .train_chart import training_chart
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,6 @@ class TrainIdentityAdapter(io.ComfyNode):
                                              f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
                 backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                        sampling_steps, cfg)
-                make_trainable(identity_reward.recognizer.module)
-                if semantic_reward is not None:
-                    make_trainable(semantic_reward.holder.module)
                 ref = reference.embedding
 
                 def on_step(record, preview):
@@ -155,7 +153,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                     identity_reward=lambda f: identity_reward.reward(f, ref),
                     semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
                     checkpoint_file=checkpoint, on_step=on_step)
-                result = trainer.train(resume=resume)
+                # Reward models stay on the device from forward through backward (moving their weights
+                # in between would leave autograd with tensors on the wrong device).
+                with contextlib.ExitStack() as on_device:
+                    on_device.enter_context(identity_reward.recognizer.on_device(device))
+                    if semantic_reward is not None:
+                        on_device.enter_context(semantic_reward.holder.on_device(device))
+                    result = trainer.train(resume=resume)
             finally:
                 mm.in_training = was_training
         meta = build_metadata(params.lora_state_dict(), start_percent, model_family(model), __version__,

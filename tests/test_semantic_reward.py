@@ -63,15 +63,22 @@ def test_scores_are_finite_differentiable_and_match_openclip(tiny):
     assert torch.allclose(scores.detach(), expected, atol=1e-5)
 
 
-def test_preprocessing_resizes_short_side_and_centre_crops(tiny):
+def test_preprocessing_letterboxes_like_hpsv2(tiny):
+    """hpsv2 resizes the longest side and pads with black (ResizeMaxSize): the whole frame stays visible."""
     model, _, _ = tiny
-    # A frame whose left and right thirds differ: the centre crop of a 3:1 frame keeps only the middle.
-    frame = torch.zeros(1, 64, 192, 3)
-    frame[:, :, 64:128] = 1.0
+    # A 3:1 frame: left third red, middle white, right third blue. Resized to 64x21, padded top and bottom.
+    frame = torch.zeros(1, 60, 180, 3)
+    frame[:, :, :60, 0] = 1.0
+    frame[:, :, 60:120] = 1.0
+    frame[:, :, 120:, 2] = 1.0
     x = model.preprocess(frame)
     assert x.shape == (1, 3, 64, 64)
-    white = (torch.ones(3) - torch.tensor(sr.CLIP_MEAN)) / torch.tensor(sr.CLIP_STD)
-    assert torch.allclose(x[0, :, 32, 32], white, atol=1e-4)
+    mean, std = torch.tensor(sr.CLIP_MEAN), torch.tensor(sr.CLIP_STD)
+    black, white = (0 - mean) / std, (1 - mean) / std
+    red, blue = (torch.tensor([1.0, 0, 0]) - mean) / std, (torch.tensor([0, 0, 1.0]) - mean) / std
+    assert torch.allclose(x[0, :, 2, 32], black, atol=1e-4) and torch.allclose(x[0, :, 61, 32], black, atol=1e-4)
+    assert torch.allclose(x[0, :, 32, 32], white, atol=1e-3)
+    assert torch.allclose(x[0, :, 32, 4], red, atol=1e-3) and torch.allclose(x[0, :, 32, 60], blue, atol=1e-3)
 
 
 def test_scr_kl_is_zero_for_equal_scores_and_positive_otherwise():

@@ -19,7 +19,8 @@ from safetensors import safe_open
 
 from dev import tiny_models
 from face_assets import make_pack, photo_path
-from graphs import MODEL_FILES, Graph, install_models, rel_err, run_latent
+from graphs import MODEL_FILES, Graph, install_models, rel_err
+from test_semantic_reward import TINY, register_tiny_config, write_tiny_checkpoint
 
 PACK = "vectron_s"
 
@@ -33,6 +34,21 @@ def rt(comfy):
     if not vae.exists():
         tiny_models.write_wan_vae(vae)
     return comfy
+
+
+def test_semantic_reward_on_trains_with_finite_scr(rt, tmp_path_factory):
+    """SCR through the node-built (tiny random OpenCLIP) semantic reward: KL between the two branches."""
+    register_tiny_config(tmp_path_factory.mktemp("clip_cfg"))
+    write_tiny_checkpoint(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
+    g, tr, *_ = train_graph("wan21", steps=2, run_name="scr")
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps_trainer.pt", architecture=TINY)
+    g.nodes[tr[0]]["inputs"]["semantic_reward"] = sem
+    g.capture([tr[0], 2], "summary")
+    rt.run(g.nodes)
+    summary = rt.captured()["summary"]
+    assert "SCR: on, KL last fifth" in summary and "2 updated the adapter" in summary, summary
+    kl = float(summary.split("KL last fifth ")[1].split()[0])
+    assert math.isfinite(kl) and kl >= 0.0
 
 
 def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **over):

@@ -34,30 +34,43 @@ class DeviceHolder:
         self.offload_device = torch.device(offload_device)
         self.dtype = dtype
         self._depth = 0
+        self._current = self.offload_device
 
     @property
     def device(self) -> torch.device:
         """Where the module is right now."""
-        return self.load_device if self._depth else self.offload_device
+        return self._current if self._depth else self.offload_device
 
     @contextlib.contextmanager
     def on_device(self, device: torch.device | str | None = None) -> Iterator[nn.Module]:
-        """Context in which the module sits on ``device`` (default: its load device)."""
+        """Context in which the module sits on ``device`` (default: its load device).
+
+        Re-entrant: an inner use (with the same device or none) does not move it again, so a caller that
+        needs the weights to stay put across forward *and* backward (the trainer) wraps both in one outer
+        use. ``load_device`` itself never changes.
+        """
         target = torch.device(device) if device is not None else self.load_device
-        if self._depth == 0 and target != self.offload_device:
-            self.module.to(target)
         if self._depth == 0:
-            self.load_device = target
+            if target != self.offload_device:
+                self.module.to(target)
+            self._current = target
+        elif device is not None and not _same_device(target, self._current):
+            raise ValueError(f"reward model: already in use on {self._current}, asked for {target}")
         self._depth += 1
         try:
             yield self.module
         finally:
             self._depth -= 1
-            if self._depth == 0 and self.load_device != self.offload_device:
+            if self._depth == 0 and self._current != self.offload_device:
                 self.module.to(self.offload_device)
-                if self.load_device.type == "cuda":
+                if self._current.type == "cuda":
                     torch.cuda.empty_cache()
 
     def size_bytes(self) -> int:
         """Memory the module needs on its load device."""
         return sum(t.numel() * t.element_size() for t in [*self.module.parameters(), *self.module.buffers()])
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` name the same device when the index is left out."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)

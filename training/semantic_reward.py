@@ -136,16 +136,22 @@ class SemanticRewardModel:
         return f"SemanticRewardModel({self.name}, {self.architecture}, {self.holder.dtype})"
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames [F, H, W, 3] in [0, 1] -> normalised [F, 3, S, S]: bicubic resize of the short side, centre crop."""
+        """Frames [F, H, W, 3] in [0, 1] -> normalised [F, 3, S, S], as hpsv2 scores images.
+
+        hpsv2 builds its transform with ``resize_longest_max=True`` (open_clip's ResizeMaxSize): the longest
+        side is resized (bicubic) to S and the rest is padded with black, centred, before normalising. So
+        the whole frame is seen, including its sides (a centre crop would drop ~44% of a 16:9 frame).
+        """
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames: got shape {list(frames.shape)}, expected [F, H, W, 3] RGB in [0, 1]")
         x = frames.permute(0, 3, 1, 2).float()
         h, w = x.shape[-2:]
-        s = self.image_size / min(h, w)
-        nh, nw = max(self.image_size, round(h * s)), max(self.image_size, round(w * s))
+        size = self.image_size
+        s = size / max(h, w)
+        nh, nw = min(size, max(1, round(h * s))), min(size, max(1, round(w * s)))
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=s < 1)
-        top, left = (nh - self.image_size) // 2, (nw - self.image_size) // 2
-        x = x[..., top:top + self.image_size, left:left + self.image_size]
+        ph, pw = size - nh, size - nw
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=0.0)
         mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
