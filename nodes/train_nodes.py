@@ -45,10 +45,13 @@ def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def _preview(frame: torch.Tensor, similarity: float) -> tuple:
+def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:
+    """Progress-bar preview: the frame, the face box the reward used, and its similarity."""
     img = Image.fromarray((frame.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
-    ImageDraw.Draw(img).text((4, 4), "no face" if np.isnan(similarity) else f"sim {similarity:.3f}",
-                             fill=(255, 255, 0))
+    draw = ImageDraw.Draw(img)
+    if box is not None:
+        draw.rectangle(box, outline=(0, 255, 0), width=2)
+    draw.text((4, 4), "no face" if np.isnan(similarity) else f"sim {similarity:.3f}", fill=(255, 255, 0))
     return ("JPEG", img, 512)
 
 
@@ -145,7 +148,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 ref = reference.embedding
 
                 def on_step(record, preview):
-                    shown = _preview(preview[0], record.similarity) if preview is not None else None
+                    shown = _preview(preview[0], preview[1], record.similarity) if preview is not None else None
                     pbar.update_absolute(record.step + 1, steps, shown)
 
                 trainer = Trainer(

@@ -86,6 +86,12 @@ class TrainResult:
     resumed_from: int = 0
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 def checkpoint_path_tmp(path: Path) -> str:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -96,7 +102,7 @@ class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
                  checkpoint_file: str | os.PathLike | None = None,
-                 on_step: Callable[[StepRecord, torch.Tensor | None], None] | None = None):
+                 on_step: Callable[[StepRecord, tuple | None], None] | None = None):
         self.backend, self.params, self.prompts, self.s = backend, params, prompts, settings
         self.identity_reward = identity_reward  # frames -> IdentityRewardResult
         self.semantic_score = semantic_score  # (frames, prompt) -> [M] scores, or None (SCR off)
@@ -105,7 +111,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params.parameters(), lr=settings.learning_rate, weight_decay=0.0)
         self.result = TrainResult()
         self.step = 0
-        self.preview: torch.Tensor | None = None
+        self.preview: tuple[torch.Tensor, list[float] | None] | None = None  # frame, face box
 
     # -- one step -------------------------------------------------------------------------------
     def draws(self, step: int) -> tuple[str, int, list[int]]:
@@ -168,7 +174,9 @@ class Trainer:
         record = StepRecord(step, prompt, float(loss), float(icr.loss.detach()), float(scr), icr.mean_similarity,
                             source_icr.mean_similarity, icr.frames_without_face / max(n, 1), skipped)
         self.result.history.append(record)
-        self.preview = preview
+        faces = getattr(icr, "faces", None) or [None]
+        box = getattr(faces[0], "box", None)
+        self.preview = (preview[0], None if box is None else [float(v) for v in box])
         return record
 
     # -- the loop -------------------------------------------------------------------------------
@@ -180,11 +188,14 @@ class Trainer:
             while self.step < self.s.steps:
                 try:
                     self.train_step(self.step)
-                except torch.cuda.OutOfMemoryError as e:
+                except (torch.OutOfMemoryError, RuntimeError) as e:
+                    if not is_out_of_memory(e):
+                        raise
                     raise MemoryError(
-                        f"out of memory at training step {self.step}: lower frames_per_reward "
-                        f"({self.s.frames_per_reward}), width/height/frames, or set backprop_last_k "
-                        f"(now {self.s.backprop_last_k}) to 1-2; the adapter so far is in the checkpoint") from e
+                        f"out of memory at training step {self.step}: lower width/height/frames, "
+                        f"frames_per_reward (now {self.s.frames_per_reward}) or sampling_steps (now "
+                        f"{self.s.sampling_steps}), or set backprop_last_k (now {self.s.backprop_last_k}) to 1 or 2; "
+                        "what was trained so far is in the checkpoint and resumes") from e
                 self.step += 1
                 if self.checkpoint_file and self.s.checkpoint_every and self.step % self.s.checkpoint_every == 0:
                     self.save_checkpoint()
