@@ -123,10 +123,18 @@ class Trainer:
         frames = sorted(torch.randperm(self.backend.num_frames, generator=gen)[:m].tolist())
         return prompt, noise_seed, frames
 
+    def generate(self, denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, gate_step: int) -> Rollout:
+        """Source and adapter branches from one shared pre-gate trajectory (training/rollout.py)."""
+        return gated_rollout(denoise, x, sigmas, gate_step, self.s.backprop_last_k)
+
+    def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
+        """The reward frames only (the backend decodes just the latent frames they depend on)."""
+        return self.backend.decode(latent, frames)
+
     def _losses(self, rollout: Rollout, prompt: str, frames: list[int]):
-        adapter_frames = self.backend.decode(rollout.adapter, frames)
+        adapter_frames = self.decode_frames(rollout.adapter, frames)
         with torch.no_grad():
-            source_frames = self.backend.decode(rollout.source, frames)
+            source_frames = self.decode_frames(rollout.source, frames)
         icr = self.identity_reward(adapter_frames)
         with torch.no_grad():
             source_icr = self.identity_reward(source_frames)
@@ -145,7 +153,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
         def generate_and_backprop(denoise, x, sigmas):
-            rollout = gated_rollout(denoise, x, sigmas, gate_step, self.s.backprop_last_k)
+            rollout = self.generate(denoise, x, sigmas, gate_step)
             loss, icr, source_icr, scr, preview = self._losses(rollout, prompt, frames)
             skipped = ""
             if not torch.isfinite(loss):

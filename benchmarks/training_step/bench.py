@@ -1,0 +1,168 @@
+"""One training step: ours vs a naive reward-training baseline, time and peak memory.
+
+    .venv/bin/python benchmarks/training_step/bench.py [--steps-list 8 20 40] [--size medium]
+
+Ours (training/): the pre-gate trajectory once without gradient, source and adapter branches from the
+gate latent, every gradient step checkpointed, only the latent frames the reward frames need decoded.
+Naive: separate source and adapter rollouts from noise, gradient kept through every gated step with no
+checkpointing, the whole clip decoded with gradient, then the same reward frames scored.
+
+Each (variant, N) runs in its own process with glibc told to return freed memory to the OS
+(MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), so the resident set follows live tensors; a thread samples
+it every millisecond. Peak = highest resident set during the timed step minus the resident set just before
+it. Each process runs one untimed warm-up step first. Real ComfyUI 0.3.75 on the CPU; a Wan 2.1 model built
+from ComfyUI's class with random weights; tiny Wan VAE; the real w600k_mbf ArcFace and SCRFD (detector
+threshold 0.05 so the random model's frames yield face crops, as in tests/test_trainer_comfy.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = {
+    "medium": (dict(dim=512, ffn_dim=2048, num_heads=4, num_layers=4), (128, 128, 33)),
+    "tiny": ({}, (64, 64, 17)),
+}
+
+
+def child(variant: str, steps: int, size: str) -> dict:
+    import shutil
+
+    import psutil
+    import torch
+
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+    import conftest  # noqa: F401  (puts the PersonalVideo package on sys.path)
+    from dev import tiny_models
+    from dev.comfy_runtime import ComfyRuntime
+    from face_assets import make_pack, photo_path
+
+    rt = ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_train_bench_")))
+    overrides, (width, height, frames) = SIZES[size]
+    tiny_models.write_diffusion_model("wan21", rt.model_dir("diffusion_models") / "m.safetensors", **overrides)
+    tiny_models.write_wan_vae(rt.model_dir("vae") / "v.safetensors")
+    make_pack(rt.model_dir("insightface") / "models", "vectron_s")
+    shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
+
+    import comfy.model_management as mm
+    import comfy.patcher_extension
+    import nodes
+    from PIL import Image
+    import numpy as np
+
+    node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
+    pack = sys.modules[node_module.__name__.rsplit(".nodes.", 1)[0]]
+    training = sys.modules[pack.__name__ + ".training.trainer"]
+    rollout = sys.modules[pack.__name__ + ".training.rollout"]
+    lora_params = sys.modules[pack.__name__ + ".training.lora_params"]
+    gate_mod = sys.modules[pack.__name__ + ".nodes.gate"]
+    backend_mod = sys.modules[pack.__name__ + ".nodes.train_backend"]
+    ident = sys.modules[pack.__name__ + ".training.identity_reward"]
+    reference = sys.modules[pack.__name__ + ".training.reference"]
+    prompts = sys.modules[pack.__name__ + ".training.prompts"]
+
+    class NaiveTrainer(training.Trainer):
+        def generate(self, denoise, x, sigmas, gate_step):
+            n = int(sigmas.shape[0]) - 1
+            with torch.no_grad():
+                source = x
+                for i in range(n):
+                    source = rollout.euler_step(source, denoise(source, sigmas[i], False), sigmas[i], sigmas[i + 1])
+            adapter = x
+            for i in range(n):  # from noise again, graph kept through every gated step
+                adapter = rollout.euler_step(adapter, denoise(adapter, sigmas[i], i >= gate_step), sigmas[i],
+                                             sigmas[i + 1])
+            return rollout.Rollout(None, source, adapter)
+
+        def decode_frames(self, latent, frames):
+            return self.backend.decode(latent, list(range(self.backend.num_frames)))[frames]
+
+    with torch.inference_mode(False), torch.enable_grad():
+        mm.in_training = True
+        model = nodes.UNETLoader().load_unet("m.safetensors", "default")[0]
+        vae = nodes.VAELoader().load_vae("v.safetensors")[0]
+        clip = nodes.NODE_CLASS_MAPPINGS["PersonalVideoDevCLIPStandIn"]().load(4096, 0, 16)[0]
+        idm = ident.load_identity_reward_model(rt.model_dir("insightface") / "models" / "vectron_s",
+                                               det_threshold=0.05)
+        photo = torch.from_numpy(np.asarray(Image.open(rt.base_dir / "input" / "obama.jpg").convert("RGB"),
+                                            dtype=np.float32) / 255.0)
+        ref = reference.build_reference(idm, [photo], 2, 0.05, 0.1, 0)
+        settings = training.TrainSettings(steps=2, learning_rate=1e-3, rank=16, alpha=16.0, sampling_steps=steps,
+                                          cfg=5.0, frames_per_reward=4, seed=0)
+        params = lora_params.LoRAParameters(node_module.lora_targets(model, "attention"), 16, 16.0, seed=0)
+        deltas = {k: gate_mod.WeightDelta.trainable(k, up, down, params.scale)
+                  for k, (up, down) in params.pairs().items()}
+        gate = gate_mod.IdentityGate(0.75, "steps", deltas)
+        patched = model.clone()
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "bench", gate.apply_model_wrapper)
+        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0)
+        bank = prompts.build_prompt_bank("a man", "", "blurry")
+        cls = training.Trainer if variant == "ours" else NaiveTrainer
+        trainer = cls(backend, params, bank, settings, identity_reward=lambda f: idm.reward(f, ref.embedding))
+
+        trainer.train_step(0)  # warm-up (one-time allocations, ONNX sessions, caches)
+        proc = psutil.Process()
+        before = proc.memory_info().rss
+        peak = [before]
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        trainer.train_step(1)
+        seconds = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+    return {"variant": variant, "steps": steps, "seconds": seconds, "peak_mb": (peak[0] - before) / 2**20}
+
+
+def run_child(variant: str, steps: int, size: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size], env=env,
+                         capture_output=True, text=True, check=False)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode != 0 or not line:
+        raise RuntimeError(f"{variant} N={steps} failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps-list", type=int, nargs="+", default=[8, 20, 40])
+    parser.add_argument("--size", choices=list(SIZES), default="medium")
+    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "N", "SIZE"))
+    args = parser.parse_args()
+    if args.child:
+        result = child(args.child[0], int(args.child[1]), args.child[2])
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    rows = {}
+    for n in args.steps_list:
+        for variant in ("ours", "naive"):
+            rows[(variant, n)] = run_child(variant, n, args.size)
+            r = rows[(variant, n)]
+            print(f"{variant:6s} N={n:3d}  {r['seconds']:8.2f} s  peak +{r['peak_mb']:9.1f} MB", flush=True)
+    print(f"\nsize {args.size}: {SIZES[args.size]}")
+    print(f"{'N':>4} {'ours s':>8} {'naive s':>8} {'time ratio':>10} {'ours MB':>9} {'naive MB':>9} {'mem ratio':>9}")
+    for n in args.steps_list:
+        o, v = rows[("ours", n)], rows[("naive", n)]
+        print(f"{n:4d} {o['seconds']:8.2f} {v['seconds']:8.2f} {o['seconds'] / v['seconds']:10.3f} "
+              f"{o['peak_mb']:9.1f} {v['peak_mb']:9.1f} {o['peak_mb'] / max(v['peak_mb'], 1e-9):9.3f}")
+
+
+if __name__ == "__main__":
+    main()
