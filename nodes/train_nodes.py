@@ -150,6 +150,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                 def on_step(record, preview):
                     shown = _preview(preview[0], preview[1], record.similarity) if preview is not None else None
                     pbar.update_absolute(record.step + 1, steps, shown)
+                    # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
+                    mm.throw_exception_if_processing_interrupted()
 
                 trainer = Trainer(
                     backend, params, prompt_bank, settings,

@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from dev import tiny_models
+from dev.comfy_runtime import GraphError
 from face_assets import make_pack, photo_path
 from graphs import MODEL_FILES, Graph, install_models, rel_err
 from test_semantic_reward import TINY, register_tiny_config, write_tiny_checkpoint
@@ -118,6 +119,37 @@ def test_resume_through_the_node_equals_one_run(rt):
     assert "resumed from step 2" in c["summary"]
     for k, v in c["straight"].items():
         assert torch.allclose(v, c["resumed"][k], atol=1e-6, rtol=1e-5), k
+
+
+def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
+    """ComfyUI's own interrupt (what the Cancel button sets), raised after step 2 of 4."""
+    import comfy.model_management as mm
+    import nodes
+
+    node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
+    trainer_cls = sys.modules[node_module.Trainer.__module__].Trainer
+    original = trainer_cls.train_step
+
+    def step_then_cancel(self, step):
+        record = original(self, step)
+        if step == 1:
+            mm.interrupt_current_processing(True)
+        return record
+
+    trainer_cls.train_step = step_then_cancel
+    try:
+        g, tr, *_ = train_graph("wan21", steps=4, run_name="cancelled")
+        g.capture(tr, "x")
+        with pytest.raises(GraphError, match="interrupted|Interrupt"):
+            rt.run(g.nodes)
+    finally:
+        trainer_cls.train_step = original
+        mm.interrupt_current_processing(False)
+    assert _checkpoint_step(rt, "cancelled") == 2
+    g, tr, *_ = train_graph("wan21", steps=4, run_name="cancelled", resume=True)
+    g.capture([tr[0], 2], "summary")
+    rt.run(g.nodes)
+    assert "4 steps" in rt.captured()["summary"] and "resumed from step 2" in rt.captured()["summary"]
 
 
 def test_same_seed_same_adapter(rt):
