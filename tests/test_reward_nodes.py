@@ -50,6 +50,9 @@ def test_reference_and_similarity_nodes_on_real_photos(rt):
     g = Graph()
     model = _identity(g)
     ref = _reference(g, model, "obama.jpg", "obama2.jpg")
+    loaders = [[k, 0] for k, v in g.nodes.items() if v["class_type"] == "LoadImage"]
+    for i, link in enumerate(loaders):
+        g.capture(link, f"pixels{i}")
     g.capture(ref, "ref")
     g.capture([ref[0], 1], "preview")
     g.capture([ref[0], 2], "report")
@@ -60,9 +63,10 @@ def test_reference_and_similarity_nodes_on_real_photos(rt):
         g.capture([sim[0], 1], f"{key}_report")
     rt.run(g.nodes)
     out = rt.captured()
-    # The node is glue: the same embedding as the training/ API with the same settings.
+    # The node is glue: the same embedding as the training/ API with the same settings, on the same pixels
+    # (ComfyUI versions decode JPEGs slightly differently, so the photos come from the graph's LoadImage).
     direct = build_reference(load_identity_reward_model(rt.model_dir("insightface") / "models" / PACK),
-                             [load_photo("obama.jpg"), load_photo("obama2.jpg")], 2, 0.05, 0.1, 0)
+                             [out["pixels0"][0], out["pixels1"][0]], 2, 0.05, 0.1, 0)
     assert torch.allclose(out["ref"].embedding, direct.embedding, atol=1e-5)
     assert out["preview"].shape == (2, 224, 224, 3) and 0 <= float(out["preview"].min())
     assert "image 2 (626x1200)" in out["report"] and "pairwise similarity" in out["report"]
@@ -106,14 +110,15 @@ def test_missing_pack_folder_error_from_paths(rt):
 def test_semantic_nodes_load_and_score(rt):
     g = Graph()
     sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture=TINY)
-    score = g.add("PersonalVideoSemanticScore", semantic_reward=sem, images=g.add("LoadImage", image="obama.jpg"),
-                  prompt="a man in a suit")
+    photo = g.add("LoadImage", image="obama.jpg")
+    score = g.add("PersonalVideoSemanticScore", semantic_reward=sem, images=photo, prompt="a man in a suit")
     g.capture(score, "score")
     g.capture(sem, "model")
+    g.capture(photo, "pixels")
     rt.run(g.nodes)
     out = rt.captured()
     assert np.isfinite(out["score"])
-    frame = load_photo("obama.jpg")[None]
+    frame = out["pixels"][:1]  # the graph's own pixels: ComfyUI versions decode JPEGs slightly differently
     assert out["score"] == pytest.approx(float(out["model"].score(frame, "a man in a suit")[0]), abs=1e-5)
 
     g = Graph()
