@@ -8,6 +8,7 @@ the source branch switch the same ``IdentityGate`` the apply node uses (``gate.f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -16,6 +17,7 @@ import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 
+from ..training.block_checkpoint import checkpointed_blocks
 from .gate import IdentityGate
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,28 @@ def make_trainable(module: torch.nn.Module, *holders) -> int:
     return replaced
 
 
+def weight_function_state(block: torch.nn.Module):
+    """Snapshot of the weight functions (the gate's adapter) on a block's layers, and a restorer of it.
+
+    Lets a checkpointed block be recomputed in backward with the adapter it ran with, after the model
+    call that installed the functions has returned.
+    """
+    snapshot = [(m, m.weight_function, m.bias_function) for m in block.modules() if hasattr(m, "weight_function")]
+
+    @contextlib.contextmanager
+    def restore():
+        current = [(m, m.weight_function, m.bias_function) for m, _, _ in snapshot]
+        for m, weight_fns, bias_fns in snapshot:
+            m.weight_function, m.bias_function = weight_fns, bias_fns
+        try:
+            yield
+        finally:
+            for m, weight_fns, bias_fns in current:
+                m.weight_function, m.bias_function = weight_fns, bias_fns
+
+    return restore
+
+
 def latent_index(frame: int, temporal_compression: int = 4) -> int:
     """Latent frame that pixel frame ``frame`` decodes from (causal video VAEs: frame 0 alone, then groups)."""
     return 0 if frame == 0 else (frame - 1) // temporal_compression + 1
@@ -59,8 +83,9 @@ def latent_index(frame: int, temporal_compression: int = 4) -> int:
 
 class ComfyBackend:
     def __init__(self, patcher, gate: IdentityGate, clip, vae, negative: str, width: int, height: int,
-                 frames: int, sampling_steps: int, cfg: float):
+                 frames: int, sampling_steps: int, cfg: float, checkpoint_blocks: bool = True):
         self.patcher, self.gate, self.clip, self.vae = patcher, gate, clip, vae
+        self.checkpoint_blocks = checkpoint_blocks
         self.cfg, self.sampling_steps = cfg, sampling_steps
         self.latent_frames = (frames - 1) // 4 + 1
         self.num_frames = 4 * (self.latent_frames - 1) + 1
@@ -97,7 +122,9 @@ class ComfyBackend:
                 finally:
                     self.gate.force = None
 
-            result["out"] = fn(denoise, x, sigmas.to(x.device))
+            with checkpointed_blocks(self.patcher.model.diffusion_model, self.checkpoint_blocks,
+                                     weight_function_state):
+                result["out"] = fn(denoise, x, sigmas.to(x.device))
             return x
 
         guider.sample(noise, latent, comfy.samplers.KSAMPLER(training_sampler), sigmas, seed=seed,

@@ -100,6 +100,10 @@ class TrainIdentityAdapter(io.ComfyNode):
                        "Multiplies HPS scores before the softmax over frames (100 = CLIP's logit scale)."),
                 _int("backprop_last_k", 0, 0, 200, "0: gradient through every gated step; K: the last K only "
                      "(less memory; earlier gated steps still use the adapter)."),
+                io.Boolean.Input("checkpoint_blocks", default=True,
+                                 tooltip="Also recompute each transformer block in backward: one block's "
+                                         "activations at a time instead of a whole step's (needed for large "
+                                         "models; costs extra compute). Every gated step is checkpointed anyway."),
                 _float("max_grad_norm", 1.0, 0.0, 1000.0, 0.01, "Gradient clipping norm."),
                 _int("seed", 0, 0, 2**31 - 1, "Seed: same seed and settings give the same adapter."),
                 _int("checkpoint_every", 50, 0, 100000, "Write a resumable checkpoint every K steps (0: only at "
@@ -121,7 +125,7 @@ class TrainIdentityAdapter(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, start_percent, sampling_steps, cfg, width, height, frames, frames_per_reward,
-                icr_weight, scr_weight, scr_temperature, backprop_last_k, max_grad_norm, seed,
+                icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks, max_grad_norm, seed,
                 checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=start_percent, sampling_steps=sampling_steps, cfg=cfg,
@@ -144,7 +148,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
                                              f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
                 backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
-                                       sampling_steps, cfg)
+                                       sampling_steps, cfg, checkpoint_blocks)
                 ref = reference.embedding
 
                 def on_step(record, preview):
