@@ -7,6 +7,7 @@ generated on demand (seeded) and never committed. Needs ComfyUI importable (``de
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -110,3 +111,32 @@ def write_random_lora(family: str, path: Path | str, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(random_lora(family, **kwargs), str(path))
     return path
+
+
+# A tiny random OpenCLIP in HPSv2's checkpoint layout (no HPS/CLIP weights exist in any package).
+TINY_HPS_ARCH = "pv-tiny-clip"
+TINY_HPS_CFG = {"embed_dim": 32,
+                "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+def register_tiny_hps_config(directory: Path | str) -> str:
+    """Make ``pv-tiny-clip`` an OpenCLIP model config (process-wide); returns its name."""
+    import open_clip
+
+    path = Path(directory) / f"{TINY_HPS_ARCH}.json"
+    path.write_text(json.dumps(TINY_HPS_CFG))
+    open_clip.add_model_config(path)
+    return TINY_HPS_ARCH
+
+
+def write_tiny_hps_checkpoint(path: Path | str, seed: int = 0):
+    """A ``{"state_dict": ...}`` .pt file as HPS_v2*_compressed.pt are, for the registered tiny config."""
+    from open_clip.model import CLIP
+
+    import open_clip
+
+    torch.manual_seed(seed)
+    clip = CLIP(**open_clip.get_model_config(TINY_HPS_ARCH))
+    torch.save({"state_dict": clip.state_dict(), "epoch": 3}, str(path))
+    return clip

@@ -12,12 +12,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from face_assets import load_photo, make_pack, photo_path
+from face_assets import make_pack, photo_path
 from graphs import Graph
 from PersonalVideo.training.identity_reward import load_identity_reward_model
 from PersonalVideo.training.reference import build_reference
 from PIL import Image
-from test_semantic_reward import TINY, register_tiny_config, write_tiny_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
 from dev.comfy_runtime import GraphError
 
@@ -31,8 +31,8 @@ def rt(comfy, tmp_path_factory):
     for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
         shutil.copy(photo_path(name), inputs / name)
     Image.new("RGB", (64, 48), (128, 128, 128)).save(inputs / "pv_blank.png")
-    register_tiny_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_checkpoint(comfy.model_dir("hpsv2") / "tiny_hps.pt")
+    register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
+    write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "tiny_hps.pt")
     return comfy
 
 
@@ -109,7 +109,7 @@ def test_missing_pack_folder_error_from_paths(rt):
 
 def test_semantic_nodes_load_and_score(rt):
     g = Graph()
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture=TINY)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture=TINY_HPS_ARCH)
     photo = g.add("LoadImage", image="obama.jpg")
     score = g.add("PersonalVideoSemanticScore", semantic_reward=sem, images=photo, prompt="a man in a suit")
     g.capture(score, "score")

@@ -10,40 +10,19 @@ the file is a few MB and nothing of ViT-H-14's size is allocated).
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 import torch
 from PersonalVideo.training import semantic_reward as sr
 
-TINY = "pv-tiny-clip"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
-
-
-def register_tiny_config(directory) -> str:
-    import open_clip
-
-    path = directory / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(path)
-    return TINY
-
-
-def write_tiny_checkpoint(path, seed: int = 0):
-    torch.manual_seed(seed)
-    clip = sr.build_clip(TINY, "cpu")
-    torch.save({"state_dict": clip.state_dict(), "epoch": 3}, path)
-    return clip
-
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("hps")
-    register_tiny_config(d)
-    clip = write_tiny_checkpoint(d / "tiny_hps.pt")
-    return sr.load_semantic_reward_model(d / "tiny_hps.pt", TINY), clip, d
+    register_tiny_hps_config(d)
+    clip = write_tiny_hps_checkpoint(d / "tiny_hps.pt")
+    return sr.load_semantic_reward_model(d / "tiny_hps.pt", TINY_HPS_ARCH), clip, d
 
 
 def test_scores_are_finite_differentiable_and_match_openclip(tiny):
@@ -57,7 +36,7 @@ def test_scores_are_finite_differentiable_and_match_openclip(tiny):
     with torch.no_grad():
         import open_clip
 
-        tokens = open_clip.get_tokenizer(TINY)(["a person walking on a beach"])
+        tokens = open_clip.get_tokenizer(TINY_HPS_ARCH)(["a person walking on a beach"])
         img, txt, scale = clip.eval()(model.preprocess(frames.detach()), tokens)
         expected = scale * (img @ txt.T).squeeze(-1) / 100
     assert torch.allclose(scores.detach(), expected, atol=1e-5)
@@ -124,7 +103,7 @@ def test_safetensors_checkpoint_loads_the_same_model(tiny, tmp_path):
 
     model, clip, _ = tiny
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, tmp_path / "tiny.safetensors")
-    again = sr.load_semantic_reward_model(tmp_path / "tiny.safetensors", TINY)
+    again = sr.load_semantic_reward_model(tmp_path / "tiny.safetensors", TINY_HPS_ARCH)
     frames = torch.rand(2, 64, 64, 3)
     assert torch.allclose(again.score(frames, "a cat"), model.score(frames, "a cat"), atol=1e-6)
 

@@ -21,7 +21,7 @@ from dev import tiny_models
 from dev.comfy_runtime import GraphError
 from face_assets import make_pack, photo_path
 from graphs import MODEL_FILES, Graph, install_models, rel_err
-from test_semantic_reward import TINY, register_tiny_config, write_tiny_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
 PACK = "vectron_s"
 
@@ -39,10 +39,10 @@ def rt(comfy):
 
 def test_semantic_reward_on_trains_with_finite_scr(rt, tmp_path_factory):
     """SCR through the node-built (tiny random OpenCLIP) semantic reward: KL between the two branches."""
-    register_tiny_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_checkpoint(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
+    register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
+    write_tiny_hps_checkpoint(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
     g, tr, *_ = train_graph("wan21", steps=2, run_name="scr")
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps_trainer.pt", architecture=TINY)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
     g.nodes[tr[0]]["inputs"]["semantic_reward"] = sem
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)

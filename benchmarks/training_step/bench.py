@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/training_step/bench.py [--steps-list 8 20 40] [--size medium]
 
 Ours (training/): the pre-gate trajectory once without gradient, source and adapter branches from the
-gate latent, every gradient step checkpointed, only the latent frames the reward frames need decoded.
+gate latent, every gradient step and the transformer blocks inside it checkpointed, only the latent frames
+the reward frames need decoded.
 Naive: separate source and adapter rollouts from noise, gradient kept through every gated step with no
 checkpointing, the whole clip decoded with gradient, then the same reward frames scored.
 
@@ -104,7 +105,9 @@ def child(variant: str, steps: int, size: str) -> dict:
         gate = gate_mod.IdentityGate(0.75, "steps", deltas)
         patched = model.clone()
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "bench", gate.apply_model_wrapper)
-        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0)
+        # ours: as shipped (transformer blocks checkpointed too); naive: no checkpointing of any kind
+        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0,
+                                           checkpoint_blocks=variant == "ours")
         bank = prompts.build_prompt_bank("a man", "", "blurry")
         cls = training.Trainer if variant == "ours" else NaiveTrainer
         trainer = cls(backend, params, bank, settings, identity_reward=lambda f: idm.reward(f, ref.embedding))
