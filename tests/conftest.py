@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # for dev.*
+sys.path.append(str(REPO))  # for dev.* (appended: the repo root also holds nodes/ and training/)
 
 # Unit tests import the pack the way ComfyUI sees it: as a package named after its folder.
 _PKG_PATH = Path(tempfile.gettempdir()) / "personalvideo_pkgpath"

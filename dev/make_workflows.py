@@ -1,0 +1,149 @@
+"""Write the example workflows in workflows/ (ComfyUI UI format) from readable API-format graphs.
+
+    .venv/bin/python dev/make_workflows.py
+
+Model file names are the ones the official ComfyUI model downloads use, so a user who has them runs the
+graphs as they are. The tests execute every file (tests/test_workflows.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+FAMILIES = {
+    "wan21": dict(
+        unet="wan2.1_t2v_1.3B_fp16.safetensors", vae="wan_2.1_vae.safetensors",
+        clip=("CLIPLoader", dict(clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")),
+        width=832, height=480, sampler="uni_pc", cfg=6.0, name="Wan 2.1 T2V 1.3B"),
+    "hunyuan_video": dict(
+        unet="hunyuan_video_t2v_720p_bf16.safetensors", vae="hunyuan_video_vae_bf16.safetensors",
+        clip=("DualCLIPLoader", dict(clip_name1="clip_l.safetensors", clip_name2="llava_llama3_fp8_scaled.safetensors",
+                                     type="hunyuan_video", device="default")),
+        width=848, height=480, sampler="euler", cfg=6.0, name="HunyuanVideo T2V 720p"),
+}
+
+NOTE_TRAIN = """PersonalVideo: train an identity adapter from one photo ({name}).
+
+1. Put a photo of the person in ComfyUI/input and pick it in Load Image (one clear face; more photos: Load Reference Faces has more image inputs).
+2. Face models: an insightface pack folder in ComfyUI/models/insightface/models/ (antelopev2 as PuLID / InstantID users have, or buffalo_l).
+3. Semantic reward (optional, recommended): HPS_v2.1_compressed.pt in ComfyUI/models/hpsv2/. Without it, disconnect it: SCR is then off.
+4. Prompt Bank: set 'subject' (a woman, a man, ...). The trainer generates videos for these prompts and learns the face from the rewards.
+5. Train: 200+ steps for a real adapter. Lower width/height/frames or set backprop_last_k to 1-2 if memory is short. Cancel keeps a checkpoint; run again with resume on to continue.
+6. The adapter is saved to models/loras/personalvideo/. Use it with the 'generate' workflow.
+The training curve shows the loss, face similarity (adapter vs base model) and the no-face rate."""
+
+NOTE_GENERATE = """PersonalVideo: generate with a saved identity adapter ({name}).
+
+- Load Identity Adapter: pick the file the training workflow saved (models/loras/personalvideo/...).
+- Apply Identity Adapter (Gated): the adapter acts only from step ceil(0.75 x steps) on, so motion comes from the base model and the face from the adapter. Keep start_percent at the value it was trained with (0.75).
+- Style LoRA slot: any community LoRA for this model, loaded with core Load LoRA; it stays on for all steps. Set its strength to 0 to turn it off.
+- If you split sampling over two sampler nodes, set gate_mode to 'timestep' (see the pack's README)."""
+
+NOTE_BOTH = """PersonalVideo: train an identity adapter and generate with it, in one graph ({name}).
+Training runs first (see the notes of the training workflow), then the same model samples a video with the trained adapter gated to the last quarter of the steps."""
+
+
+def base_nodes(f: dict) -> dict:
+    clip_type, clip_inputs = f["clip"]
+    return {
+        "model": {"class_type": "UNETLoader", "inputs": {"unet_name": f["unet"], "weight_dtype": "default"}},
+        "clip": {"class_type": clip_type, "inputs": clip_inputs},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": f["vae"]}},
+    }
+
+
+def training_nodes(family: str) -> dict:
+    return {
+        "photo": {"class_type": "LoadImage", "inputs": {"image": "reference.jpg"}},
+        "face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
+                       "inputs": {"pack": "antelopev2", "det_size": 640, "det_threshold": 0.5}},
+        "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
+                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+        "reference": {"class_type": "PersonalVideoLoadReferenceFaces",
+                      "inputs": {"identity_reward": ["face_model", 0], "images": ["photo", 0], "augmentations": 8,
+                                 "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
+        "prompts": {"class_type": "PersonalVideoPromptBank",
+                    "inputs": {"subject": "a woman", "user_prompts": "",
+                               "negative_prompt": "blurry, static, distorted face, low quality", "use_built_in": True}},
+        "train": {"class_type": "PersonalVideoTrainIdentityAdapter", "inputs": {
+            "model": ["model", 0], "clip": ["clip", 0], "vae": ["vae", 0], "reference": ["reference", 0],
+            "identity_reward": ["face_model", 0], "prompt_bank": ["prompts", 0], "semantic_reward": ["hps", 0],
+            "steps": 200, "learning_rate": 1e-4, "rank": 16, "alpha": 16.0, "layers": "attention",
+            "start_percent": 0.75, "sampling_steps": 20, "cfg": 5.0, "width": 480, "height": 272, "frames": 33,
+            "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
+            "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
+            "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True}},
+        "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
+        "faces": {"class_type": "PreviewImage", "inputs": {"images": ["reference", 1]}},
+    }
+
+
+def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
+    return {
+        "style": {"class_type": "LoraLoaderModelOnly",
+                  "inputs": {"model": ["model", 0], "lora_name": "style_lora.safetensors", "strength_model": 1.0}},
+        "gated": {"class_type": "PersonalVideoApplyIdentityAdapter",
+                  "inputs": {"model": ["style", 0], "adapter": adapter_link, "strength": 1.0, "start_percent": 0.75,
+                             "gate_mode": "steps"}},
+        "positive": {"class_type": "CLIPTextEncode",
+                     "inputs": {"clip": ["clip", 0], "text": "a woman dancing in the rain on a city street at night, "
+                                                              "neon reflections, the camera circles around her"}},
+        "negative": {"class_type": "CLIPTextEncode",
+                     "inputs": {"clip": ["clip", 0], "text": "blurry, static, distorted face, low quality"}},
+        "latent": {"class_type": "EmptyHunyuanLatentVideo",
+                   "inputs": {"width": f["width"], "height": f["height"], "length": 33, "batch_size": 1}},
+        "sampler": {"class_type": "KSampler", "inputs": {
+            "model": ["gated", 0], "positive": ["positive", 0], "negative": ["negative", 0],
+            "latent_image": ["latent", 0], "seed": 42, "steps": 30, "cfg": f["cfg"], "sampler_name": f["sampler"],
+            "scheduler": "simple", "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
+        "video": {"class_type": "SaveAnimatedWEBP", "inputs": {
+            "images": ["decode", 0], "filename_prefix": f"personalvideo/{family}", "fps": 16.0, "lossless": False,
+            "quality": 90, "method": "default"}},
+    }
+
+
+COLUMNS = {"model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
+           "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
+           "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 5}
+
+
+def workflows() -> dict[str, tuple[dict, str]]:
+    out = {}
+    for family, f in FAMILIES.items():
+        train = base_nodes(f) | training_nodes(family) | {
+            "save": {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
+                "adapter": ["train", 0], "filename_prefix": f"personalvideo/identity_{family}",
+                "start_percent": 0.75, "model": ["model", 0]}}}
+        out[f"train_identity_adapter_{family}"] = (train, NOTE_TRAIN.format(name=f["name"]))
+    f = FAMILIES["wan21"]
+    gen = base_nodes(f) | {"adapter": {"class_type": "PersonalVideoLoadIdentityAdapter",
+                                       "inputs": {"lora_name": "personalvideo/identity_wan21_00001_.safetensors"}}}
+    gen |= generation_nodes(f, ["adapter", 0], "wan21")
+    out["generate_with_identity_adapter_wan21"] = (gen, NOTE_GENERATE.format(name=f["name"]))
+    both = base_nodes(f) | training_nodes("wan21") | generation_nodes(f, ["train", 0], "wan21")
+    out["train_and_generate_wan21"] = (both, NOTE_BOTH.format(name=f["name"]))
+    return out
+
+
+def main() -> None:
+    from dev.comfy_runtime import ComfyRuntime
+    from dev.ui_workflow import api_to_ui
+
+    ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_make_workflows_")), with_dev_nodes=False)
+    folder = REPO / "workflows"
+    folder.mkdir(exist_ok=True)
+    for name, (graph, note) in workflows().items():
+        ui = api_to_ui(graph, columns=COLUMNS, notes=[(note, (60, -340))])
+        (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        print(f"wrote workflows/{name}.json ({len(graph)} nodes)")
+
+
+if __name__ == "__main__":
+    main()
