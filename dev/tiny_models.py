@@ -140,3 +140,56 @@ def write_tiny_hps_checkpoint(path: Path | str, seed: int = 0):
     clip = CLIP(**open_clip.get_model_config(TINY_HPS_ARCH))
     torch.save({"state_dict": clip.state_dict(), "epoch": 3}, str(path))
     return clip
+
+
+# --- the example workflows on tiny models ------------------------------------------------------------
+# The workflows name the official ComfyUI downloads; these tiny files stand in under the same names.
+WORKFLOW_FILES = {
+    "wan21": ("wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"),
+    "hunyuan_video": ("hunyuan_video_t2v_720p_bf16.safetensors", "hunyuan_video_vae_bf16.safetensors"),
+}
+WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length": 9, "sampling_steps": 8,
+                   "frames_per_reward": 2}
+
+
+def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
+    """Tiny models under the workflows' file names, the tiny HPS checkpoint, and a style LoRA.
+
+    The insightface pack and the reference photo come from the caller (tests/face_assets.py).
+    """
+    models = Path(models_dir)
+    for family, (unet, vae) in WORKFLOW_FILES.items():
+        if not (models / "diffusion_models" / unet).exists():
+            write_diffusion_model(family, models / "diffusion_models" / unet)
+            write_wan_vae(models / "vae" / vae)
+    register_tiny_hps_config(scratch)
+    (models / "hpsv2").mkdir(parents=True, exist_ok=True)
+    write_tiny_hps_checkpoint(models / "hpsv2" / "HPS_v2.1_compressed.pt")
+    write_random_lora("wan21", models / "loras" / "style_lora.safetensors", std=0.1)
+
+
+def for_tiny_models(prompt: dict, steps: int | None = None) -> dict:
+    """An API prompt of an example workflow, made runnable on the tiny models.
+
+    Text-encoder loaders become the dev CLIP stand-in (no tiny UMT5 / llava exists), the HPS architecture
+    becomes the tiny one, and sizes and step counts shrink (``steps``: training steps, default 2).
+    """
+    import copy
+
+    prompt = copy.deepcopy(prompt)
+    family = "hunyuan_video" if any(n["class_type"] == "DualCLIPLoader" for n in prompt.values()) else "wan21"
+    shrink = WORKFLOW_SHRINK | ({"steps": steps} if steps else {})
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] in ("CLIPLoader", "DualCLIPLoader"):
+            node["class_type"] = "PersonalVideoDevCLIPStandIn"
+            node["inputs"] = {"width": CONTEXT_WIDTH[family], "pooled_width": POOLED_WIDTH[family], "tokens": 16}
+        elif node["class_type"] == "PersonalVideoLoadSemanticRewardModel":
+            inputs["architecture"] = TINY_HPS_ARCH
+        elif node["class_type"] in ("PersonalVideoTrainIdentityAdapter", "EmptyHunyuanLatentVideo"):
+            for key, value in shrink.items():
+                if key in inputs and not isinstance(inputs[key], list):
+                    inputs[key] = value
+        elif node["class_type"] == "KSampler":
+            inputs["steps"] = 8
+    return prompt

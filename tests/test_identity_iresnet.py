@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from face_assets import load_photo, make_pack
+from dev.face_assets import load_photo, make_pack
 from iresnet import IResNet, export_like_insightface, randomise
 from PersonalVideo.training.arcface_torch import load_arcface
 from PersonalVideo.training.identity_reward import load_identity_reward_model

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from face_assets import load_photo, make_pack
+from dev.face_assets import load_photo, make_pack
 from PersonalVideo.training.face_align import arcface_matrix, warp_theta
 from PersonalVideo.training.identity_reward import load_identity_reward_model
 from PersonalVideo.training.reference import build_reference

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from face_assets import make_pack, photo_path
+from dev.face_assets import make_pack, photo_path
 from graphs import Graph
 from PersonalVideo.training.identity_reward import load_identity_reward_model
 from PersonalVideo.training.reference import build_reference

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from dev import tiny_models
 from dev.comfy_runtime import GraphError
-from face_assets import make_pack, photo_path
+from dev.face_assets import make_pack, photo_path
 from graphs import MODEL_FILES, Graph, install_models, rel_err
 from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 

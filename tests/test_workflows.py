@@ -19,52 +19,17 @@ import pytest
 from dev import tiny_models
 from dev.comfy_runtime import GraphError
 from dev.ui_workflow import ui_to_api
-from face_assets import make_pack, photo_path
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+from dev.face_assets import make_pack, photo_path
 
 WORKFLOWS = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.json"))
-FILES = {
-    "wan21": ("wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"),
-    "hunyuan_video": ("hunyuan_video_t2v_720p_bf16.safetensors", "hunyuan_video_vae_bf16.safetensors"),
-}
-SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length": 9, "sampling_steps": 8,
-          "frames_per_reward": 2}
-
-
 @pytest.fixture(scope="module")
 def rt(comfy, tmp_path_factory):
-    for family, (unet, vae) in FILES.items():
-        if not (comfy.model_dir("diffusion_models") / unet).exists():
-            tiny_models.write_diffusion_model(family, comfy.model_dir("diffusion_models") / unet)
-            tiny_models.write_wan_vae(comfy.model_dir("vae") / vae)
+    tiny_models.install_for_workflows(comfy.base_dir / "models", tmp_path_factory.mktemp("clip_cfg"))
     make_pack(comfy.model_dir("insightface") / "models", "antelopev2")
-    register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "HPS_v2.1_compressed.pt")
-    tiny_models.write_random_lora("wan21", comfy.model_dir("loras") / "style_lora.safetensors", std=0.1)
     tiny_models.write_random_lora("wan21", comfy.model_dir("loras") / "personalvideo"
                                   / "identity_wan21_00001_.safetensors", std=0.1)
     shutil.copy(photo_path("obama.jpg"), comfy.base_dir / "input" / "reference.jpg")
     return comfy
-
-
-def for_tiny_models(prompt: dict) -> dict:
-    """The substitutions listed in the module docstring, on an API prompt."""
-    prompt = copy.deepcopy(prompt)
-    family = "hunyuan_video" if any(n["class_type"] == "DualCLIPLoader" for n in prompt.values()) else "wan21"
-    for node in prompt.values():
-        if node["class_type"] in ("CLIPLoader", "DualCLIPLoader"):
-            node["class_type"] = "PersonalVideoDevCLIPStandIn"
-            node["inputs"] = {"width": tiny_models.CONTEXT_WIDTH[family],
-                              "pooled_width": tiny_models.POOLED_WIDTH[family], "tokens": 16}
-        elif node["class_type"] == "PersonalVideoLoadSemanticRewardModel":
-            node["inputs"]["architecture"] = TINY_HPS_ARCH
-        elif node["class_type"] in ("KSampler", "PersonalVideoTrainIdentityAdapter", "EmptyHunyuanLatentVideo"):
-            for key, value in SHRINK.items():
-                if key in node["inputs"] and not isinstance(node["inputs"][key], list):
-                    node["inputs"][key] = value
-            if node["class_type"] == "KSampler":
-                node["inputs"]["steps"] = 8
-    return prompt
 
 
 def load(path: Path) -> dict:
@@ -85,7 +50,7 @@ def test_every_workflow_has_a_note_and_only_core_or_pack_nodes(comfy):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs(rt, path):
-    prompt = for_tiny_models(ui_to_api(load(path)))
+    prompt = tiny_models.for_tiny_models(ui_to_api(load(path)))
     outputs = rt.run(prompt)
     assert outputs, f"{path.name}: no output node produced anything"
     if "generate" in path.stem:
@@ -111,7 +76,7 @@ def test_broken_workflows_fail_naming_the_node(rt):
     with pytest.raises(ValueError, match=rf"node {node['id']} \(KSampler\).*'model' is not connected"):
         ui_to_api(missing)
 
-    wrong_value = for_tiny_models(ui_to_api(wf))
+    wrong_value = tiny_models.for_tiny_models(ui_to_api(wf))
     key = next(k for k, n in wrong_value.items() if n["class_type"] == "PersonalVideoApplyIdentityAdapter")
     wrong_value[key]["inputs"]["gate_mode"] = "sometimes"
     with pytest.raises(GraphError, match=rf"'{key}'|{key}"):

@@ -59,7 +59,7 @@ def bench(fn, repeats: int) -> float:
 
 def main() -> None:
     _pkg()
-    from face_assets import load_photo, make_pack
+    from dev.face_assets import load_photo, make_pack
     from PersonalVideo.training.face_align import arcface_matrix
     from PersonalVideo.training.identity_reward import load_identity_reward_model
 

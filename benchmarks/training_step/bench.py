@@ -45,7 +45,7 @@ def child(variant: str, steps: int, size: str) -> dict:
     import conftest  # noqa: F401  (puts the PersonalVideo package on sys.path)
     from dev import tiny_models
     from dev.comfy_runtime import ComfyRuntime
-    from face_assets import make_pack, photo_path
+    from dev.face_assets import make_pack, photo_path
 
     rt = ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_train_bench_")))
     overrides, (width, height, frames) = SIZES[size]
