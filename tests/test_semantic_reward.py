@@ -130,3 +130,8 @@ def test_real_hps_layout_checks_against_openclip_vit_h_14(tmp_path):
     torch.save({"state_dict": sd}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"visual.proj: \(1280, 768\) \(expected \(1280, 1024\)\)"):
         sr.load_semantic_reward_model(tmp_path / "bad.pt")
+
+
+def test_scr_needs_at_least_two_frames():
+    with pytest.raises(ValueError, match="frames_per_reward: got 1 frame"):
+        sr.scr_kl_loss(torch.tensor([0.3]), torch.tensor([0.2]))

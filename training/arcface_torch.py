@@ -107,7 +107,7 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "GlobalAveragePool": lambda x: x.mean(dim=(2, 3), keepdim=True),
     "Transpose": lambda x, *, perm: x.permute(*perm),
     "Concat": lambda *xs, axis: torch.cat(xs, dim=axis),
-    "Shape": lambda x: torch.tensor(x.shape, dtype=torch.int64),
+    "Shape": lambda x: torch.tensor(x.shape, dtype=torch.int64, device=x.device),  # with x: Gather/Concat on GPU
     "Unsqueeze": _unsqueeze,
     "Gather": _gather,
 }

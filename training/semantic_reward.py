@@ -188,6 +188,9 @@ def scr_kl_loss(target_scores: torch.Tensor, source_scores: torch.Tensor, temper
     if target_scores.shape != source_scores.shape or target_scores.ndim != 1:
         raise ValueError(f"scores: target {list(target_scores.shape)} and source {list(source_scores.shape)} "
                          "must both be [M] (one score per sampled frame)")
+    if target_scores.shape[0] < 2:
+        raise ValueError(f"frames_per_reward: got {target_scores.shape[0]} frame, expected at least 2: SCR compares "
+                         "the distribution of scores over frames, which is constant for one frame")
     if temperature <= 0:
         raise ValueError(f"temperature: got {temperature}, expected a positive number (default 100)")
     source = source_scores.detach() if detach_source else source_scores
