@@ -1,0 +1,126 @@
+"""Evaluation metrics for generated videos, defined as the papers compute them (see shared method notes).
+
+- Face Sim (ConsisID's convention): cosine similarity x 100 between the reference embedding and the
+  largest face of 16 uniformly spaced frames; a frame without a face is retried once padded to 1.25x its
+  size (faces cut by the border), then skipped; a video with no face at all scores 0.
+- Dynamic degree (VBench's definition): optical flow between consecutive frames; per pair the mean of
+  the top 5% flow magnitudes; a pair is moving above 6 * min(H, W) / 256 pixels; a video is dynamic when
+  at least round(4 * pairs / 16) pairs move (VBench's rule for 16 pairs scaled to the pairs there are).
+  VBench uses RAFT, whose weights must be downloaded; here the flow is a coarse-to-fine Horn-Schunck
+  estimate in torch, which needs no weights. Its magnitudes are smaller than RAFT's on large motions, so
+  scores are comparable within this pack, not to VBench's table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+def uniform_indices(num_frames: int, count: int = 16) -> list[int]:
+    """``count`` frame indices spread evenly from the first to the last frame (all frames if fewer)."""
+    if num_frames <= count:
+        return list(range(num_frames))
+    return [round(i * (num_frames - 1) / (count - 1)) for i in range(count)]
+
+
+def pad_frame(frame: torch.Tensor, factor: float = 1.25) -> torch.Tensor:
+    """The frame [H, W, 3] centred on black, ``factor`` times larger (ConsisID's retry for cut faces)."""
+    h, w = frame.shape[:2]
+    ph, pw = round(h * (factor - 1) / 2), round(w * (factor - 1) / 2)
+    return F.pad(frame.permute(2, 0, 1), (pw, pw, ph, ph)).permute(1, 2, 0)
+
+
+@dataclass
+class FaceSim:
+    score: float  # mean cosine x 100 over frames with a face; 0 when none has one
+    per_frame: list[float | None] = field(default_factory=list)  # None: no face
+    frames: list[int] = field(default_factory=list)
+
+    @property
+    def no_face_rate(self) -> float:
+        return sum(s is None for s in self.per_frame) / max(len(self.per_frame), 1)
+
+
+@torch.no_grad()
+def face_similarity(frames: torch.Tensor, reference: torch.Tensor, identity_model, count: int = 16) -> FaceSim:
+    """Face Sim of frames [F, H, W, 3] in [0, 1] against a unit reference embedding [D]."""
+    idx = uniform_indices(frames.shape[0], count)
+    ref = F.normalize(reference.reshape(-1).float(), dim=0)
+    per_frame: list[float | None] = []
+    for i in idx:
+        frame = frames[i].float()
+        faces = identity_model.largest_faces(frame[None])
+        if faces[0] is None:
+            frame = pad_frame(frame)
+            faces = identity_model.largest_faces(frame[None])
+        if faces[0] is None:
+            per_frame.append(None)
+            continue
+        crop = identity_model.align(frame.permute(2, 0, 1)[None], faces)
+        emb = identity_model.embed_crops(crop)[0]
+        per_frame.append(100.0 * float(emb @ ref.to(emb.device)))
+    found = [s for s in per_frame if s is not None]
+    return FaceSim(sum(found) / len(found) if found else 0.0, per_frame, idx)
+
+
+def _gray(frame: torch.Tensor) -> torch.Tensor:
+    return (frame[..., 0] * 0.299 + frame[..., 1] * 0.587 + frame[..., 2] * 0.114)[None, None] * 255.0
+
+
+def horn_schunck(a: torch.Tensor, b: torch.Tensor, levels: int = 3, iterations: int = 60,
+                 alpha: float = 15.0) -> torch.Tensor:
+    """Dense flow [2, H, W] (pixels) from gray image a to b ([1, 1, H, W], 0-255), coarse to fine."""
+    pyramid = [(a, b)]
+    for _ in range(levels - 1):
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+        pyramid.append((a, b))
+    flow = torch.zeros(1, 2, *pyramid[-1][0].shape[-2:], dtype=a.dtype, device=a.device)
+    avg = torch.tensor([[1, 2, 1], [2, 0, 2], [1, 2, 1]], dtype=a.dtype, device=a.device).view(1, 1, 3, 3) / 12
+    for level, (a, b) in enumerate(reversed(pyramid)):
+        if level:
+            flow = 2 * F.interpolate(flow, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        h, w = a.shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=a.dtype, device=a.device),
+                                torch.arange(w, dtype=a.dtype, device=a.device), indexing="ij")
+        grid = torch.stack(((xs + flow[0, 0]) / max(w - 1, 1) * 2 - 1, (ys + flow[0, 1]) / max(h - 1, 1) * 2 - 1), -1)
+        warped = F.grid_sample(b, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+        ix = (F.pad(warped, (1, 1, 0, 0), mode="replicate")[..., 2:] - F.pad(warped, (1, 1, 0, 0), mode="replicate")[..., :-2]) / 2
+        iy = (F.pad(warped, (0, 0, 1, 1), mode="replicate")[..., 2:, :] - F.pad(warped, (0, 0, 1, 1), mode="replicate")[..., :-2, :]) / 2
+        it = warped - a
+        du = torch.zeros_like(a)
+        dv = torch.zeros_like(a)
+        for _ in range(iterations):
+            u_avg = F.conv2d(F.pad(du, (1, 1, 1, 1), mode="replicate"), avg)
+            v_avg = F.conv2d(F.pad(dv, (1, 1, 1, 1), mode="replicate"), avg)
+            common = (ix * u_avg + iy * v_avg + it) / (alpha**2 + ix**2 + iy**2)
+            du, dv = u_avg - ix * common, v_avg - iy * common
+        flow = flow + torch.cat((du, dv), 1)
+    return flow[0]
+
+
+@dataclass
+class DynamicDegree:
+    dynamic: bool
+    pair_magnitudes: list[float]
+    threshold: float
+    needed: int
+
+
+@torch.no_grad()
+def dynamic_degree(frames: torch.Tensor, fps: float = 16.0, target_fps: float = 8.0) -> DynamicDegree:
+    """VBench's dynamic degree of one video [F, H, W, 3] in [0, 1] (flow: see the module docstring)."""
+    step = max(1, round(fps / target_fps))
+    clip = frames[::step].float()
+    h, w = clip.shape[1:3]
+    threshold = 6.0 * min(h, w) / 256.0
+    mags = []
+    for a, b in zip(clip[:-1], clip[1:]):
+        flow = horn_schunck(_gray(a), _gray(b))
+        magnitude = flow.norm(dim=0).flatten()
+        k = max(1, int(magnitude.numel() * 0.05))
+        mags.append(float(magnitude.topk(k).values.mean()))
+    needed = max(1, round(4 * len(mags) / 16))
+    return DynamicDegree(sum(m > threshold for m in mags) >= needed, mags, threshold, needed)
