@@ -1,4 +1,4 @@
-"""The training-curve IMAGE: loss, face similarity (adapter and base) and no-face rate per step."""
+"""Line-chart IMAGEs: the training curve and the evaluation's per-frame numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-SERIES = (  # attribute, label, colour
+TRAINING_SERIES = (  # attribute, label, colour
     ("loss", "loss", (230, 80, 60)),
     ("similarity", "face sim (adapter)", (60, 160, 230)),
     ("source_similarity", "face sim (base)", (150, 150, 150)),
@@ -16,30 +16,35 @@ SERIES = (  # attribute, label, colour
 )
 
 
-def training_chart(history, width: int = 768, height: int = 384) -> torch.Tensor:
-    """A [1, H, W, 3] IMAGE plotting each series over the steps (values clipped to [-0.5, 1.5])."""
+def line_chart(series: list[tuple[str, list[float | None], tuple[int, int, int]]], x_label: str,
+               width: int = 768, height: int = 384, lo: float = -0.5, hi: float = 1.5) -> torch.Tensor:
+    """A [1, H, W, 3] IMAGE of each (label, values, colour) series; None/NaN values are gaps."""
     img = Image.new("RGB", (width, height), (24, 24, 28))
     draw = ImageDraw.Draw(img)
     left, top, right, bottom = 50, 30, width - 10, height - 30
-    lo, hi = -0.5, 1.5
     draw.rectangle([left, top, right, bottom], outline=(90, 90, 90))
     for v in (0.0, 0.5, 1.0):
         y = bottom - (v - lo) / (hi - lo) * (bottom - top)
         draw.line([left, y, right, y], fill=(50, 50, 56))
         draw.text((8, y - 6), f"{v:.1f}", fill=(170, 170, 170))
-    n = max(len(history), 2)
-    for i, (attr, label, colour) in enumerate(SERIES):
+    for i, (label, values, colour) in enumerate(series):
+        n = max(len(values), 2)
         points = []
-        for k, rec in enumerate(history):
-            v = getattr(rec, attr)
+        for k, v in enumerate(values):
             if v is None or math.isnan(v):
                 continue
             v = min(max(v, lo), hi)
             points.append((left + k / (n - 1) * (right - left), bottom - (v - lo) / (hi - lo) * (bottom - top)))
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
-        elif points:
-            draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+        for x, y in points if len(points) < 40 else points[:1]:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
         draw.text((left + 5 + i * 175, 8), label, fill=colour)
-    draw.text((left, bottom + 8), f"steps 0..{len(history) - 1}", fill=(170, 170, 170))
+    draw.text((left, bottom + 8), x_label, fill=(170, 170, 170))
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
+def training_chart(history) -> torch.Tensor:
+    """Loss, face similarity (adapter and base) and no-face rate per training step."""
+    series = [(label, [getattr(r, attr) for r in history], colour) for attr, label, colour in TRAINING_SERIES]
+    return line_chart(series, f"steps 0..{len(history) - 1}")

@@ -77,3 +77,42 @@ def test_face_sim_without_faces_is_zero_and_counted(identity):
     blank = torch.full((5, 64, 64, 3), 0.5)
     result = face_similarity(blank, torch.randn(512), identity)
     assert result.score == 0.0 and result.no_face_rate == 1.0 and result.frames == [0, 1, 2, 3, 4]
+
+
+def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
+    """The node over real photos: a clip made of frames of the reference person vs another person."""
+    import shutil
+
+    from dev import tiny_models
+    from dev.face_assets import photo_path
+    from graphs import Graph
+
+    make_pack(comfy.model_dir("insightface") / "models", "vectron_eval")
+    for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
+        shutil.copy(photo_path(name), comfy.base_dir / "input" / f"eval_{name}")
+    tiny_models.register_tiny_hps_config(tmp_path_factory.mktemp("cfg"))
+    tiny_models.write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "eval_tiny.pt")
+    results = {}
+    for who in ("obama.jpg", "biden.jpg"):
+        g = Graph()
+        idm = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=640, det_threshold=0.5)
+        ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm,
+                    images=g.add("LoadImage", image="eval_obama2.jpg"), augmentations=2, crop_jitter=0.05,
+                    colour_jitter=0.1, seed=0)
+        photo = g.add("LoadImage", image=f"eval_{who}")
+        clip = g.add("RepeatImageBatch", image=photo, amount=6)
+        hps = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="eval_tiny.pt",
+                    architecture=tiny_models.TINY_HPS_ARCH)
+        ev = g.add("PersonalVideoEvaluateVideo", images=clip, reference=ref, identity_reward=idm,
+                   prompt="a man in a suit", fps=8.0, clip=hps)
+        g.capture([ev[0], 1], f"json_{who}")
+        g.capture([ev[0], 2], f"chart_{who}")
+        comfy.run(g.nodes)
+        import json
+
+        results[who] = json.loads(comfy.captured()[f"json_{who}"])
+    same, other = results["obama.jpg"], results["biden.jpg"]
+    assert same["face_sim"] > 50 > 25 > other["face_sim"]
+    assert same["dynamic"] is False and max(same["flow_top5pct_per_pair"]) < 1e-3  # a still image repeated
+    assert same["temporal_consistency"] == pytest.approx(1.0, abs=1e-4) and "clip_t" in same
+    assert comfy.captured()["chart_obama.jpg"].shape == (1, 384, 768, 3)

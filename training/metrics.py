@@ -124,3 +124,44 @@ def dynamic_degree(frames: torch.Tensor, fps: float = 16.0, target_fps: float = 
         mags.append(float(magnitude.topk(k).values.mean()))
     needed = max(1, round(4 * len(mags) / 16))
     return DynamicDegree(sum(m > threshold for m in mags) >= needed, mags, threshold, needed)
+
+
+@torch.no_grad()
+def clip_scores(frames: torch.Tensor, prompt: str, semantic_model) -> tuple[float, float]:
+    """(CLIP-T, temporal consistency) with an OpenCLIP scorer (the pack's semantic reward model).
+
+    CLIP-T = 100 x mean over frames of cos(image, text); temporal consistency = mean cos between the image
+    embeddings of consecutive frames. With an HPS checkpoint the CLIP is HPS-tuned, not the stock CLIP
+    papers use: comparable within the pack.
+    """
+    device = frames.device
+    text = semantic_model.text_features(prompt, device)
+    with semantic_model.holder.on_device(device) as clip:
+        image = clip.encode_image(semantic_model.preprocess(frames).to(semantic_model.holder.dtype))
+    image = F.normalize(image.float(), dim=-1)
+    clip_t = 100.0 * float((image @ text.T.float()).mean())
+    consistency = float((image[1:] * image[:-1]).sum(-1).mean()) if image.shape[0] > 1 else 1.0
+    return clip_t, consistency
+
+
+def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model, prompt: str = "",
+                   fps: float = 16.0, semantic_model=None) -> dict:
+    """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation)."""
+    face = face_similarity(frames, reference, identity_model)
+    motion = dynamic_degree(frames, fps)
+    result = {
+        "frames": int(frames.shape[0]),
+        "face_sim": round(face.score, 3),
+        "face_sim_per_frame": [None if s is None else round(s, 3) for s in face.per_frame],
+        "no_face_rate": round(face.no_face_rate, 3),
+        "dynamic": motion.dynamic,
+        "flow_top5pct_per_pair": [round(m, 4) for m in motion.pair_magnitudes],
+        "flow_threshold": round(motion.threshold, 4),
+        "evaluators": {"face_sim": getattr(identity_model, "name", "identity model"),
+                       "dynamic_degree": "Horn-Schunck flow (weight-free), VBench rule"},
+    }
+    if semantic_model is not None and prompt:
+        clip_t, consistency = clip_scores(frames, prompt, semantic_model)
+        result |= {"clip_t": round(clip_t, 3), "temporal_consistency": round(consistency, 4)}
+        result["evaluators"]["clip"] = getattr(semantic_model, "name", "semantic model")
+    return result

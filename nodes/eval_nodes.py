@@ -1,0 +1,83 @@
+"""Node: evaluate a generated video against the reference identity and the prompt."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from comfy_api.latest import io
+
+from ..training.metrics import evaluate_video
+from . import paths
+from .reward_nodes import IdentityReward, Reference, SemanticReward
+from .train_chart import line_chart
+
+log = logging.getLogger(__name__)
+
+
+def report_table(result: dict) -> str:
+    rows = [
+        ("Face Sim (x100, 16 frames)", f"{result['face_sim']:.2f}"),
+        ("no-face rate", f"{result['no_face_rate']:.2f}"),
+        ("dynamic (VBench rule)", "yes" if result["dynamic"] else "no"),
+        ("flow top-5% / threshold", ", ".join(f"{m:.2f}" for m in result["flow_top5pct_per_pair"][:8])
+         + f" / {result['flow_threshold']:.2f}"),
+    ]
+    if "clip_t" in result:
+        rows += [("CLIP-T (x100)", f"{result['clip_t']:.2f}"),
+                 ("temporal consistency", f"{result['temporal_consistency']:.4f}")]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines.append("evaluators: " + ", ".join(f"{k}={v}" for k, v in result["evaluators"].items()))
+    return "\n".join(lines)
+
+
+class EvaluateVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonalVideoEvaluateVideo",
+            display_name="Evaluate Video",
+            category=paths.CATEGORY + "/Evaluation",
+            description="Scores a video: Face Sim against the reference (ConsisID convention), dynamic degree "
+                        "(VBench rule, weight-free optical flow), and CLIP-T and temporal consistency when a "
+                        "CLIP model is connected. Outputs a table, the same as JSON, and a chart.",
+            inputs=[
+                io.Image.Input("images", tooltip="The video's frames, e.g. from VAE Decode or a loaded video."),
+                Reference.Input("reference", tooltip="From Load Reference Faces."),
+                IdentityReward.Input("identity_reward",
+                                     tooltip="Face detector + recogniser. For an honest check, use one that was "
+                                             "not the training reward (another pack)."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The prompt the video was generated from (for CLIP-T)."),
+                io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0,
+                               tooltip="Frame rate of the video; flow is measured at about 8 fps, as VBench."),
+                SemanticReward.Input("clip", optional=True,
+                                     tooltip="An OpenCLIP model (the semantic reward loader) for CLIP-T and "
+                                             "temporal consistency; without it those are left out."),
+            ],
+            outputs=[
+                io.String.Output(display_name="table", tooltip="The metrics as a text table."),
+                io.String.Output(display_name="json", tooltip="The metrics, per-frame values included, as JSON."),
+                io.Image.Output(display_name="chart", tooltip="Per-frame face similarity and per-pair motion."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, reference, identity_reward, prompt, fps, clip=None) -> io.NodeOutput:
+        if images.shape[0] < 2:
+            raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
+        result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip)
+        table = report_table(result)
+        log.info("PersonalVideo evaluation:\n%s", table)
+        threshold = result["flow_threshold"]
+        chart = line_chart([
+            ("face sim / 100", [None if s is None else s / 100 for s in result["face_sim_per_frame"]], (60, 160, 230)),
+            ("flow / (2 x threshold)", [m / (2 * threshold) for m in result["flow_top5pct_per_pair"]],
+             (240, 190, 40)),
+        ], "sampled frames / frame pairs")
+        return io.NodeOutput(table, json.dumps(result), chart, ui={"text": [table]})
+
+
+NODES = [EvaluateVideo]
