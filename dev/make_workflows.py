@@ -45,6 +45,12 @@ NOTE_GENERATE = """PersonalVideo: generate with a saved identity adapter ({name}
 - Style LoRA slot: any community LoRA for this model, loaded with core Load LoRA; it stays on for all steps. Set its strength to 0 to turn it off.
 - If you split sampling over two sampler nodes, set gate_mode to 'timestep' (see the pack's README)."""
 
+NOTE_EVALUATE = """PersonalVideo: evaluate a generated video against the reference photo.
+
+- Load Video: the video to score (copy it from ComfyUI/output into ComfyUI/input, or upload it).
+- Face model: use a different insightface pack than the one the adapter was trained with (here buffalo_l vs antelopev2), so the face score is not the training reward grading itself.
+- Evaluate Video: Face Sim (x100 over 16 uniformly spaced frames, largest face; the ConsisID convention), dynamic degree (VBench's rule with a weight-free optical flow), and CLIP-T / temporal consistency from the connected OpenCLIP model (here the HPS checkpoint's CLIP). The table appears on the node; the JSON output has the per-frame numbers."""
+
 NOTE_BOTH = """PersonalVideo: train an identity adapter and generate with it, in one graph ({name}).
 Training runs first (see the notes of the training workflow), then the same model samples a video with the trained adapter gated to the last quarter of the steps."""
 
@@ -103,15 +109,17 @@ def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
             "latent_image": ["latent", 0], "seed": 42, "steps": 30, "cfg": f["cfg"], "sampler_name": f["sampler"],
             "scheduler": "simple", "denoise": 1.0}},
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
-        "video": {"class_type": "SaveAnimatedWEBP", "inputs": {
-            "images": ["decode", 0], "filename_prefix": f"personalvideo/{family}", "fps": 16.0, "lossless": False,
-            "quality": 90, "method": "default"}},
+        "to_video": {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": 16.0}},
+        "video": {"class_type": "SaveVideo", "inputs": {
+            "video": ["to_video", 0], "filename_prefix": f"personalvideo/{family}", "format": "auto",
+            "codec": "auto"}},
     }
 
 
 COLUMNS = {"model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
-           "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 5}
+           "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "to_video": 5, "video": 6, "load_video": 0,
+           "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}
 
 
 def workflows() -> dict[str, tuple[dict, str]]:
@@ -127,6 +135,23 @@ def workflows() -> dict[str, tuple[dict, str]]:
                                        "inputs": {"lora_name": "personalvideo/identity_wan21_00001_.safetensors"}}}
     gen |= generation_nodes(f, ["adapter", 0], "wan21")
     out["generate_with_identity_adapter_wan21"] = (gen, NOTE_GENERATE.format(name=f["name"]))
+    out["evaluate_video"] = ({
+        "load_video": {"class_type": "LoadVideo", "inputs": {"file": "personalvideo_wan21.mp4"}},
+        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["load_video", 0]}},
+        "photo": {"class_type": "LoadImage", "inputs": {"image": "reference.jpg"}},
+        "eval_face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
+                            "inputs": {"pack": "buffalo_l", "det_size": 640, "det_threshold": 0.5}},
+        "reference": {"class_type": "PersonalVideoLoadReferenceFaces",
+                      "inputs": {"identity_reward": ["eval_face_model", 0], "images": ["photo", 0],
+                                 "augmentations": 8, "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
+        "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
+                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+        "evaluate": {"class_type": "PersonalVideoEvaluateVideo", "inputs": {
+            "images": ["frames", 0], "reference": ["reference", 0], "identity_reward": ["eval_face_model", 0],
+            "prompt": "a woman dancing in the rain on a city street at night, neon reflections, the camera "
+                      "circles around her", "fps": 16.0, "clip": ["hps", 0]}},
+        "eval_chart": {"class_type": "PreviewImage", "inputs": {"images": ["evaluate", 2]}},
+    }, NOTE_EVALUATE)
     both = base_nodes(f) | training_nodes("wan21") | generation_nodes(f, ["train", 0], "wan21")
     out["train_and_generate_wan21"] = (both, NOTE_BOTH.format(name=f["name"]))
     return out

@@ -7,7 +7,8 @@ a message naming the node.
 
 Widget values in the UI format are positional, in the order of the node's widget inputs (required, then
 optional). The frontend adds one extra value after INT inputs named ``seed``/``noise_seed`` or marked
-``control_after_generate`` (the "control after generate" widget) and after ``image_upload`` inputs.
+``control_after_generate`` (the "control after generate" widget) and after inputs with an upload button
+(``image_upload``, ``video_upload``, ``audio_upload``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def extra_widget_values(name: str, typ, options: dict) -> int:
     """Values the frontend stores after this widget's own (control_after_generate, upload button)."""
     if typ == "INT" and (name in ("seed", "noise_seed") or options.get("control_after_generate")):
         return 1
-    if options.get("image_upload"):
+    if any(options.get(k) for k in ("image_upload", "video_upload", "audio_upload")):
         return 1
     return 0
 

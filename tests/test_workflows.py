@@ -29,7 +29,29 @@ def rt(comfy, tmp_path_factory):
     tiny_models.write_random_lora("wan21", comfy.model_dir("loras") / "personalvideo"
                                   / "identity_wan21_00001_.safetensors", std=0.1)
     shutil.copy(photo_path("obama.jpg"), comfy.base_dir / "input" / "reference.jpg")
+    make_pack(comfy.model_dir("insightface") / "models", "buffalo_l")
+    write_test_video(comfy.base_dir / "input" / "personalvideo_wan21.mp4")
     return comfy
+
+
+def write_test_video(path: Path, frames: int = 12) -> None:
+    """A real MP4 (PyAV, as ComfyUI's own video nodes use): another photo of the reference person, drifting."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    photo = Image.open(photo_path("obama2.jpg")).convert("RGB").resize((320, 400))
+    canvas = np.zeros((400, 384, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 384, 400, "yuv420p"
+        for i in range(frames):
+            frame = canvas.copy()
+            frame[:, 4 * i: 4 * i + 320] = np.asarray(photo)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 def load(path: Path) -> dict:
@@ -54,8 +76,12 @@ def test_workflow_runs(rt, path):
     outputs = rt.run(prompt)
     assert outputs, f"{path.name}: no output node produced anything"
     if "generate" in path.stem:
-        webps = list((rt.base_dir / "output" / "personalvideo").glob("wan21_*.webp"))
-        assert webps, "the generate workflows must write a video"
+        videos = list((rt.base_dir / "output" / "personalvideo").glob("wan21_*.mp4"))
+        assert videos, "the generate workflows must write a video"
+    if path.stem == "evaluate_video":
+        table = next(o["text"][0] for o in outputs.values() if "text" in o)
+        face_sim = float(table.split("Face Sim (x100, 16 frames)")[1].split()[0])
+        assert face_sim > 50, table  # the video shows the reference person (another photo of him)
     if path.stem.startswith("train_identity_adapter_"):
         family = path.stem.removeprefix("train_identity_adapter_")
         assert list((rt.model_dir("loras") / "personalvideo").glob(f"identity_{family}_*.safetensors"))
