@@ -116,3 +116,22 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     assert same["dynamic"] is False and max(same["flow_top5pct_per_pair"]) < 1e-3  # a still image repeated
     assert same["temporal_consistency"] == pytest.approx(1.0, abs=1e-4) and "clip_t" in same
     assert comfy.captured()["chart_obama.jpg"].shape == (1, 384, 768, 3)
+
+
+def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
+    """CLIP-T = 100 x mean cos(image, text); consistency = mean cos of consecutive image embeddings."""
+    from dev import tiny_models
+    from PersonalVideo.training.metrics import clip_scores
+    from PersonalVideo.training.semantic_reward import load_semantic_reward_model
+
+    tiny_models.register_tiny_hps_config(tmp_path)
+    tiny_models.write_tiny_hps_checkpoint(tmp_path / "tiny.pt")
+    model = load_semantic_reward_model(tmp_path / "tiny.pt", tiny_models.TINY_HPS_ARCH)
+    frames = torch.rand(3, 48, 64, 3, generator=torch.Generator().manual_seed(2))
+    clip_t, consistency = clip_scores(frames, "a man walking", model)
+    with torch.no_grad():
+        img = F.normalize(model.holder.module.encode_image(model.preprocess(frames)).float(), dim=-1)
+        txt = model.text_features("a man walking", frames.device)[0]
+    expected_t = 100 * sum(float(img[i] @ txt) for i in range(3)) / 3
+    expected_c = (float(img[0] @ img[1]) + float(img[1] @ img[2])) / 2
+    assert clip_t == pytest.approx(expected_t, abs=1e-4) and consistency == pytest.approx(expected_c, abs=1e-5)

@@ -107,3 +107,23 @@ def test_broken_workflows_fail_naming_the_node(rt):
     wrong_value[key]["inputs"]["gate_mode"] = "sometimes"
     with pytest.raises(GraphError, match=rf"'{key}'|{key}"):
         rt.run(wrong_value)
+
+
+def test_evaluate_folder_script_scores_every_video(tmp_path):
+    """scripts/evaluate_folder.py: batch evaluation from Python over a folder of real MP4 files."""
+    import subprocess
+    import sys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_test_video(videos / "a.mp4")
+    write_test_video(videos / "b.mp4", frames=6)
+    (videos / "notes.txt").write_text("not a video")
+    make_pack(tmp_path / "packs", "pack")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_folder.py"
+    out = subprocess.run([sys.executable, str(script), str(videos), "--reference", str(photo_path("obama.jpg")),
+                          "--pack", str(tmp_path / "packs" / "pack")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["video"] for r in rows] == ["a.mp4", "b.mp4"]
+    assert all(r["face_sim"] > 50 and r["no_face_rate"] == 0 for r in rows)

@@ -1,0 +1,80 @@
+"""Evaluate every video in a folder against a reference photo: one JSON line per video.
+
+    .venv/bin/python scripts/evaluate_folder.py VIDEOS_DIR --reference PHOTO --pack INSIGHTFACE_PACK_DIR \
+        [--hps HPS_v2.1_compressed.pt --prompt "the prompt"] [--fps 16] > results.jsonl
+
+The same metrics as the Evaluate Video node (training/metrics.evaluate_video). Videos are decoded with
+PyAV (a ComfyUI dependency); every .mp4/.webm/.mkv/.mov/.gif in the folder is scored. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif"}
+
+
+def import_pack():
+    """The pack's training modules as the package ``PersonalVideo`` (the repository is its folder)."""
+    link_dir = Path(tempfile.gettempdir()) / "personalvideo_pkgpath"
+    link_dir.mkdir(exist_ok=True)
+    link = link_dir / "PersonalVideo"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    sys.path.insert(0, str(link_dir))
+    from PersonalVideo.training import identity_reward, metrics, reference, semantic_reward
+
+    return identity_reward, metrics, reference, semantic_reward
+
+
+def read_video(path: Path) -> tuple[torch.Tensor, float]:
+    """Frames [F, H, W, 3] in [0, 1] and the frame rate."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or 16)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    if len(frames) < 2:
+        raise ValueError(f"{path.name}: {len(frames)} frame(s), expected a video of at least 2 frames")
+    return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0), fps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("videos", type=Path)
+    parser.add_argument("--reference", type=Path, required=True, help="photo of the person")
+    parser.add_argument("--pack", type=Path, required=True, help="insightface pack folder (detector + recogniser)")
+    parser.add_argument("--hps", type=Path, help="HPSv2 checkpoint for CLIP-T / temporal consistency")
+    parser.add_argument("--architecture", default="ViT-H-14")
+    parser.add_argument("--prompt", default="")
+    parser.add_argument("--fps", type=float, help="override the videos' frame rate")
+    args = parser.parse_args(argv)
+    identity_reward, metrics, reference, semantic_reward = import_pack()
+    from PIL import Image
+
+    model = identity_reward.load_identity_reward_model(args.pack)
+    photo = torch.from_numpy(np.asarray(Image.open(args.reference).convert("RGB"), dtype=np.float32) / 255.0)
+    ref = reference.build_reference(model, [photo])
+    sem = semantic_reward.load_semantic_reward_model(args.hps, args.architecture) if args.hps else None
+    videos = sorted(p for p in args.videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        print(f"{args.videos}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})", file=sys.stderr)
+        return 2
+    for path in videos:
+        frames, fps = read_video(path)
+        result = metrics.evaluate_video(frames, ref.embedding, model, args.prompt, args.fps or fps, sem)
+        print(json.dumps({"video": path.name} | result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
