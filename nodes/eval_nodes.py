@@ -23,6 +23,8 @@ def report_table(result: dict) -> str:
         ("flow top-5% / threshold", ", ".join(f"{m:.2f}" for m in result["flow_top5pct_per_pair"][:8])
          + f" / {result['flow_threshold']:.2f}"),
     ]
+    if "face_sim_2" in result:
+        rows.insert(1, ("Face Sim, second evaluator", f"{result['face_sim_2']:.2f}"))
     if "clip_t" in result:
         rows += [("CLIP-T (x100)", f"{result['clip_t']:.2f}"),
                  ("temporal consistency", f"{result['temporal_consistency']:.4f}")]
@@ -52,6 +54,9 @@ class EvaluateVideo(io.ComfyNode):
                                 tooltip="The prompt the video was generated from (for CLIP-T)."),
                 io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0,
                                tooltip="Frame rate of the video; flow is measured at about 8 fps, as VBench."),
+                IdentityReward.Input("second_identity_reward", optional=True,
+                                     tooltip="Another recogniser (e.g. another insightface pack) for a second Face "
+                                             "Sim that the training reward did not optimise."),
                 SemanticReward.Input("clip", optional=True,
                                      tooltip="An OpenCLIP model (the semantic reward loader) for CLIP-T and "
                                              "temporal consistency; without it those are left out."),
@@ -65,10 +70,12 @@ class EvaluateVideo(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, reference, identity_reward, prompt, fps, clip=None) -> io.NodeOutput:
+    def execute(cls, images, reference, identity_reward, prompt, fps, second_identity_reward=None,
+                clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
             raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
-        result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip)
+        result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip,
+                                second_identity_reward, reference.crops)
         table = report_table(result)
         log.info("PersonalVideo evaluation:\n%s", table)
         threshold = result["flow_threshold"]

@@ -103,8 +103,10 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
         clip = g.add("RepeatImageBatch", image=photo, amount=6)
         hps = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="eval_tiny.pt",
                     architecture=tiny_models.TINY_HPS_ARCH)
+        second = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=320,
+                       det_threshold=0.5)
         ev = g.add("PersonalVideoEvaluateVideo", images=clip, reference=ref, identity_reward=idm,
-                   prompt="a man in a suit", fps=8.0, clip=hps)
+                   prompt="a man in a suit", fps=8.0, clip=hps, second_identity_reward=second)
         g.capture([ev[0], 1], f"json_{who}")
         g.capture([ev[0], 2], f"chart_{who}")
         comfy.run(g.nodes)
@@ -113,6 +115,9 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
         results[who] = json.loads(comfy.captured()[f"json_{who}"])
     same, other = results["obama.jpg"], results["biden.jpg"]
     assert same["face_sim"] > 50 > 25 > other["face_sim"]
+    # The second evaluator here is the same recogniser (the only real one on PyPI) with its own reference
+    # from the aligned crops: it must agree closely; a different recogniser would be the honest check.
+    assert abs(same["face_sim_2"] - same["face_sim"]) < 5 and other["face_sim_2"] < 25
     assert same["dynamic"] is False and max(same["flow_top5pct_per_pair"]) < 1e-3  # a still image repeated
     assert same["temporal_consistency"] == pytest.approx(1.0, abs=1e-4) and "clip_t" in same
     assert comfy.captured()["chart_obama.jpg"].shape == (1, 384, 768, 3)

@@ -144,9 +144,27 @@ def clip_scores(frames: torch.Tensor, prompt: str, semantic_model) -> tuple[floa
     return clip_t, consistency
 
 
+@torch.no_grad()
+def reference_for(identity_model, reference_crops: torch.Tensor) -> torch.Tensor:
+    """A reference embedding for another recogniser, from the reference's aligned crops [R, S, S, 3].
+
+    The crops follow the standard ArcFace 5-point template, so any ArcFace-style recogniser can embed them.
+    """
+    crops = reference_crops.permute(0, 3, 1, 2).float()
+    size = identity_model.input_size
+    if crops.shape[-1] != size:
+        crops = F.interpolate(crops, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.normalize(identity_model.embed_crops(crops).mean(0), dim=0)
+
+
 def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model, prompt: str = "",
-                   fps: float = 16.0, semantic_model=None) -> dict:
-    """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation)."""
+                   fps: float = 16.0, semantic_model=None, second_identity_model=None,
+                   reference_crops: torch.Tensor | None = None) -> dict:
+    """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation).
+
+    ``second_identity_model`` (with the reference's aligned ``reference_crops``) adds ``face_sim_2``: the
+    honest check against reward hacking is a recogniser that was not the training reward.
+    """
     face = face_similarity(frames, reference, identity_model)
     motion = dynamic_degree(frames, fps)
     result = {
@@ -160,6 +178,10 @@ def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model
         "evaluators": {"face_sim": getattr(identity_model, "name", "identity model"),
                        "dynamic_degree": "Horn-Schunck flow (weight-free), VBench rule"},
     }
+    if second_identity_model is not None and reference_crops is not None:
+        second = face_similarity(frames, reference_for(second_identity_model, reference_crops), second_identity_model)
+        result["face_sim_2"] = round(second.score, 3)
+        result["evaluators"]["face_sim_2"] = getattr(second_identity_model, "name", "second identity model")
     if semantic_model is not None and prompt:
         clip_t, consistency = clip_scores(frames, prompt, semantic_model)
         result |= {"clip_t": round(clip_t, 3), "temporal_consistency": round(consistency, 4)}
