@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,10 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp"}
 
 def import_pack():
     """The pack's training modules as the package ``PersonalVideo`` (the repository is its folder)."""
-    link_dir = Path(tempfile.gettempdir()) / "personalvideo_pkgpath"
-    link_dir.mkdir(exist_ok=True)
-    link = link_dir / "PersonalVideo"
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    sys.path.insert(0, str(link_dir))
+    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
+    from dev.pack_path import add_pack_to_path
+
+    add_pack_to_path()
     from PersonalVideo.training import identity_reward, metrics, reference, semantic_reward
 
     return identity_reward, metrics, reference, semantic_reward

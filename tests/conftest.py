@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO))  # for dev.* (appended: the repo root also holds nodes/ and training/)
 
+from dev.pack_path import add_pack_to_path  # noqa: E402
+
 # Unit tests import the pack the way ComfyUI sees it: as a package named after its folder.
-_PKG_PATH = Path(tempfile.gettempdir()) / "personalvideo_pkgpath"
-_PKG_PATH.mkdir(exist_ok=True)
-_link = _PKG_PATH / "PersonalVideo"
-if not _link.is_symlink() or _link.resolve() != REPO:
-    if _link.is_symlink():
-        _link.unlink()
-    _link.symlink_to(REPO, target_is_directory=True)
-sys.path.insert(0, str(_PKG_PATH))
+add_pack_to_path()
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,10 @@ import torch.nn.functional as F
 
 
 def _pkg():
-    link_dir = Path(tempfile.gettempdir()) / "personalvideo_pkgpath"
-    link_dir.mkdir(exist_ok=True)
-    link = link_dir / "PersonalVideo"
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    sys.path.insert(0, str(link_dir))
+    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
+    from dev.pack_path import add_pack_to_path
+
+    add_pack_to_path()
 
 
 def rss_mb() -> float:
