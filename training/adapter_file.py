@@ -85,10 +85,13 @@ def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_mod
     return meta
 
 
-def save_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Write atomically: a temporary file in the same folder, then rename over ``path``."""
+def save_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                            metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically: a temporary file in the same folder, then rename over ``path``.
+
+    An interrupted or failed write leaves the previous file (if any) intact and no partial file behind.
+    """
     path = Path(path)
-    validate_lora(tensors, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -96,11 +99,16 @@ def save_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     try:
         save_file(cpu, tmp, metadata=metadata)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
     return path
+
+
+def save_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Check that ``tensors`` is a LoRA ComfyUI can load, then write it atomically."""
+    validate_lora(tensors, str(path))
+    return save_safetensors_atomic(path, tensors, metadata)
 
 
 def load_adapter(path: str | os.PathLike, display_name: str | None = None) -> IdentityAdapter:

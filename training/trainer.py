@@ -18,15 +18,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from .adapter_file import save_safetensors_atomic
 from .gate import first_gated_step
 from .lora_params import LoRAParameters
 from .prompts import PromptBank
@@ -92,12 +91,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
-def checkpoint_path_tmp(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
@@ -112,6 +105,11 @@ class Trainer:
         self.result = TrainResult()
         self.step = 0
         self.preview: tuple[torch.Tensor, list[float] | None] | None = None  # frame, face box
+
+    @property
+    def scr_on(self) -> bool:
+        """The semantic reward takes part: a scorer is connected and its weight is positive."""
+        return self.semantic_score is not None and self.s.scr_weight > 0
 
     # -- one step -------------------------------------------------------------------------------
     def draws(self, step: int) -> tuple[str, int, list[int]]:
@@ -140,7 +138,7 @@ class Trainer:
             source_icr = self.identity_reward(source_frames)
         loss = self.s.icr_weight * icr.loss
         scr = torch.zeros((), device=loss.device)
-        if self.semantic_score is not None and self.s.scr_weight > 0:
+        if self.scr_on:
             with torch.no_grad():
                 source_scores = self.semantic_score(source_frames, prompt)
             scr = scr_kl_loss(self.semantic_score(adapter_frames, prompt), source_scores, self.s.scr_temperature)
@@ -158,7 +156,7 @@ class Trainer:
             skipped = ""
             if not torch.isfinite(loss):
                 skipped = "non-finite loss"
-            elif icr.frames_with_face == 0 and not (self.semantic_score is not None and self.s.scr_weight > 0):
+            elif icr.frames_with_face == 0 and not self.scr_on:
                 skipped = "no face in any reward frame"
             elif loss.requires_grad:
                 loss.backward()
@@ -220,13 +218,11 @@ class Trainer:
 
     # -- checkpoints: safetensors only (tensors + JSON in the header), written atomically -------
     def save_checkpoint(self) -> Path:
-        path = self.checkpoint_file
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"adapter.{k}": v for k, v in self.params.lora_state_dict().items()}
         opt = self.optimizer.state_dict()
         for pid, state in opt["state"].items():
             for name, value in state.items():
-                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().to("cpu").clone().contiguous()
+                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
         meta = {
             "personalvideo.checkpoint": "1",
             "step": str(self.step),
@@ -234,14 +230,7 @@ class Trainer:
             "history": json.dumps([asdict(r) for r in self.result.history], allow_nan=True),
             "skipped_non_finite": str(self.result.skipped_non_finite),
         }
-        tmp = checkpoint_path_tmp(path)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return save_safetensors_atomic(self.checkpoint_file, tensors, meta)
 
     def load_checkpoint(self) -> None:
         path = self.checkpoint_file
@@ -287,7 +276,7 @@ def summarize(result: TrainResult, settings: TrainSettings, semantic_on: bool) -
         f"face similarity (adapter branch): first fifth {mean(first, 'similarity'):.3f} -> last fifth "
         f"{mean(last, 'similarity'):.3f}; base model on the same draws: {mean(last, 'source_similarity'):.3f}",
         f"no-face rate (last fifth): {mean(last, 'no_face_rate'):.2f}",
-        f"SCR: {'on, KL last fifth %.4f' % mean(last, 'scr_loss') if semantic_on else 'off (no semantic reward model connected)'}",
+        f"SCR: {'on, KL last fifth %.4f' % mean(last, 'scr_loss') if semantic_on else 'off (no semantic reward model connected, or scr_weight 0)'}",
         f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps, rank {settings.rank}, "
         f"lr {settings.learning_rate:g}",
     ]
