@@ -88,24 +88,26 @@ class IdentityGate:
 class WeightDelta:
     """Weight function ``W -> W + s·ΔW``, out of place, in ComfyUI's LoRA arithmetic."""
 
-    def __init__(self, key: str, adapter, strength: float):
-        self.key, self.adapter, self.strength = key, adapter, strength
-        pair = _low_rank(adapter)
-        self.low_rank = None
-        if pair is not None:
-            up, down, alpha = pair
-            scale = strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
-            self.low_rank = (up.float(), down.float().flatten(1), scale)
+    def __init__(self, key: str, low_rank: tuple | None = None, adapter=None, strength: float = 1.0):
+        """``low_rank`` = (up [out, r], down [r, in], scale); otherwise ``adapter`` goes through ComfyUI's
+        ``calculate_weight`` at ``strength``."""
+        self.key, self.low_rank, self.adapter, self.strength = key, low_rank, adapter, strength
         self._on_device: dict[torch.device, tuple] = {}
+
+    @classmethod
+    def from_adapter(cls, key: str, adapter, strength: float) -> "WeightDelta":
+        """From a ComfyUI weight adapter (what ``comfy.lora.load_lora`` returns for a file)."""
+        pair = _low_rank(adapter)
+        if pair is None:
+            return cls(key, adapter=adapter, strength=strength)
+        up, down, alpha = pair
+        scale = strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
+        return cls(key, low_rank=(up.float(), down.float().flatten(1), scale))
 
     @classmethod
     def trainable(cls, key: str, up: torch.Tensor, down: torch.Tensor, scale: float) -> "WeightDelta":
         """The same weight function over parameters being trained (autograd reaches ``up`` and ``down``)."""
-        delta = cls.__new__(cls)
-        delta.key, delta.adapter, delta.strength = key, None, 1.0
-        delta.low_rank = (up, down, scale)
-        delta._on_device = {}
-        return delta
+        return cls(key, low_rank=(up, down, scale))
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if self.low_rank is None:
@@ -160,7 +162,7 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
             raise ValueError(f"identity adapter ({source}): {module_path} is a DoRA layer; DoRA rescales the "
                              "whole weight and cannot be gated. Use a plain LoRA, or core LoraLoaderModelOnly "
                              "for an always-on DoRA.")
-        deltas[key] = WeightDelta(key, adapter, strength)
+        deltas[key] = WeightDelta.from_adapter(key, adapter, strength)
     return deltas
 
 

@@ -171,10 +171,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                     result = trainer.train(resume=resume)
             finally:
                 mm.in_training = was_training
-        meta = build_metadata(params.lora_state_dict(), start_percent, model_family(model), __version__,
+        tensors = params.lora_state_dict()
+        meta = build_metadata(tensors, start_percent, model_family(model), __version__,
                               extra={"trained_steps": len(result.history), "layers": layers})
-        adapter = IdentityAdapter(params.lora_state_dict(), meta, source=f"trained run '{run_name}'")
-        summary = summarize(result, settings, semantic_reward is not None) + f"\ncheckpoint: {checkpoint}"
+        adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
+        summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
         log.info("PersonalVideo training done:\n%s", summary)
         return io.NodeOutput(adapter, training_chart(result.history), summary)
 
