@@ -18,6 +18,7 @@ import comfy.sample
 import comfy.samplers
 
 from ..training.block_checkpoint import checkpointed_blocks
+from ..training.inplace_safety import norm_inputs_copied
 from .gate import IdentityGate
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,9 @@ class ComfyBackend:
                 finally:
                     self.gate.force = None
 
-            with checkpointed_blocks(self.patcher.model.diffusion_model, self.checkpoint_blocks,
-                                     weight_function_state):
+            diffusion_model = self.patcher.model.diffusion_model
+            with norm_inputs_copied(diffusion_model), \
+                    checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, x, sigmas.to(x.device))
             return x
 

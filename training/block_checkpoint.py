@@ -10,6 +10,10 @@ the adapter's weight functions per call). Its recomputation happens later, insid
 ``recompute_state(block)`` is called at forward time and must return a context-manager factory that
 re-creates that state around the recomputation; without it the block would be recomputed without the
 adapter (PyTorch's checkpoint check catches that as a different number of saved tensors).
+
+Some blocks update their inputs in place (HunyuanVideo's double and single blocks, from Flux's layers, do
+``img += ...``). Checkpointing keeps references to a block's inputs for the recomputation, so the block
+runs on copies of its tensor arguments: the recomputation then sees the inputs the forward saw.
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch.utils.checkpoint import checkpoint
 
-# Verified: Wan's ``blocks`` (the adapter trained with and without block checkpointing is the same).
-# Not yet: HunyuanVideo's ``double_blocks`` / ``single_blocks`` fail PyTorch's recomputation check ("different
-# metadata": the first saved tensor is the qkv LoRA's ``up`` in the forward, an image-stream activation in the
-# recomputation) even with the adapter restored; they are left unwrapped (step checkpointing still applies).
-BLOCK_LISTS = ("blocks",)
+# Wan's ``blocks``; HunyuanVideo's ``double_blocks`` and ``single_blocks`` (tests/test_trainer_comfy.py: the
+# adapter trained with and without block checkpointing is the same for both families).
+BLOCK_LISTS = ("blocks", "double_blocks", "single_blocks")
 RecomputeState = Callable[[torch.nn.Module], Callable[[], ContextManager]]
+
+
+def _on_copies(run: Callable) -> Callable:
+    """``run`` called with copies of its tensor arguments, so in-place updates cannot reach the caller's."""
+    def copy(value):
+        return value.clone() if isinstance(value, torch.Tensor) else value
+
+    def wrapped(*args, **kwargs):
+        return run(*(copy(a) for a in args), **{k: copy(v) for k, v in kwargs.items()})
+    return wrapped
 
 
 @contextlib.contextmanager
@@ -42,7 +54,7 @@ def checkpointed_blocks(model: torch.nn.Module, enabled: bool = True,
                 previous = block.__dict__.get("forward")
                 original = block.forward
 
-                def forward(*args, _run=original, _block=block, **kwargs):
+                def forward(*args, _run=_on_copies(original), _block=block, **kwargs):
                     if not torch.is_grad_enabled():
                         return _run(*args, **kwargs)
                     restore = recompute_state(_block) if recompute_state else contextlib.nullcontext
