@@ -1,9 +1,10 @@
 """The trainer's view of a ComfyUI MODEL / CLIP / VAE (implements training.trainer.Backend).
 
-Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampling and wrappers are
-exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a custom ``KSAMPLER`` function in which the
-training step (rollout, decode, rewards, backward) runs while the model is loaded. The adapter branch and
-the source branch switch the same ``IdentityGate`` the apply node uses (``gate.force``).
+Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampling, wrappers, the sigma
+schedule and the sampler's arithmetic are exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a
+custom ``KSAMPLER`` function in which the training step (rollout, decode, rewards, backward) runs while
+the model is loaded; inside it the user's sampler function runs twice (source and adapter runs, see
+training/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.force``).
 """
 
 from __future__ import annotations
@@ -82,12 +83,38 @@ def latent_index(frame: int, temporal_compression: int = 4) -> int:
     return 0 if frame == 0 else (frame - 1) // temporal_compression + 1
 
 
+# Samplers a training run can use: each is checked in tests/test_trainer_comfy.py (the source run equals
+# KSampler's output; the gradient through the sampler's arithmetic matches finite differences). Others are
+# left out: the ancestral/SDE ones call no_grad-decorated helpers inside (the gradient would be cut).
+TRAINING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
+
+
+class _SamplerModel:
+    """What a sampler function calls: ``model(x, sigma, **extra_args)`` goes to ``model_fn``; anything else the
+    sampler reads (``inner_model``, ...) comes from ComfyUI's model wrapper."""
+
+    def __init__(self, comfy_model, model_fn):
+        self._comfy_model, self._model_fn = comfy_model, model_fn
+
+    def __call__(self, x, sigma, **kwargs):
+        return self._model_fn(x, sigma, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._comfy_model, name)
+
+
 class ComfyBackend:
     def __init__(self, patcher, gate: IdentityGate, clip, vae, negative: str, width: int, height: int,
-                 frames: int, sampling_steps: int, cfg: float, checkpoint_blocks: bool = True):
+                 frames: int, sampling_steps: int, cfg: float, checkpoint_blocks: bool = True,
+                 sampler: str = "euler", scheduler: str = "simple"):
+        if sampler not in TRAINING_SAMPLERS:
+            raise ValueError(f"sampler: got {sampler!r}, expected one of {TRAINING_SAMPLERS}")
+        if scheduler not in comfy.samplers.SCHEDULER_NAMES:
+            raise ValueError(f"scheduler: got {scheduler!r}, expected one of {comfy.samplers.SCHEDULER_NAMES}")
         self.patcher, self.gate, self.clip, self.vae = patcher, gate, clip, vae
         self.checkpoint_blocks = checkpoint_blocks
         self.cfg, self.sampling_steps = cfg, sampling_steps
+        self.sampler, self.scheduler = sampler, scheduler
         self.latent_frames = (frames - 1) // 4 + 1
         self.num_frames = 4 * (self.latent_frames - 1) + 1
         channels = patcher.model.latent_format.latent_channels
@@ -105,8 +132,13 @@ class ComfyBackend:
     def run(self, prompt: str, seed: int, fn):
         latent = torch.zeros(self.latent_shape)
         noise = comfy.sample.prepare_noise(latent, seed)
-        sigmas = comfy.samplers.calculate_sigmas(self.patcher.get_model_object("model_sampling"), "simple",
-                                                 self.sampling_steps)
+        # KSampler's schedule (it adds and drops a step for uni_pc and dpm_2).
+        sigmas = comfy.samplers.KSampler(self.patcher, self.sampling_steps, self.patcher.load_device,
+                                         sampler=self.sampler, scheduler=self.scheduler, denoise=1.0).sigmas
+        sampler = comfy.samplers.sampler_object(self.sampler)
+        model_sampling = self.patcher.get_model_object("model_sampling")
+        # k-diffusion's samplers are decorated with no_grad; the undecorated function is differentiable.
+        sampler_function = getattr(sampler.sampler_function, "__wrapped__", sampler.sampler_function)
         guider = comfy.samplers.CFGGuider(self.patcher)
         guider.set_conds(self._cond(prompt), self._cond(self.negative))
         guider.set_cfg(self.cfg)
@@ -114,19 +146,25 @@ class ComfyBackend:
 
         def training_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
             extra_args = extra_args or {}
-            s_in = x.new_ones([x.shape[0]])
 
-            def denoise(latent, sigma, adapter_on):
+            def denoise(latent, sigma, adapter_on, **kwargs):
                 self.gate.force = adapter_on
                 try:
-                    return model(latent, sigma * s_in, **extra_args)
+                    return model(latent, sigma, **kwargs)
                 finally:
                     self.gate.force = None
+
+            def sample(model_fn, start):
+                """One run of the sampler, finished as ``KSAMPLER.sample`` finishes it."""
+                run_sigmas = sigmas.clone()  # uni_pc writes into the schedule it gets (its last sigma)
+                out = sampler_function(_SamplerModel(model, model_fn), start, run_sigmas, extra_args=extra_args,
+                                       callback=None, disable=True, **sampler.extra_options)
+                return model_sampling.inverse_noise_scaling(run_sigmas[-1], out)
 
             diffusion_model = self.patcher.model.diffusion_model
             with norm_inputs_copied(diffusion_model), \
                     checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
-                result["out"] = fn(denoise, x, sigmas.to(x.device))
+                result["out"] = fn(denoise, sample, x, sigmas)
             return x
 
         guider.sample(noise, latent, comfy.samplers.KSAMPLER(training_sampler), sigmas, seed=seed,

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 import comfy.model_management as mm
 import comfy.patcher_extension
+import comfy.samplers
 import comfy.utils
 from comfy_api.latest import io
 
@@ -24,7 +25,7 @@ from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward
-from .train_backend import ComfyBackend
+from .train_backend import TRAINING_SAMPLERS, ComfyBackend
 from .train_chart import training_chart
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
         if "attn" in module or (layers == "attention+mlp" and any(t in module for t in ("mlp", "ffn", "linear"))):
             shapes[key] = tuple(tensor.shape)
     return shapes
+
+
+def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: int, alpha: float, seed: int,
+                             start_percent: float, device) -> tuple[LoRAParameters, IdentityGate, object]:
+    """New trainable LoRA parameters, and a clone of ``model`` that applies them through the apply node's
+    gate (the trainer switches it per branch with ``gate.force``)."""
+    params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
+    deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
+    gate = IdentityGate(start_percent, "steps", deltas)
+    patched = model.clone()
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
+                                 f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
+    return params, gate, patched
 
 
 def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:
@@ -88,7 +102,12 @@ class TrainIdentityAdapter(io.ComfyNode):
                                tooltip="Which linear layers of the transformer blocks get the adapter."),
                 _float("start_percent", 0.75, 0.0, 1.0, 0.01,
                        "Gate start: the adapter acts from step ceil(start_percent x N); same as the apply node."),
-                _int("sampling_steps", 20, 2, 200, "Euler steps per generated training video."),
+                _int("sampling_steps", 20, 2, 200, "Sampling steps per generated training video."),
+                io.Combo.Input("sampler_name", options=list(TRAINING_SAMPLERS), default="euler",
+                               tooltip="Sampler of the training videos (as KSampler runs it). Use the one you "
+                                       "generate with; ancestral/SDE samplers are not offered (see README)."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple",
+                               tooltip="Sigma schedule of the training videos (as KSampler's)."),
                 _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating."),
                 _int("width", 480, 16, 4096, "Training video width (pixels, multiple of 16).", 16),
                 _int("height", 272, 16, 4096, "Training video height (pixels, multiple of 16).", 16),
@@ -124,11 +143,12 @@ class TrainIdentityAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
-                alpha, layers, start_percent, sampling_steps, cfg, width, height, frames, frames_per_reward,
-                icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks, max_grad_norm, seed,
-                checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+                alpha, layers, start_percent, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
+                frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
+                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
-                                 gate_start=start_percent, sampling_steps=sampling_steps, cfg=cfg,
+                                 gate_start=start_percent, sampling_steps=sampling_steps, sampler=sampler_name,
+                                 scheduler=scheduler, cfg=cfg,
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
@@ -141,14 +161,10 @@ class TrainIdentityAdapter(io.ComfyNode):
         with torch.inference_mode(False), torch.enable_grad():
             mm.in_training = True  # Wan/Flux rotary embeddings take their differentiable path
             try:
-                params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
-                deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
-                gate = IdentityGate(start_percent, "steps", deltas)
-                patched = model.clone()
-                patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
-                                             f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
+                params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, start_percent,
+                                                                 device)
                 backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
-                                       sampling_steps, cfg, checkpoint_blocks)
+                                       sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
                 ref = reference.embedding
 
                 def on_step(record, preview):

@@ -64,7 +64,7 @@ def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **
     bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt="blurry",
                  use_built_in=True)
     settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", start_percent=0.75,
-                    sampling_steps=8, cfg=3.0, width=64, height=64, frames=9, frames_per_reward=2, icr_weight=1.0,
+                    sampling_steps=8, sampler_name="euler", scheduler="simple", cfg=3.0, width=64, height=64, frames=9, frames_per_reward=2, icr_weight=1.0,
                     scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed,
                     checkpoint_every=2, run_name=run_name, resume=resume) | over
     tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
@@ -169,6 +169,7 @@ def test_checkpointed_gradient_equals_plain_autograd(rt, family, monkeypatch):
     """
     trainer = _pack_module("training.trainer")
     rollout = _pack_module("training.rollout")
+    gate = _pack_module("training.gate")
     grads = {}
 
     def record(params, *args, _clip=torch.nn.utils.clip_grad_norm_, **kwargs):
@@ -179,8 +180,9 @@ def test_checkpointed_gradient_equals_plain_autograd(rt, family, monkeypatch):
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record)
     for config in ("steps+blocks", "steps", "plain"):
         if config == "plain":
-            monkeypatch.setattr(trainer.Trainer, "generate", lambda self, denoise, x, sigmas, gate_step:
-                                rollout.gated_rollout(denoise, x, sigmas, gate_step, checkpoint_steps=False))
+            monkeypatch.setattr(trainer.Trainer, "generate", lambda self, denoise, sample, x, sigmas:
+                                rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75),
+                                                      checkpoint_calls=False))
         g, tr, *_ = train_graph(family, steps=1, run_name=f"grad_{family}_{config}",
                                 checkpoint_blocks=config == "steps+blocks")
         g.capture(tr, "adapter")

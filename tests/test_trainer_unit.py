@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from PersonalVideo.training.gate import first_gated_step
+from PersonalVideo.training.gate import first_gated_step, step_gate_sigma
 from PersonalVideo.training.lora_params import LoRAParameters
 from PersonalVideo.training.prompts import PromptBank
-from PersonalVideo.training.rollout import euler_step, gated_rollout
+from PersonalVideo.training.rollout import euler_sample, gated_rollout
 from PersonalVideo.training.trainer import Trainer, TrainSettings
 
 C, T, H, W = 4, 3, 4, 4
@@ -52,7 +52,11 @@ class ToyBackend:
     def run(self, prompt, seed, fn):
         self.runs.append((prompt, seed))
         x = torch.randn(1, C, T, H, W, generator=torch.Generator().manual_seed(seed))
-        return fn(self.model.denoise, x, self.sigmas)
+        return fn(self.model.denoise, euler_sample(self.sigmas), x, self.sigmas)
+
+    def rollout(self, x, gate_start, **kwargs):
+        return gated_rollout(euler_sample(self.sigmas), self.model.denoise, x,
+                             step_gate_sigma(self.sigmas, gate_start), **kwargs)
 
     def decode(self, latent, idx):
         frames = torch.sigmoid(torch.einsum("rc,bcthw->bthwr", self.proj, latent))[0]
@@ -94,15 +98,15 @@ def test_fresh_adapter_changes_nothing_and_gate_latent_is_independent_of_it():
     with torch.no_grad():
         params.up[0].normal_()  # a non-zero adapter
     g = first_gated_step(8, 0.75)
-    out = gated_rollout(backend.model.denoise, x, backend.sigmas, g)
+    out = backend.rollout(x, 0.75)
     plain = x
     with torch.no_grad():
         for i in range(8):
-            plain = euler_step(plain, backend.model.denoise(plain, backend.sigmas[i], False), backend.sigmas[i],
-                               backend.sigmas[i + 1])
-            if i == g - 1:
+            if i == g:
                 plain_gate = plain.clone()
-    assert torch.equal(out.gate_latent, plain_gate)
+            denoised = backend.model.denoise(plain, backend.sigmas[i], False)
+            plain = plain + (plain - denoised) / backend.sigmas[i] * (backend.sigmas[i + 1] - backend.sigmas[i])
+    assert torch.equal(out.gate_latent, plain_gate) and out.gated_calls == 8 - g
     assert torch.equal(out.source, plain), "the source branch must be plain sampling with the base model"
     assert not torch.allclose(out.adapter, out.source)
     # the adapter acted only in the gated steps
@@ -110,6 +114,31 @@ def test_fresh_adapter_changes_nothing_and_gate_latent_is_independent_of_it():
         sigma <= float(backend.sigmas[g]) for sigma, on in backend.model.calls if on)
     fresh = LoRAParameters({"lin.weight": (C, C)}, 2, 2.0, seed=1)
     assert torch.count_nonzero(fresh.up[0]) == 0
+
+
+def test_pre_gate_calls_run_once_and_the_sampler_is_checked():
+    s, params, backend, _ = make()
+    x = torch.randn(1, C, T, H, W)
+    backend.rollout(x, 0.75)
+    g = first_gated_step(8, 0.75)
+    # source run: all 8 calls without the adapter; adapter run: only the gated calls, with it
+    assert [on for _, on in backend.model.calls] == [False] * 8 + [True] * (8 - g)
+
+    def no_grad_sampler(model_fn, start):
+        with torch.no_grad():
+            return euler_sample(backend.sigmas)(model_fn, start)
+
+    with pytest.raises(RuntimeError, match="cut the gradient"):
+        gated_rollout(no_grad_sampler, backend.model.denoise, x, step_gate_sigma(backend.sigmas, 0.75))
+    draws = iter(range(100))
+
+    def noisy_sampler(model_fn, start):  # a different perturbation on every run: not replayable
+        return euler_sample(backend.sigmas)(model_fn, start + 1e-3 * next(draws))
+
+    with pytest.raises(RuntimeError, match="not deterministic"):
+        gated_rollout(noisy_sampler, backend.model.denoise, x, step_gate_sigma(backend.sigmas, 0.75))
+    with pytest.raises(ValueError, match="never opens"):
+        gated_rollout(euler_sample(backend.sigmas), backend.model.denoise, x, None)
 
 
 def test_only_adapter_parameters_get_gradients_and_they_match_finite_differences():
@@ -126,7 +155,7 @@ def test_only_adapter_parameters_get_gradients_and_they_match_finite_differences
     backend.proj = backend.proj.double()
 
     def loss_fn():
-        r = gated_rollout(backend.model.denoise, x, backend.sigmas, 6)
+        r = backend.rollout(x, 0.75)
         return toy_identity(backend.decode(r.adapter, [0, 2])).loss
 
     loss_fn().backward()
@@ -150,8 +179,8 @@ def test_backprop_last_k_still_uses_the_adapter_in_earlier_gated_steps():
     with torch.no_grad():
         params.up[0].normal_(std=0.3)
     x = torch.randn(1, C, T, H, W)
-    full = gated_rollout(backend.model.denoise, x, backend.sigmas, 4, backprop_last_k=0)
-    last1 = gated_rollout(backend.model.denoise, x, backend.sigmas, 4, backprop_last_k=1)
+    full = backend.rollout(x, 0.5, backprop_last_k=0)
+    last1 = backend.rollout(x, 0.5, backprop_last_k=1)
     assert torch.allclose(full.adapter, last1.adapter, atol=1e-6)  # same forward
     g_full = torch.autograd.grad(full.adapter.sum(), params.up[0])[0]
     g_last = torch.autograd.grad(last1.adapter.sum(), params.up[0])[0]

@@ -1,14 +1,19 @@
-"""The generation part of one training step: a shared pre-gate trajectory, then two gated branches.
+"""The generation part of one training step: one sampler run without the adapter, one with it.
 
-Because the adapter does nothing before the gate, the latent at the gate step does not depend on it:
-the steps before the gate run once, without gradient and without the adapter. From that latent the
-frozen source branch (adapter off, no gradient) and the adapter branch (adapter on, with gradient) run
-the gated steps. Each gradient-carrying step is checkpointed (recomputed in backward), so memory does not
-grow with the number of gated steps; optionally only the last K steps carry gradient (the earlier gated
-steps still use the adapter, detached).
+Both runs use the caller's sampler (``sample``: the user's sampler over the whole schedule, e.g. ComfyUI's
+euler, dpmpp_2m or uni_pc, exactly as KSampler runs it) and differ only in the model function it calls:
 
-Sampling is Euler on the model's own sigma schedule, in k-diffusion form (``denoised`` is the model's
-x0 prediction at ``sigma``), which is what ComfyUI's euler sampler does for every model family.
+- the **source** run (no gradient) calls the frozen model at every noise level and records the calls
+  before the gate;
+- the **adapter** run replays those recorded outputs for the calls before the gate (the adapter does not
+  act there, so the inputs are the same, which is checked) and calls the model with the adapter for the
+  gated calls, with gradient. The pre-gate trajectory is therefore computed once and is shared, and the
+  sampler's own arithmetic between model calls is differentiated like any torch code.
+
+Each gradient-carrying model call is checkpointed (recomputed in backward), so memory does not grow
+with the number of gated steps; optionally only the last K gated calls carry gradient (the earlier gated
+calls still use the adapter, detached). The gate is decided by training/gate.py's rule, the one the apply
+node uses.
 """
 
 from __future__ import annotations
@@ -19,51 +24,89 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-# denoise(x, sigma, adapter_on) -> the CFG-combined x0 prediction at noise level sigma
-Denoise = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+from .gate import gate_is_open
+
+# denoise(x, sigma, adapter_on, **sampler_kwargs) -> the CFG-combined x0 prediction at noise level sigma
+Denoise = Callable[..., torch.Tensor]
+# model_fn(x, sigma, **sampler_kwargs) -> x0 prediction: what a sampler calls
+ModelFn = Callable[..., torch.Tensor]
+# sample(model_fn, x) -> final latent: one run of a sampler over the whole schedule, starting from x
+Sample = Callable[[ModelFn, torch.Tensor], torch.Tensor]
+CUT = "the sampler cut the gradient (it runs under no_grad or detaches its latent): train with another sampler"
 
 
-def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
-    """One Euler step of the probability-flow ODE (ComfyUI's ``sample_euler`` without churn)."""
-    return x + (x - denoised) / sigma * (sigma_next - sigma)
+def euler_sample(sigmas: torch.Tensor) -> Sample:
+    """Euler on ``sigmas`` (ComfyUI's ``sample_euler`` without churn), for backends without a sampler of their own."""
+    def sample(model_fn: ModelFn, x: torch.Tensor) -> torch.Tensor:
+        for i in range(int(sigmas.shape[0]) - 1):
+            denoised = model_fn(x, sigmas[i])
+            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        return x
+    return sample
 
 
 @dataclass
 class Rollout:
-    gate_latent: torch.Tensor  # latent entering step ``gate_step`` (shared, no gradient)
+    gate_latent: torch.Tensor  # input of the first gated model call (shared by both runs, no gradient)
     source: torch.Tensor  # final latent without the adapter (no gradient)
     adapter: torch.Tensor  # final latent with the adapter (gradient into the adapter)
+    gated_calls: int  # model calls the adapter acted in
 
 
-def gated_rollout(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, gate_step: int,
-                  backprop_last_k: int = 0, checkpoint_steps: bool = True) -> Rollout:
-    """Run ``len(sigmas) - 1`` Euler steps from ``x`` with the adapter acting from ``gate_step`` on.
+def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma: float | None,
+                  backprop_last_k: int = 0, checkpoint_calls: bool = True) -> Rollout:
+    """Source and adapter runs of ``sample`` from ``x``; the adapter acts in calls at sigma <= ``gate_sigma``.
 
-    ``backprop_last_k`` = 0 keeps gradient through every gated step, K > 0 through the last K only.
+    ``backprop_last_k`` = 0 keeps gradient through every gated call, K > 0 through the last K only.
     """
-    n = int(sigmas.shape[0]) - 1
-    if not 0 <= gate_step <= n:
-        raise ValueError(f"gate_step: got {gate_step}, expected 0..{n}")
+    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, output) of the pre-gate calls
+    gate_inputs: list[torch.Tensor] = []
 
-    def step(latent, i: int, adapter_on: bool):
-        return euler_step(latent, denoise(latent, sigmas[i], adapter_on), sigmas[i], sigmas[i + 1])
+    # Copies: a sampler may update its latent or the model output in place after the call.
+    def source_model(latent, sigma, **kwargs):
+        out = denoise(latent, sigma, False, **kwargs)
+        if gate_is_open(sigma, gate_sigma):
+            gate_inputs.append(latent.clone())
+        else:
+            recorded.append((latent.clone(), out.clone()))
+        return out
 
     with torch.no_grad():
-        for i in range(gate_step):
-            x = step(x, i, False)
-        gate_latent = x.detach()
-        source = gate_latent
-        for i in range(gate_step, n):
-            source = step(source, i, False)
+        source = sample(source_model, x)
+    gated_calls = len(gate_inputs)
+    if gated_calls == 0:
+        raise ValueError("the gate never opens with these settings: lower start_percent or raise sampling_steps")
+    first_grad = 0 if backprop_last_k <= 0 else max(0, gated_calls - backprop_last_k)
+    replay = iter(recorded)
+    count, carried_gradient = [0], [False]
 
-    first_grad = gate_step if backprop_last_k <= 0 else max(gate_step, n - backprop_last_k)
-    adapter = gate_latent
-    for i in range(gate_step, n):
-        if i < first_grad:
+    def adapter_model(latent, sigma, **kwargs):
+        if not gate_is_open(sigma, gate_sigma):
+            seen, out = next(replay)
+            if not torch.equal(seen, latent):
+                raise RuntimeError("the sampler reached a pre-gate model call with another input in the adapter "
+                                   "run than in the source run: it is not deterministic, so it cannot train")
+            return out.clone()
+        k = count[0]
+        count[0] += 1
+        if k == 0 and not torch.equal(latent, gate_inputs[0]):
+            raise RuntimeError("the latent at the gate differs between the source and adapter runs")
+        if k < first_grad:
             with torch.no_grad():
-                adapter = step(adapter, i, True)
-        elif checkpoint_steps:
-            adapter = checkpoint(step, adapter, i, True, use_reentrant=False)
+                return denoise(latent, sigma, True, **kwargs)
+        if grad_wanted and not torch.is_grad_enabled():
+            raise RuntimeError(CUT)
+        if checkpoint_calls:
+            out = checkpoint(denoise, latent, sigma, True, use_reentrant=False, **kwargs)
         else:
-            adapter = step(adapter, i, True)
-    return Rollout(gate_latent, source, adapter)
+            out = denoise(latent, sigma, True, **kwargs)
+        carried_gradient[0] |= out.requires_grad
+        return out
+
+    grad_wanted = torch.is_grad_enabled()  # under no_grad the adapter run is a forward only
+    adapter = sample(adapter_model, x)
+    if count[0] != gated_calls:
+        raise RuntimeError(f"the adapter run made {count[0]} gated model calls, the source run {gated_calls}")
+    if carried_gradient[0] and not adapter.requires_grad:
+        raise RuntimeError(CUT)
+    return Rollout(gate_inputs[0].detach(), source, adapter, gated_calls)

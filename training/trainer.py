@@ -1,8 +1,8 @@
 """The PersonalVideo training loop: reward-guided fine-tuning of the isolated identity adapter.
 
 One step: pick a prompt and noise (from the seed and the step number, so a resumed run draws exactly
-what an uninterrupted one would); generate with the shared pre-gate trajectory and the two gated
-branches (training/rollout.py); decode the same M randomly chosen frames of both; loss =
+what an uninterrupted one would); generate the source and adapter videos with the user's sampler, the
+pre-gate trajectory computed once (training/rollout.py); decode the same M randomly chosen frames of both; loss =
 w_icr · (1 − face similarity of the adapter frames) + w_scr · KL(softmax(T·HPS_adapter) ‖ softmax(T·HPS_source));
 backward into the adapter only; clip; Adam step. A non-finite loss or gradient skips the step and is
 counted; it never reaches the weights. A checkpoint (adapter, optimiser state, step, history) is written
@@ -26,10 +26,10 @@ import torch
 from safetensors import safe_open
 
 from .adapter_file import save_safetensors_atomic
-from .gate import first_gated_step
+from .gate import step_gate_sigma
 from .lora_params import LoRAParameters
 from .prompts import PromptBank
-from .rollout import Denoise, Rollout, gated_rollout
+from .rollout import Denoise, Rollout, Sample, gated_rollout
 from .semantic_reward import scr_kl_loss
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class TrainSettings:
     alpha: float = 16.0
     gate_start: float = 0.75
     sampling_steps: int = 20
+    sampler: str = "euler"  # the backend's sampler and sigma schedule (ComfyUI's names)
+    scheduler: str = "simple"
     cfg: float = 5.0
     frames_per_reward: int = 4
     icr_weight: float = 1.0
@@ -58,8 +60,9 @@ class TrainSettings:
 class Backend(Protocol):
     num_frames: int
 
-    def run(self, prompt: str, seed: int, fn: Callable[[Denoise, torch.Tensor, torch.Tensor], T]) -> T:
-        """Condition on ``prompt``, draw the noise for ``seed``, and call ``fn(denoise, x_T, sigmas)``."""
+    def run(self, prompt: str, seed: int, fn: Callable[[Denoise, Sample, torch.Tensor, torch.Tensor], T]) -> T:
+        """Condition on ``prompt``, draw the noise for ``seed``, and call ``fn(denoise, sample, x_T, sigmas)``:
+        ``sample(model_fn, x)`` runs the configured sampler over ``sigmas`` calling ``model_fn``."""
 
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
         """Frames ``frame_indices`` of ``latent`` as [M, H, W, 3] in [0, 1], differentiable."""
@@ -121,9 +124,9 @@ class Trainer:
         frames = sorted(torch.randperm(self.backend.num_frames, generator=gen)[:m].tolist())
         return prompt, noise_seed, frames
 
-    def generate(self, denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, gate_step: int) -> Rollout:
-        """Source and adapter branches from one shared pre-gate trajectory (training/rollout.py)."""
-        return gated_rollout(denoise, x, sigmas, gate_step, self.s.backprop_last_k)
+    def generate(self, denoise: Denoise, sample: Sample, x: torch.Tensor, sigmas: torch.Tensor) -> Rollout:
+        """Source and adapter videos sharing one pre-gate trajectory (training/rollout.py)."""
+        return gated_rollout(sample, denoise, x, step_gate_sigma(sigmas, self.s.gate_start), self.s.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """The reward frames only (the backend decodes just the latent frames they depend on)."""
@@ -147,11 +150,10 @@ class Trainer:
 
     def train_step(self, step: int) -> StepRecord:
         prompt, noise_seed, frames = self.draws(step)
-        gate_step = first_gated_step(self.s.sampling_steps, self.s.gate_start)
         self.optimizer.zero_grad(set_to_none=True)
 
-        def generate_and_backprop(denoise, x, sigmas):
-            rollout = self.generate(denoise, x, sigmas, gate_step)
+        def generate_and_backprop(denoise, sample, x, sigmas):
+            rollout = self.generate(denoise, sample, x, sigmas)
             loss, icr, source_icr, scr, preview = self._losses(rollout, prompt, frames)
             skipped = ""
             if not torch.isfinite(loss):

@@ -55,7 +55,6 @@ def child(variant: str, steps: int, size: str) -> dict:
     shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
 
     import comfy.model_management as mm
-    import comfy.patcher_extension
     import nodes
     from PIL import Image
     import numpy as np
@@ -64,25 +63,20 @@ def child(variant: str, steps: int, size: str) -> dict:
     pack = sys.modules[node_module.__name__.rsplit(".nodes.", 1)[0]]
     training = sys.modules[pack.__name__ + ".training.trainer"]
     rollout = sys.modules[pack.__name__ + ".training.rollout"]
-    lora_params = sys.modules[pack.__name__ + ".training.lora_params"]
-    gate_mod = sys.modules[pack.__name__ + ".nodes.gate"]
+    gate_rule = sys.modules[pack.__name__ + ".training.gate"]
     backend_mod = sys.modules[pack.__name__ + ".nodes.train_backend"]
     ident = sys.modules[pack.__name__ + ".training.identity_reward"]
     reference = sys.modules[pack.__name__ + ".training.reference"]
     prompts = sys.modules[pack.__name__ + ".training.prompts"]
 
     class NaiveTrainer(training.Trainer):
-        def generate(self, denoise, x, sigmas, gate_step):
-            n = int(sigmas.shape[0]) - 1
+        def generate(self, denoise, sample, x, sigmas):
+            threshold = gate_rule.step_gate_sigma(sigmas, self.s.gate_start)
             with torch.no_grad():
-                source = x
-                for i in range(n):
-                    source = rollout.euler_step(source, denoise(source, sigmas[i], False), sigmas[i], sigmas[i + 1])
-            adapter = x
-            for i in range(n):  # from noise again, graph kept through every gated step
-                adapter = rollout.euler_step(adapter, denoise(adapter, sigmas[i], i >= gate_step), sigmas[i],
-                                             sigmas[i + 1])
-            return rollout.Rollout(None, source, adapter)
+                source = sample(lambda v, sigma, **kw: denoise(v, sigma, False, **kw), x)
+            # from noise again, graph kept through every gated call
+            adapter = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, threshold), **kw), x)
+            return rollout.Rollout(None, source, adapter, 0)
 
         def decode_frames(self, latent, frames):
             return self.backend.decode(latent, list(range(self.backend.num_frames)))[frames]
@@ -99,12 +93,8 @@ def child(variant: str, steps: int, size: str) -> dict:
         ref = reference.build_reference(idm, [photo], 2, 0.05, 0.1, 0)
         settings = training.TrainSettings(steps=2, learning_rate=1e-3, rank=16, alpha=16.0, sampling_steps=steps,
                                           cfg=5.0, frames_per_reward=4, seed=0)
-        params = lora_params.LoRAParameters(node_module.lora_targets(model, "attention"), 16, 16.0, seed=0)
-        deltas = {k: gate_mod.WeightDelta.trainable(k, up, down, params.scale)
-                  for k, (up, down) in params.pairs().items()}
-        gate = gate_mod.IdentityGate(0.75, "steps", deltas)
-        patched = model.clone()
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "bench", gate.apply_model_wrapper)
+        params, gate, patched = node_module.attach_trainable_adapter(
+            model, node_module.lora_targets(model, "attention"), 16, 16.0, 0, 0.75, "cpu")
         # ours: as shipped (transformer blocks checkpointed too); naive: no checkpointing of any kind
         backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0,
                                            checkpoint_blocks=variant == "ours")

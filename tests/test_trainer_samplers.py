@@ -1,0 +1,169 @@
+"""The trainer's generation with each sampler it offers, in real ComfyUI (tiny random Wan 2.1, tiny Wan VAE).
+
+For every training sampler: the source run (adapter off) equals core KSampler on the base model, the adapter
+run equals core KSampler on the model from the apply node with the same adapter, and the gradient through
+the sampler's own arithmetic and the gated, checkpointed model calls matches central finite differences.
+The loss in the last check is a fixed random projection of the final latent. Not the face reward: it crops
+where a detector finds a face, which is piecewise, so finite differences would measure the detector (its
+gradient is checked in test_identity_reward.py). Not decoded frames either: ComfyUI clamps decoded pixels to
+[0, 1] and the tiny random VAE saturates, so finite differences converge only linearly there (measured:
+2% off at eps 1e-3), while on the latent they converge quadratically (euler: 8.9, 1.4, 0.13, 0.007 absolute
+error at eps 3e-2 ... 1e-3, on a directional derivative of 43.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import pytest
+import torch
+
+from dev import tiny_models
+from graphs import MODEL_FILES, Graph, install_models, rel_err
+
+FAMILY = "wan21"
+SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
+SCHEDULER = {"euler": "simple", "heun": "normal", "dpmpp_2m": "karras", "uni_pc": "simple",
+             "uni_pc_bh2": "beta", "ddim": "ddim_uniform"}
+STEPS, CFG, SEED, PROMPT, NEGATIVE = 8, 3.0, 11, "a man dancing in the rain", "blurry"
+
+
+def _pack(name):
+    import nodes
+
+    node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
+    return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
+
+
+@pytest.fixture(scope="module")
+def rt(comfy):
+    install_models(comfy)
+    vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
+    if not vae.exists():
+        tiny_models.write_wan_vae(vae)
+    return comfy
+
+
+def _loaders(g):
+    model = g.add("UNETLoader", unet_name=MODEL_FILES[FAMILY], weight_dtype="default")
+    clip = g.add("PersonalVideoDevCLIPStandIn", width=tiny_models.CONTEXT_WIDTH[FAMILY],
+                 pooled_width=tiny_models.POOLED_WIDTH[FAMILY], tokens=16)
+    return model, clip
+
+
+@pytest.fixture(scope="module")
+def loaded(rt):
+    g = Graph()
+    model, clip = _loaders(g)
+    g.capture(model, "model")
+    g.capture(clip, "clip")
+    g.capture(g.add("VAELoader", vae_name="tiny_wan_vae.safetensors"), "vae")
+    rt.run(g.nodes)
+    return {k: rt.captured()[k] for k in ("model", "clip", "vae")}
+
+
+@contextlib.contextmanager
+def _training_mode():
+    """What the trainer node sets around a run."""
+    import comfy.model_management as mm
+
+    before = getattr(mm, "in_training", False)
+    with torch.inference_mode(False), torch.enable_grad():
+        mm.in_training = True
+        try:
+            yield
+        finally:
+            mm.in_training = before
+
+
+def _setup(loaded, sampler, up_std=0.2):
+    train_nodes, backend_mod = _pack("nodes.train_nodes"), _pack("nodes.train_backend")
+    with _training_mode():
+        model = loaded["model"]
+        shapes = train_nodes.lora_targets(model, "attention")
+        params, gate, patched = train_nodes.attach_trainable_adapter(model, shapes, 4, 4.0, 0, 0.75, "cpu")
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(3)
+            for up in params.up:  # a trained-looking adapter: a fresh one (up = 0) changes nothing
+                up.copy_(torch.randn(up.shape, generator=gen) * up_std)
+        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], NEGATIVE, 64, 64, 9, STEPS,
+                                           CFG, True, sampler, SCHEDULER[sampler])
+    return params, backend
+
+
+def _rollout(backend):
+    rollout, gate = _pack("training.rollout"), _pack("training.gate")
+
+    def generate(denoise, sample, x, sigmas):
+        return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
+
+    with _training_mode(), torch.no_grad():
+        return backend.run(PROMPT, SEED, generate)
+
+
+def _ksampler(rt, sampler, adapter_file=None):
+    g = Graph()
+    model, clip = _loaders(g)
+    if adapter_file:
+        adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=adapter_file)
+        model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=adapter, strength=1.0,
+                      start_percent=0.75, gate_mode="steps")
+    pos = g.add("CLIPTextEncode", clip=clip, text=PROMPT)
+    neg = g.add("CLIPTextEncode", clip=clip, text=NEGATIVE)
+    latent = g.add("EmptyHunyuanLatentVideo", width=64, height=64, length=9, batch_size=1)
+    out = g.add("KSampler", model=model, positive=pos, negative=neg, latent_image=latent, seed=SEED, steps=STEPS,
+                cfg=CFG, sampler_name=sampler, scheduler=SCHEDULER[sampler], denoise=1.0)
+    g.capture(out, "samples")
+    rt.run(g.nodes)
+    return rt.captured()["samples"]["samples"]
+
+
+def test_the_offered_samplers_are_the_tested_ones(rt):
+    assert _pack("nodes.train_backend").TRAINING_SAMPLERS == SAMPLERS
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(rt, loaded, sampler):
+    adapter_file = _pack("training.adapter_file")
+    params, backend = _setup(loaded, sampler)
+    out = _rollout(backend)
+    to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
+    base = _ksampler(rt, sampler)
+    name = f"trained_{sampler}.safetensors"
+    adapter_file.save_adapter(rt.model_dir("loras") / name, params.lora_state_dict(),
+                              adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V", "test"))
+    gated = _ksampler(rt, sampler, name)
+    assert rel_err(to_samples(out.source), base) <= 1e-6, rel_err(to_samples(out.source), base)
+    assert rel_err(to_samples(out.adapter), gated) <= 1e-5, rel_err(to_samples(out.adapter), gated)
+    assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_gradient_through_the_sampler_matches_finite_differences(rt, loaded, sampler):
+    rollout, gate = _pack("training.rollout"), _pack("training.gate")
+    params, backend = _setup(loaded, sampler)
+    weights = torch.randn(backend.latent_shape, generator=torch.Generator().manual_seed(5))
+
+    def loss(denoise, sample, x, sigmas):
+        out = rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
+        return (out.adapter * weights).sum()
+
+    with _training_mode():
+        backend.run(PROMPT, SEED, lambda *a: loss(*a).backward())
+        direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in
+                     enumerate(params.parameters())]
+        analytic = sum(float((p.grad * d).sum()) for p, d in zip(params.parameters(), direction))
+        eps = 1e-3
+        values = []
+        for sign in (1, -1):
+            with torch.no_grad():
+                for p, d in zip(params.parameters(), direction):
+                    p.add_(sign * eps * d)
+                values.append(float(backend.run(PROMPT, SEED, loss)))
+                for p, d in zip(params.parameters(), direction):
+                    p.sub_(sign * eps * d)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert abs(analytic) > 1.0
+    # 2e-3 relative, plus the float32 rounding of the loss divided by 2·eps (about 1e-2 here)
+    assert abs(numeric - analytic) <= 2e-3 * abs(analytic) + 2e-2, (numeric, analytic, values)
