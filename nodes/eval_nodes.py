@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..training.metrics import evaluate_video
 from . import paths
-from .reward_nodes import IdentityReward, Reference, SemanticReward
+from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_chart import line_chart
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,11 @@ class EvaluateVideo(io.ComfyNode):
                 clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
             raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
-        result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip,
-                                second_identity_reward, reference.crops)
+        holders = (identity_reward.recognizer, getattr(second_identity_reward, "recognizer", None),
+                   getattr(clip, "holder", None))
+        with reward_models_on(identity_reward.recognizer.load_device, *holders):
+            result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip,
+                                    second_identity_reward, reference.crops)
         table = report_table(result)
         log.info("PersonalVideo evaluation:\n%s", table)
         threshold = result["flow_threshold"]

@@ -5,6 +5,7 @@ Thin glue over training/identity_reward.py, training/reference.py and training/s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -29,6 +30,30 @@ def _devices() -> tuple[torch.device, torch.device]:
     import comfy.model_management as mm
 
     return mm.get_torch_device(), mm.unet_offload_device()
+
+
+# Room for activations beside the reward models' weights when making room on an accelerator.
+ACTIVATION_MARGIN_BYTES = 1 << 30
+
+
+@contextlib.contextmanager
+def reward_models_on(device, *holders):
+    """The reward models (``DeviceHolder``s; None is skipped) on ``device`` while the context lasts.
+
+    ComfyUI does not manage these modules, so first it is asked to free their size (plus a margin) on that
+    device, offloading its own models as it would for a model of that size; otherwise moving ViT-H onto a
+    card ComfyUI has filled would run out of memory.
+    """
+    import comfy.model_management as mm
+
+    device = torch.device(device)
+    holders = [h for h in holders if h is not None]
+    if device.type != "cpu":
+        mm.free_memory(sum(h.size_bytes() for h in holders) + ACTIVATION_MARGIN_BYTES, device)
+    with contextlib.ExitStack() as stack:
+        for holder in holders:
+            stack.enter_context(holder.on_device(device))
+        yield
 
 
 class LoadIdentityRewardModel(io.ComfyNode):
@@ -126,7 +151,8 @@ class LoadReferenceFaces(io.ComfyNode):
             raise ValueError("images: got an empty image batch; connect Load Image (or another node that "
                              "outputs at least one photo)")
         photos = [img for b in batches for img in b]
-        with torch.inference_mode(False):  # the embedding is used by the trainer's autograd graph
+        with torch.inference_mode(False), reward_models_on(model.recognizer.load_device, model.recognizer):
+            # outside inference mode: the embedding is used by the trainer's autograd graph
             ref = build_reference(model, photos, augmentations[0], crop_jitter[0], colour_jitter[0], seed[0])
         report = ref.report()
         log.info("%s", report)
@@ -186,7 +212,7 @@ class IdentitySimilarity(io.ComfyNode):
 
     @classmethod
     def execute(cls, identity_reward: IdentityRewardModel, reference: ReferenceIdentity, images) -> io.NodeOutput:
-        with torch.no_grad():
+        with torch.no_grad(), reward_models_on(identity_reward.recognizer.load_device, identity_reward.recognizer):
             res = identity_reward.reward(images.to(identity_reward.recognizer.load_device), reference.embedding)
         per_frame = ", ".join("none" if not m else f"{float(s):.3f}" for s, m in zip(res.similarity, res.face_mask))
         report = (f"identity similarity over {res.frames_with_face} of {len(res.face_mask)} frames with a face: "
@@ -202,8 +228,8 @@ class SemanticScore(io.ComfyNode):
             node_id="PersonalVideoSemanticScore",
             display_name="Semantic Score",
             category=CATEGORY,
-            description="Scores frames against a prompt with the semantic reward model (HPS: logit scale x cosine "
-                        "/ 100, about 0.2-0.35 for good matches with the real HPSv2).",
+            description="Scores frames against a prompt with the semantic reward model (HPS: image-text cosine as "
+                        "hpsv2 reports it, about 0.2-0.35 for good matches with the real HPSv2).",
             inputs=[
                 SemanticReward.Input("semantic_reward", tooltip="From Load Semantic Reward Model."),
                 io.Image.Input("images", tooltip="Frames to score."),
@@ -217,7 +243,7 @@ class SemanticScore(io.ComfyNode):
 
     @classmethod
     def execute(cls, semantic_reward: SemanticRewardModel, images, prompt) -> io.NodeOutput:
-        with torch.no_grad():
+        with torch.no_grad(), reward_models_on(semantic_reward.holder.load_device, semantic_reward.holder):
             scores = semantic_reward.score(images.to(semantic_reward.holder.load_device), prompt).cpu()
         report = "HPS per frame: " + ", ".join(f"{float(s):.4f}" for s in scores)
         return io.NodeOutput(float(scores.mean()), report)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 
@@ -24,7 +23,7 @@ from . import paths
 from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta
 from .prompt_nodes import PromptBankType
-from .reward_nodes import IdentityReward, Reference, SemanticReward
+from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_backend import TRAINING_SAMPLERS, ComfyBackend
 from .train_chart import training_chart
 
@@ -180,10 +179,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                     checkpoint_file=checkpoint, on_step=on_step)
                 # Reward models stay on the device from forward through backward (moving their weights
                 # in between would leave autograd with tensors on the wrong device).
-                with contextlib.ExitStack() as on_device:
-                    on_device.enter_context(identity_reward.recognizer.on_device(device))
-                    if semantic_reward is not None:
-                        on_device.enter_context(semantic_reward.holder.on_device(device))
+                with reward_models_on(device, identity_reward.recognizer,
+                                      semantic_reward.holder if semantic_reward is not None else None):
                     result = trainer.train(resume=resume)
             finally:
                 mm.in_training = was_training

@@ -32,13 +32,13 @@ def test_scores_are_finite_differentiable_and_match_openclip(tiny):
     assert scores.shape == (4,) and torch.isfinite(scores).all()
     scores.sum().backward()
     assert torch.isfinite(frames.grad).all() and frames.grad.abs().sum() > 0
-    # Same number as OpenCLIP's own forward on our preprocessing: logit_scale * cos / 100.
+    # Same number as OpenCLIP's own forward on our preprocessing, scored as hpsv2 does: the plain cosine.
     with torch.no_grad():
         import open_clip
 
         tokens = open_clip.get_tokenizer(TINY_HPS_ARCH)(["a person walking on a beach"])
-        img, txt, scale = clip.eval()(model.preprocess(frames.detach()), tokens)
-        expected = scale * (img @ txt.T).squeeze(-1) / 100
+        img, txt, _ = clip.eval()(model.preprocess(frames.detach()), tokens)
+        expected = (img @ txt.T).squeeze(-1)
     assert torch.allclose(scores.detach(), expected, atol=1e-5)
 
 

@@ -285,3 +285,11 @@ def test_other_runtime_errors_are_not_reported_as_memory(tmp_path):
     backend.run = lambda prompt, seed, fn: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         Trainer(backend, params, bank, s, toy_identity).train()
+
+
+def test_semantic_reward_with_one_frame_is_refused_before_training():
+    settings = TrainSettings(steps=2, sampling_steps=8, rank=2, alpha=2.0, frames_per_reward=1)
+    s, params, backend, bank = make(settings=settings)
+    with pytest.raises(ValueError, match="frames_per_reward: got 1"):
+        Trainer(backend, params, bank, s, toy_identity, semantic_score=lambda frames, prompt: frames.mean((1, 2, 3)))
+    Trainer(backend, params, bank, s, toy_identity)  # without SCR one frame is fine

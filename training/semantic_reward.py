@@ -118,7 +118,8 @@ class _TextCache:
 
 
 class SemanticRewardModel:
-    """HPS scorer: ``score(frames, prompt)`` -> [F] = logit_scale * cos(image, text) / 100 (hpsv2's scale)."""
+    """HPS scorer: ``score(frames, prompt)`` -> [F] = cos(image, text), the number hpsv2's ``score`` reports
+    (``image_features @ text_features.T`` of unit-norm features; the logit scale is not applied)."""
 
     def __init__(self, clip: nn.Module, architecture: str, name: str = "", load_device="cpu",
                  offload_device="cpu", dtype: torch.dtype = torch.float32):
@@ -173,8 +174,7 @@ class SemanticRewardModel:
         with self.holder.on_device(frames.device) as clip:
             image = clip.encode_image(self.preprocess(frames).to(self.holder.dtype))
             image = F.normalize(image.float(), dim=-1)
-            scale = clip.logit_scale.exp().float()
-        return scale * (image @ text.T).squeeze(-1) / 100.0
+        return (image @ text.T).squeeze(-1)
 
 
 def scr_kl_loss(target_scores: torch.Tensor, source_scores: torch.Tensor, temperature: float = 100.0,

@@ -104,6 +104,9 @@ class Trainer:
         self.semantic_score = semantic_score  # (frames, prompt) -> [M] scores, or None (SCR off)
         self.checkpoint_file = Path(checkpoint_file) if checkpoint_file else None
         self.on_step = on_step
+        if self.scr_on and settings.frames_per_reward < 2:
+            raise ValueError(f"frames_per_reward: got {settings.frames_per_reward}, expected at least 2 with the "
+                             "semantic reward on (SCR compares scores across frames); raise it or set scr_weight to 0")
         self.optimizer = torch.optim.AdamW(params.parameters(), lr=settings.learning_rate, weight_decay=0.0)
         self.result = TrainResult()
         self.step = 0
