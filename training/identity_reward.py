@@ -94,7 +94,7 @@ class IdentityRewardResult:
     @property
     def mean_similarity(self) -> float:
         """Mean similarity over frames with a face (NaN when there is none)."""
-        return float(self.similarity[self.face_mask].mean()) if self.frames_with_face else float("nan")
+        return float(self.similarity.detach()[self.face_mask].mean()) if self.frames_with_face else float("nan")
 
 
 class IdentityRewardModel:

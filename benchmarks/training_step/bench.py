@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ SIZES = {
 }
 
 
-def child(variant: str, steps: int, size: str) -> dict:
+def child(variant: str, steps: int, size: str, repeats: int) -> dict:
     import shutil
 
     import psutil
@@ -95,37 +96,42 @@ def child(variant: str, steps: int, size: str) -> dict:
                                           cfg=5.0, frames_per_reward=4, seed=0)
         params, gate, patched = node_module.attach_trainable_adapter(
             model, node_module.lora_targets(model, "attention"), 16, 16.0, 0, 0.75, "cpu")
-        # ours: as shipped (transformer blocks checkpointed too); naive: no checkpointing of any kind
+        # ours: as shipped (transformer blocks checkpointed too); ours_blocks_off: checkpoint_blocks off;
+        # naive: no checkpointing of any kind
         backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0,
                                            checkpoint_blocks=variant == "ours")
         bank = prompts.build_prompt_bank("a man", "", "blurry")
-        cls = training.Trainer if variant == "ours" else NaiveTrainer
+        cls = NaiveTrainer if variant == "naive" else training.Trainer
         trainer = cls(backend, params, bank, settings, identity_reward=lambda f: idm.reward(f, ref.embedding))
 
         trainer.train_step(0)  # warm-up (one-time allocations, ONNX sessions, caches)
         proc = psutil.Process()
-        before = proc.memory_info().rss
-        peak = [before]
-        stop = threading.Event()
+        seconds, peaks = [], []
+        for step in range(1, repeats + 1):  # timed steps: other prompts and noise, same settings
+            before = proc.memory_info().rss
+            peak = [before]
+            stop = threading.Event()
 
-        def sample():
-            while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                time.sleep(0.001)
+            def watch():
+                while not stop.is_set():
+                    peak[0] = max(peak[0], proc.memory_info().rss)
+                    time.sleep(0.001)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t0 = time.perf_counter()
-        trainer.train_step(1)
-        seconds = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
-    return {"variant": variant, "steps": steps, "seconds": seconds, "peak_mb": (peak[0] - before) / 2**20}
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            t0 = time.perf_counter()
+            trainer.train_step(step)
+            seconds.append(time.perf_counter() - t0)
+            stop.set()
+            watcher.join()
+            peaks.append((peak[0] - before) / 2**20)
+    return {"variant": variant, "steps": steps, "seconds": statistics.median(seconds), "all_seconds": seconds,
+            "peak_mb": max(peaks)}
 
 
-def run_child(variant: str, steps: int, size: str) -> dict:
+def run_child(variant: str, steps: int, size: str, repeats: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size], env=env,
+    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size, str(repeats)], env=env,
                          capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
@@ -137,24 +143,31 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps-list", type=int, nargs="+", default=[8, 20, 40])
     parser.add_argument("--size", choices=list(SIZES), default="medium")
-    parser.add_argument("--child", nargs=3, metavar=("VARIANT", "N", "SIZE"))
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (median reported)")
+    parser.add_argument("--variants", nargs="+", default=["ours", "naive", "ours_blocks_off"])
+    parser.add_argument("--child", nargs=4, metavar=("VARIANT", "N", "SIZE", "REPEATS"))
     args = parser.parse_args()
     if args.child:
-        result = child(args.child[0], int(args.child[1]), args.child[2])
+        result = child(args.child[0], int(args.child[1]), args.child[2], int(args.child[3]))
         print("RESULT " + json.dumps(result), flush=True)
         return
     rows = {}
     for n in args.steps_list:
-        for variant in ("ours", "naive"):
-            rows[(variant, n)] = run_child(variant, n, args.size)
-            r = rows[(variant, n)]
-            print(f"{variant:6s} N={n:3d}  {r['seconds']:8.2f} s  peak +{r['peak_mb']:9.1f} MB", flush=True)
-    print(f"\nsize {args.size}: {SIZES[args.size]}")
-    print(f"{'N':>4} {'ours s':>8} {'naive s':>8} {'time ratio':>10} {'ours MB':>9} {'naive MB':>9} {'mem ratio':>9}")
+        for variant in args.variants:
+            rows[(variant, n)] = r = run_child(variant, n, args.size, args.repeats)
+            times = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
+            print(f"{variant:15s} N={n:3d}  median {r['seconds']:7.2f} s ({times})  peak +{r['peak_mb']:8.1f} MB",
+                  flush=True)
+    print(f"\nsize {args.size}: {SIZES[args.size]}; median of {args.repeats} timed steps per process")
+    print(f"{'variant':15s} {'N':>4} {'s':>8} {'naive s':>8} {'time ratio':>10} {'MB':>9} {'naive MB':>9} {'mem ratio':>9}")
     for n in args.steps_list:
-        o, v = rows[("ours", n)], rows[("naive", n)]
-        print(f"{n:4d} {o['seconds']:8.2f} {v['seconds']:8.2f} {o['seconds'] / v['seconds']:10.3f} "
-              f"{o['peak_mb']:9.1f} {v['peak_mb']:9.1f} {o['peak_mb'] / max(v['peak_mb'], 1e-9):9.3f}")
+        v = rows.get(("naive", n))
+        for variant in args.variants:
+            if variant == "naive" or v is None:
+                continue
+            o = rows[(variant, n)]
+            print(f"{variant:15s} {n:4d} {o['seconds']:8.2f} {v['seconds']:8.2f} {o['seconds'] / v['seconds']:10.3f} "
+                  f"{o['peak_mb']:9.1f} {v['peak_mb']:9.1f} {o['peak_mb'] / max(v['peak_mb'], 1e-9):9.3f}")
 
 
 if __name__ == "__main__":
