@@ -83,9 +83,10 @@ def latent_index(frame: int, temporal_compression: int = 4) -> int:
     return 0 if frame == 0 else (frame - 1) // temporal_compression + 1
 
 
-# Samplers a training run can use: each is checked in tests/test_trainer_comfy.py (the source run equals
-# KSampler's output; the gradient through the sampler's arithmetic matches finite differences). Others are
-# left out: the ancestral/SDE ones call no_grad-decorated helpers inside (the gradient would be cut).
+# Samplers a training run can use: each is checked in tests/test_trainer_samplers.py (the source and adapter
+# runs equal KSampler without and with the apply node; the gradient matches finite differences). Others are
+# not checked, and some cannot train: euler_ancestral on flow models hands over to a no_grad-decorated helper,
+# which cuts the gradient (training/rollout.py would stop with an error).
 TRAINING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
 
 
@@ -175,7 +176,9 @@ class ComfyBackend:
         """Decode only the latent frames the requested pixel frames depend on, with gradient."""
         latent = self.patcher.model.process_latent_out(latent)
         last = max(latent_index(f) for f in frame_indices)
-        mm.load_models_gpu([self.vae.patcher])
+        # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so
+        # making room for the VAE must not unload it (ComfyUI then loads what fits, the rest cast per layer).
+        mm.load_models_gpu([self.patcher, self.vae.patcher])
         z = latent[:, :, : last + 1].to(self.vae.device, self.vae.vae_dtype)
         pixels = self.vae.first_stage_model.decode(z)  # [1, 3, F, H, W] in [-1, 1]
         pixels = self.vae.process_output(pixels.float())

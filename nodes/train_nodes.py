@@ -104,7 +104,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 _int("sampling_steps", 20, 2, 200, "Sampling steps per generated training video."),
                 io.Combo.Input("sampler_name", options=list(TRAINING_SAMPLERS), default="euler",
                                tooltip="Sampler of the training videos (as KSampler runs it). Use the one you "
-                                       "generate with; ancestral/SDE samplers are not offered (see README)."),
+                                       "generate with; only samplers checked for training are offered."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple",
                                tooltip="Sigma schedule of the training videos (as KSampler's)."),
                 _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating."),

@@ -79,11 +79,12 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
     first_grad = 0 if backprop_last_k <= 0 else max(0, gated_calls - backprop_last_k)
     replay = iter(recorded)
     count, carried_gradient = [0], [False]
+    grad_wanted = torch.is_grad_enabled()  # under no_grad the adapter run is a forward only
 
     def adapter_model(latent, sigma, **kwargs):
         if not gate_is_open(sigma, gate_sigma):
-            seen, out = next(replay)
-            if not torch.equal(seen, latent):
+            seen, out = next(replay, (None, None))
+            if seen is None or not torch.equal(seen, latent):
                 raise RuntimeError("the sampler reached a pre-gate model call with another input in the adapter "
                                    "run than in the source run: it is not deterministic, so it cannot train")
             return out.clone()
@@ -103,7 +104,6 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
         carried_gradient[0] |= out.requires_grad
         return out
 
-    grad_wanted = torch.is_grad_enabled()  # under no_grad the adapter run is a forward only
     adapter = sample(adapter_model, x)
     if count[0] != gated_calls:
         raise RuntimeError(f"the adapter run made {count[0]} gated model calls, the source run {gated_calls}")

@@ -106,7 +106,7 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
 
         trainer.train_step(0)  # warm-up (one-time allocations, ONNX sessions, caches)
         proc = psutil.Process()
-        seconds, peaks = [], []
+        seconds, peaks, skipped = [], [], []
         for step in range(1, repeats + 1):  # timed steps: other prompts and noise, same settings
             before = proc.memory_info().rss
             peak = [before]
@@ -120,13 +120,16 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             t0 = time.perf_counter()
-            trainer.train_step(step)
+            record = trainer.train_step(step)
             seconds.append(time.perf_counter() - t0)
             stop.set()
             watcher.join()
             peaks.append((peak[0] - before) / 2**20)
-    return {"variant": variant, "steps": steps, "seconds": statistics.median(seconds), "all_seconds": seconds,
-            "peak_mb": max(peaks)}
+            skipped.append(record.skipped)
+    # A step whose reward frames show no face does no backward ("skipped"): not a comparable step.
+    full = [t for t, why in zip(seconds, skipped) if not why] or seconds
+    return {"variant": variant, "steps": steps, "seconds": statistics.median(full), "all_seconds": seconds,
+            "skipped": skipped, "peak_mb": max(peaks)}
 
 
 def run_child(variant: str, steps: int, size: str, repeats: int) -> dict:
@@ -155,10 +158,11 @@ def main() -> None:
     for n in args.steps_list:
         for variant in args.variants:
             rows[(variant, n)] = r = run_child(variant, n, args.size, args.repeats)
-            times = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
+            times = ", ".join(f"{t:.2f}" + (" skipped" if why else "") for t, why in zip(r["all_seconds"], r["skipped"]))
             print(f"{variant:15s} N={n:3d}  median {r['seconds']:7.2f} s ({times})  peak +{r['peak_mb']:8.1f} MB",
                   flush=True)
-    print(f"\nsize {args.size}: {SIZES[args.size]}; median of {args.repeats} timed steps per process")
+    print(f"\nsize {args.size}: {SIZES[args.size]}; median of the {args.repeats} timed steps per process that "
+          "ran a backward")
     print(f"{'variant':15s} {'N':>4} {'s':>8} {'naive s':>8} {'time ratio':>10} {'MB':>9} {'naive MB':>9} {'mem ratio':>9}")
     for n in args.steps_list:
         v = rows.get(("naive", n))
