@@ -134,8 +134,9 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
     adapter_file.save_adapter(rt.model_dir("loras") / name, params.lora_state_dict(),
                               adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V", "test"))
     gated = _ksampler(rt, sampler, name)
-    assert rel_err(to_samples(out.source), base) <= 1e-6, rel_err(to_samples(out.source), base)
-    assert rel_err(to_samples(out.adapter), gated) <= 1e-5, rel_err(to_samples(out.adapter), gated)
+    # bit-identical: the same sampler function, schedule and model calls (measured: 0.0 for every sampler)
+    assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)
+    assert torch.equal(to_samples(out.adapter), gated), rel_err(to_samples(out.adapter), gated)
     assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
 
 

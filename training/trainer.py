@@ -282,7 +282,8 @@ def summarize(result: TrainResult, settings: TrainSettings, semantic_on: bool) -
         f"{mean(last, 'similarity'):.3f}; base model on the same draws: {mean(last, 'source_similarity'):.3f}",
         f"no-face rate (last fifth): {mean(last, 'no_face_rate'):.2f}",
         f"SCR: {'on, KL last fifth %.4f' % mean(last, 'scr_loss') if semantic_on else 'off (no semantic reward model connected, or scr_weight 0)'}",
-        f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps, rank {settings.rank}, "
+        f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps ({settings.sampler}, "
+        f"{settings.scheduler}), rank {settings.rank}, "
         f"lr {settings.learning_rate:g}",
     ]
     return "\n".join(lines)
