@@ -74,6 +74,7 @@ class EvaluateVideo(io.ComfyNode):
                 clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
             raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
+        reference.check_recognizer(identity_reward)
         holders = (identity_reward.recognizer, getattr(second_identity_reward, "recognizer", None),
                    getattr(clip, "holder", None))
         with reward_models_on(identity_reward.recognizer.load_device, *holders):

@@ -212,6 +212,7 @@ class IdentitySimilarity(io.ComfyNode):
 
     @classmethod
     def execute(cls, identity_reward: IdentityRewardModel, reference: ReferenceIdentity, images) -> io.NodeOutput:
+        reference.check_recognizer(identity_reward)
         with torch.no_grad(), reward_models_on(identity_reward.recognizer.load_device, identity_reward.recognizer):
             res = identity_reward.reward(images.to(identity_reward.recognizer.load_device), reference.embedding)
         per_frame = ", ".join("none" if not m else f"{float(s):.3f}" for s, m in zip(res.similarity, res.face_mask))

@@ -145,6 +145,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 alpha, layers, start_percent, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
                 max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+        reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=start_percent, sampling_steps=sampling_steps, sampler=sampler_name,
                                  scheduler=scheduler, cfg=cfg,

@@ -16,6 +16,7 @@ from dev.face_assets import load_photo, make_pack
 from iresnet import IResNet, export_like_insightface, randomise
 from PersonalVideo.training.arcface_torch import load_arcface
 from PersonalVideo.training.identity_reward import load_identity_reward_model
+from PersonalVideo.training.reference import build_reference
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +63,18 @@ def test_pack_with_iresnet_recognizer_is_preferred_and_differentiable(r100, tmp_
     res = model.reward(frame[None], torch.nn.functional.normalize(torch.randn(512), dim=0))
     res.loss.backward()
     assert res.frames_with_face == 1 and torch.isfinite(res.loss) and frame.grad.abs().sum() > 0
+
+
+def test_a_reference_refuses_another_recogniser_but_not_a_copy_of_its_own(r100, tmp_path):
+    _, path = r100
+    mbf = load_identity_reward_model(make_pack(tmp_path, "vectron_s"))
+    mbf_copy = load_identity_reward_model(make_pack(tmp_path, "same_weights_other_folder"))
+    other = make_pack(tmp_path, "antelope_like", files=("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx"))
+    (other / "glintr100.onnx").symlink_to(path)
+    r100_model = load_identity_reward_model(other)
+    reference = build_reference(mbf, [load_photo("obama.jpg")], augmentations=1)
+    reference.check_recognizer(mbf)
+    reference.check_recognizer(mbf_copy)  # same weights in another folder: comparable
+    assert mbf.fingerprint == mbf_copy.fingerprint != r100_model.fingerprint
+    with pytest.raises(ValueError, match="reference: built with the recogniser of 'vectron_s'.*'antelope_like'"):
+        reference.check_recognizer(r100_model)

@@ -8,6 +8,7 @@ gradient flows back into the frame pixels (and from there into the VAE decoder a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -97,6 +98,18 @@ class IdentityRewardResult:
         return float(self.similarity.detach()[self.face_mask].mean()) if self.frames_with_face else float("nan")
 
 
+def recognizer_fingerprint(recognizer: torch.nn.Module) -> str:
+    """Identifies a recogniser by its weights, not by its file or folder name: every tensor's shape, and
+    the values of the first and last three (embeddings are only comparable within one recogniser)."""
+    tensors = list(recognizer.state_dict().items())
+    h = hashlib.sha1()
+    for name, t in tensors:
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+    for _, t in tensors[:3] + tensors[-3:]:
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class IdentityRewardModel:
     """SCRFD detector (onnxruntime) + differentiable ArcFace (torch) with the alignment between them.
 
@@ -113,6 +126,7 @@ class IdentityRewardModel:
         self.recognizer = DeviceHolder(recognizer, load_device, offload_device, torch.float32)
         self.input_size = recognizer.input_size
         self.embedding_dim = recognizer.embedding_dim
+        self.fingerprint = recognizer_fingerprint(recognizer)
 
     def __repr__(self) -> str:
         return (f"IdentityRewardModel({self.name}: detector {self.detector.name}, "

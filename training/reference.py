@@ -41,6 +41,17 @@ class ReferenceIdentity:
     face_counts: list[int]
     model_name: str
     notes: list[str] = field(default_factory=list)
+    recognizer_fingerprint: str = ""  # IdentityRewardModel.fingerprint of the recogniser that embedded it
+
+    def check_recognizer(self, model: IdentityRewardModel) -> None:
+        """Refuse a recogniser other than the one this reference was embedded with (both give 512-d unit
+        vectors, so a mix-up would silently compare unrelated spaces)."""
+        if self.recognizer_fingerprint and self.recognizer_fingerprint != model.fingerprint:
+            raise ValueError(
+                f"reference: built with the recogniser of '{self.model_name}', but the identity reward model "
+                f"here is '{model.name}' ({model.recognizer.module.source}), a different recogniser whose "
+                "embeddings cannot be compared with it; connect the same Load Identity Reward Model to Load "
+                "Reference Faces and to this node")
 
     @property
     def min_pairwise(self) -> float:
@@ -160,7 +171,7 @@ def build_reference(model: IdentityRewardModel, images: list[torch.Tensor], augm
     per_ref = torch.stack(embeddings)
     pairwise = per_ref @ per_ref.T
     ref = ReferenceIdentity(F.normalize(per_ref.mean(0), dim=0), per_ref, pairwise, torch.stack(crops), faces,
-                            sizes, counts, model.name, notes)
+                            sizes, counts, model.name, notes, model.fingerprint)
     if len(images) > 1 and ref.min_pairwise < DIFFERENT_PERSON_BELOW:
         i, j = np.unravel_index(int(torch.argmin(pairwise + 2 * torch.eye(len(images)))), pairwise.shape)
         msg = (f"references {i + 1} and {j + 1} have similarity {float(pairwise[i, j]):.2f} (same person is "
