@@ -2,8 +2,8 @@
 
 One step: pick a prompt and noise (from the seed and the step number, so a resumed run draws exactly
 what an uninterrupted one would); generate the source and adapter videos with the user's sampler, the
-pre-gate trajectory computed once (training/rollout.py); decode the same M randomly chosen frames of both; loss =
-w_icr · (1 − face similarity of the adapter frames) + w_scr · KL(softmax(T·HPS_adapter) ‖ softmax(T·HPS_source));
+pre-gate trajectory computed once (training/rollout.py); decode the same M randomly chosen frames of
+both; loss = w_icr · (1 − face similarity of the adapter frames) + w_scr · KL(softmax(T·HPS_adapter) ‖ softmax(T·HPS_source));
 backward into the adapter only; clip; Adam step. A non-finite loss or gradient skips the step and is
 counted; it never reaches the weights. A checkpoint (adapter, optimiser state, step, history) is written
 atomically every K steps, on cancel and on errors, and ``resume`` continues from it exactly.
