@@ -20,12 +20,14 @@ FAMILIES = {
     "wan21": dict(
         unet="wan2.1_t2v_1.3B_fp16.safetensors", vae="wan_2.1_vae.safetensors",
         clip=("CLIPLoader", dict(clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan", device="default")),
-        width=832, height=480, sampler="uni_pc", cfg=6.0, name="Wan 2.1 T2V 1.3B"),
+        width=832, height=480, sampler="uni_pc", cfg=6.0, train_cfg=5.0, name="Wan 2.1 T2V 1.3B"),
     "hunyuan_video": dict(
         unet="hunyuan_video_t2v_720p_bf16.safetensors", vae="hunyuan_video_vae_bf16.safetensors",
         clip=("DualCLIPLoader", dict(clip_name1="clip_l.safetensors", clip_name2="llava_llama3_fp8_scaled.safetensors",
                                      type="hunyuan_video", device="default")),
-        width=848, height=480, sampler="euler", cfg=6.0, name="HunyuanVideo T2V 720p"),
+        # guidance-distilled: real CFG off (1.0); the embedded guidance is the model's default 6.0, as
+        # ComfyUI's HunyuanVideo example sets it with FluxGuidance
+        width=848, height=480, sampler="euler", cfg=1.0, train_cfg=1.0, name="HunyuanVideo T2V 720p"),
 }
 
 NOTE_TRAIN = """PersonalVideo: train an identity adapter from one photo ({name}).
@@ -82,7 +84,7 @@ def training_nodes(family: str) -> dict:
             "identity_reward": ["face_model", 0], "prompt_bank": ["prompts", 0], "semantic_reward": ["hps", 0],
             "steps": 200, "learning_rate": 1e-4, "rank": 16, "alpha": 16.0, "layers": "attention",
             "start_percent": 0.75, "sampling_steps": 20, "sampler_name": FAMILIES[family]["sampler"],
-            "scheduler": "simple", "cfg": 5.0, "width": 480, "height": 272, "frames": 33,
+            "scheduler": "simple", "cfg": FAMILIES[family]["train_cfg"], "width": 480, "height": 272, "frames": 33,
             "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
             "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True}},

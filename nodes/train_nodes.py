@@ -107,7 +107,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                                        "generate with; only samplers checked for training are offered."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple",
                                tooltip="Sigma schedule of the training videos (as KSampler's)."),
-                _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating."),
+                _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating (as KSampler's; "
+                       "HunyuanVideo: 1.0, its guidance is embedded; 1.0 also skips the negative prompt's pass)."),
                 _int("width", 480, 16, 4096, "Training video width (pixels, multiple of 16).", 16),
                 _int("height", 272, 16, 4096, "Training video height (pixels, multiple of 16).", 16),
                 _int("frames", 33, 1, 1024, "Training video length in frames (4k+1).", 4),
