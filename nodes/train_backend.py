@@ -25,6 +25,19 @@ from .gate import IdentityGate
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def training_mode():
+    """What a training run inside a ComfyUI node needs: autograd on (ComfyUI runs nodes under inference mode)
+    and ``model_management.in_training`` set, so Wan/Flux rotary embeddings take their differentiable path."""
+    was_training = getattr(mm, "in_training", False)
+    with torch.inference_mode(False), torch.enable_grad():
+        mm.in_training = True
+        try:
+            yield
+        finally:
+            mm.in_training = was_training
+
+
 def encode(clip, text: str):
     """CONDITIONING for ``text``, as core CLIPTextEncode makes it."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))

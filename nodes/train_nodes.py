@@ -24,7 +24,7 @@ from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
-from .train_backend import TRAINING_SAMPLERS, ComfyBackend
+from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
 from .train_chart import training_chart
 
 log = logging.getLogger(__name__)
@@ -158,34 +158,29 @@ class TrainIdentityAdapter(io.ComfyNode):
         device = mm.get_torch_device()
         shapes = lora_targets(model, layers)
         pbar = comfy.utils.ProgressBar(steps)
-        was_training = getattr(mm, "in_training", False)
-        with torch.inference_mode(False), torch.enable_grad():
-            mm.in_training = True  # Wan/Flux rotary embeddings take their differentiable path
-            try:
-                params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, start_percent,
-                                                                 device)
-                backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
-                                       sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
-                ref = reference.embedding
+        with training_mode():
+            params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, start_percent,
+                                                             device)
+            backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
+                                   sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            ref = reference.embedding
 
-                def on_step(record, preview):
-                    shown = _preview(preview[0], preview[1], record.similarity) if preview is not None else None
-                    pbar.update_absolute(record.step + 1, steps, shown)
-                    # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
-                    mm.throw_exception_if_processing_interrupted()
+            def on_step(record, preview):
+                shown = _preview(preview[0], preview[1], record.similarity) if preview is not None else None
+                pbar.update_absolute(record.step + 1, steps, shown)
+                # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
+                mm.throw_exception_if_processing_interrupted()
 
-                trainer = Trainer(
-                    backend, params, prompt_bank, settings,
-                    identity_reward=lambda f: identity_reward.reward(f, ref),
-                    semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
-                    checkpoint_file=checkpoint, on_step=on_step)
-                # Reward models stay on the device from forward through backward (moving their weights
-                # in between would leave autograd with tensors on the wrong device).
-                with reward_models_on(device, identity_reward.recognizer,
-                                      semantic_reward.holder if semantic_reward is not None else None):
-                    result = trainer.train(resume=resume)
-            finally:
-                mm.in_training = was_training
+            trainer = Trainer(
+                backend, params, prompt_bank, settings,
+                identity_reward=lambda f: identity_reward.reward(f, ref),
+                semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
+                checkpoint_file=checkpoint, on_step=on_step)
+            # Reward models stay on the device from forward through backward (moving their weights
+            # in between would leave autograd with tensors on the wrong device).
+            with reward_models_on(device, identity_reward.recognizer,
+                                  semantic_reward.holder if semantic_reward is not None else None):
+                result = trainer.train(resume=resume)
         tensors = params.lora_state_dict()
         meta = build_metadata(tensors, start_percent, model_family(model), __version__,
                               extra={"trained_steps": len(result.history), "layers": layers})

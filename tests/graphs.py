@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import torch
 
 from dev import tiny_models
 
 MODEL_FILES = {f: f"tiny_{f}.safetensors" for f in tiny_models.FAMILIES}
+
+
+def pack_module(name: str):
+    """A module of the pack as ComfyUI loaded it, e.g. ``pack_module("training.trainer")`` (ComfyUI names the
+    package after its path, so this is not ``PersonalVideo.training.trainer``)."""
+    import nodes
+
+    node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
+    return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
 
 
 def install_models(comfy) -> None:

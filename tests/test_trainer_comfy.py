@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from safetensors import safe_open
 from dev import tiny_models
 from dev.comfy_runtime import GraphError
 from dev.face_assets import make_pack, photo_path
-from graphs import MODEL_FILES, Graph, install_models, rel_err
+from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
 from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
 PACK = "vectron_s"
@@ -124,10 +123,8 @@ def test_resume_through_the_node_equals_one_run(rt):
 def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
     """ComfyUI's own interrupt (what the Cancel button sets), raised after step 2 of 4."""
     import comfy.model_management as mm
-    import nodes
 
-    node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
-    trainer_cls = sys.modules[node_module.Trainer.__module__].Trainer
+    trainer_cls = pack_module("training.trainer").Trainer
     original = trainer_cls.train_step
 
     def step_then_cancel(self, step):
@@ -152,14 +149,6 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
     assert "4 steps" in rt.captured()["summary"] and "resumed from step 2" in rt.captured()["summary"]
 
 
-def _pack_module(name):
-    """A module of the pack as ComfyUI loaded it (the node classes' package)."""
-    import nodes
-
-    node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
-    return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
-
-
 @pytest.mark.parametrize("family", tiny_models.FAMILIES)
 def test_checkpointed_gradient_equals_plain_autograd(rt, family, monkeypatch):
     """The first step's adapter gradient with step and block checkpointing (default), with step checkpointing
@@ -168,9 +157,9 @@ def test_checkpointed_gradient_equals_plain_autograd(rt, family, monkeypatch):
     training/inplace_safety.py the two checkpointed gradients disagreed by up to 1.2% while plain autograd
     refused to run.
     """
-    trainer = _pack_module("training.trainer")
-    rollout = _pack_module("training.rollout")
-    gate = _pack_module("training.gate")
+    trainer = pack_module("training.trainer")
+    rollout = pack_module("training.rollout")
+    gate = pack_module("training.gate")
     grads = {}
 
     def record(params, *args, _clip=torch.nn.utils.clip_grad_norm_, **kwargs):
@@ -246,11 +235,7 @@ def test_overfitting_one_draw_raises_face_similarity_above_the_base_model(rt):
     """
     import json
 
-    import nodes
-
-    # The Trainer class ComfyUI loaded (the pack's module name there is path-based, not PersonalVideo.*).
-    node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
-    trainer_mod = sys.modules[node_module.Trainer.__module__]
+    trainer_mod = pack_module("training.trainer")
     original = trainer_mod.Trainer.draws
     trainer_mod.Trainer.draws = lambda self, step: (self.prompts.prompts[0], 1234, [4, 8])
     try:

@@ -13,27 +13,17 @@ error at eps 3e-2 ... 1e-3, on a directional derivative of 43.5).
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
 import pytest
 import torch
 
 from dev import tiny_models
-from graphs import MODEL_FILES, Graph, install_models, rel_err
+from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
 
 FAMILY = "wan21"
 SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
 SCHEDULER = {"euler": "simple", "heun": "normal", "dpmpp_2m": "karras", "uni_pc": "simple",
              "uni_pc_bh2": "beta", "ddim": "ddim_uniform"}
 STEPS, CFG, SEED, PROMPT, NEGATIVE = 8, 3.0, 11, "a man dancing in the rain", "blurry"
-
-
-def _pack(name):
-    import nodes
-
-    node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
-    return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +53,13 @@ def loaded(rt):
     return {k: rt.captured()[k] for k in ("model", "clip", "vae")}
 
 
-@contextlib.contextmanager
 def _training_mode():
     """What the trainer node sets around a run."""
-    import comfy.model_management as mm
-
-    before = getattr(mm, "in_training", False)
-    with torch.inference_mode(False), torch.enable_grad():
-        mm.in_training = True
-        try:
-            yield
-        finally:
-            mm.in_training = before
+    return pack_module("nodes.train_backend").training_mode()
 
 
 def _setup(loaded, sampler, up_std=0.2):
-    train_nodes, backend_mod = _pack("nodes.train_nodes"), _pack("nodes.train_backend")
+    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
     with _training_mode():
         model = loaded["model"]
         shapes = train_nodes.lora_targets(model, "attention")
@@ -93,7 +74,7 @@ def _setup(loaded, sampler, up_std=0.2):
 
 
 def _rollout(backend):
-    rollout, gate = _pack("training.rollout"), _pack("training.gate")
+    rollout, gate = pack_module("training.rollout"), pack_module("training.gate")
 
     def generate(denoise, sample, x, sigmas):
         return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
@@ -120,12 +101,12 @@ def _ksampler(rt, sampler, adapter_file=None):
 
 
 def test_the_offered_samplers_are_the_tested_ones(rt):
-    assert _pack("nodes.train_backend").TRAINING_SAMPLERS == SAMPLERS
+    assert pack_module("nodes.train_backend").TRAINING_SAMPLERS == SAMPLERS
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(rt, loaded, sampler):
-    adapter_file = _pack("training.adapter_file")
+    adapter_file = pack_module("training.adapter_file")
     params, backend = _setup(loaded, sampler)
     out = _rollout(backend)
     to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
@@ -142,7 +123,7 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_gradient_through_the_sampler_matches_finite_differences(rt, loaded, sampler):
-    rollout, gate = _pack("training.rollout"), _pack("training.gate")
+    rollout, gate = pack_module("training.rollout"), pack_module("training.gate")
     params, backend = _setup(loaded, sampler)
     weights = torch.randn(backend.latent_shape, generator=torch.Generator().manual_seed(5))
 

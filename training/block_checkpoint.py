@@ -24,19 +24,18 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from .inplace_safety import copy_if_tensor
+
 # Wan's ``blocks``; HunyuanVideo's ``double_blocks`` and ``single_blocks`` (tests/test_trainer_comfy.py: the
-# adapter trained with and without block checkpointing is the same for both families).
+# gradient with block checkpointing equals plain autograd's for both families).
 BLOCK_LISTS = ("blocks", "double_blocks", "single_blocks")
 RecomputeState = Callable[[torch.nn.Module], Callable[[], ContextManager]]
 
 
 def _on_copies(run: Callable) -> Callable:
     """``run`` called with copies of its tensor arguments, so in-place updates cannot reach the caller's."""
-    def copy(value):
-        return value.clone() if isinstance(value, torch.Tensor) else value
-
     def wrapped(*args, **kwargs):
-        return run(*(copy(a) for a in args), **{k: copy(v) for k, v in kwargs.items()})
+        return run(*(copy_if_tensor(a) for a in args), **{k: copy_if_tensor(v) for k, v in kwargs.items()})
     return wrapped
 
 

@@ -24,10 +24,15 @@ def is_norm(module: torch.nn.Module) -> bool:
     return isinstance(module, norms) or type(module).__name__.endswith("Norm")
 
 
+def copy_if_tensor(value):
+    """A copy of ``value`` if it is a tensor (in-place updates to it then stay private), else ``value``."""
+    return value.clone() if isinstance(value, torch.Tensor) else value
+
+
 def _copy_inputs(module, args, kwargs):
     if not torch.is_grad_enabled():
         return None
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args), kwargs
+    return tuple(copy_if_tensor(a) for a in args), kwargs
 
 
 @contextlib.contextmanager

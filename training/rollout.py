@@ -78,18 +78,19 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
         raise ValueError("the gate never opens with these settings: lower start_percent or raise sampling_steps")
     first_grad = 0 if backprop_last_k <= 0 else max(0, gated_calls - backprop_last_k)
     replay = iter(recorded)
-    count, carried_gradient = [0], [False]
+    count, carried_gradient = 0, False
     grad_wanted = torch.is_grad_enabled()  # under no_grad the adapter run is a forward only
 
     def adapter_model(latent, sigma, **kwargs):
+        nonlocal count, carried_gradient
         if not gate_is_open(sigma, gate_sigma):
             seen, out = next(replay, (None, None))
             if seen is None or not torch.equal(seen, latent):
                 raise RuntimeError("the sampler reached a pre-gate model call with another input in the adapter "
                                    "run than in the source run: it is not deterministic, so it cannot train")
             return out.clone()
-        k = count[0]
-        count[0] += 1
+        k = count
+        count += 1
         if k == 0 and not torch.equal(latent, gate_inputs[0]):
             raise RuntimeError("the latent at the gate differs between the source and adapter runs")
         if k < first_grad:
@@ -101,12 +102,12 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
             out = checkpoint(denoise, latent, sigma, True, use_reentrant=False, **kwargs)
         else:
             out = denoise(latent, sigma, True, **kwargs)
-        carried_gradient[0] |= out.requires_grad
+        carried_gradient |= out.requires_grad
         return out
 
     adapter = sample(adapter_model, x)
-    if count[0] != gated_calls:
-        raise RuntimeError(f"the adapter run made {count[0]} gated model calls, the source run {gated_calls}")
-    if carried_gradient[0] and not adapter.requires_grad:
+    if count != gated_calls:
+        raise RuntimeError(f"the adapter run made {count} gated model calls, the source run {gated_calls}")
+    if carried_gradient and not adapter.requires_grad:
         raise RuntimeError(CUT)
     return Rollout(gate_inputs[0].detach(), source, adapter, gated_calls)

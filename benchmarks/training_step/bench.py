@@ -55,7 +55,6 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
     make_pack(rt.model_dir("insightface") / "models", "vectron_s")
     shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
 
-    import comfy.model_management as mm
     import nodes
     from PIL import Image
     import numpy as np
@@ -82,8 +81,7 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
         def decode_frames(self, latent, frames):
             return self.backend.decode(latent, list(range(self.backend.num_frames)))[frames]
 
-    with torch.inference_mode(False), torch.enable_grad():
-        mm.in_training = True
+    with backend_mod.training_mode():
         model = nodes.UNETLoader().load_unet("m.safetensors", "default")[0]
         vae = nodes.VAELoader().load_vae("v.safetensors")[0]
         clip = nodes.NODE_CLASS_MAPPINGS["PersonalVideoDevCLIPStandIn"]().load(4096, 0, 16)[0]
