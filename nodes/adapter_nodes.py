@@ -7,8 +7,8 @@ import os
 from comfy_api.latest import io
 
 from .. import __version__
-from ..training.adapter_file import IdentityAdapter, build_metadata, load_adapter, save_adapter
-from ..training.gate import GATE_MODES
+from ..training.adapter.files import IdentityAdapter, build_metadata, load_adapter, save_adapter
+from ..training.adapter.gate import GATE_MODES
 from . import paths
 from .gate import apply_gated_adapter
 

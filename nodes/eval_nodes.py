@@ -7,7 +7,7 @@ import logging
 
 from comfy_api.latest import io
 
-from ..training.metrics import evaluate_video
+from ..evaluation.metrics import evaluate_video
 from . import paths
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_chart import line_chart

@@ -6,7 +6,7 @@ How it sits on ComfyUI's own machinery:
   ``comfy.lora.load_lora``), giving ComfyUI weight adapters keyed by model weight.
 - An ``APPLY_MODEL`` wrapper (core patcher extension) is added to a *clone* of the model patcher. For
   each model call it decides from the running sampler's schedule (``transformer_options["sample_sigmas"]``)
-  and the call's sigma whether the gate is open (rule: training/gate.py). Only while a gated call runs
+  and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
   and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward.
 
@@ -29,7 +29,7 @@ import comfy.lora
 import comfy.patcher_extension
 import comfy.utils
 
-from ..training.gate import GATE_MODES, gate_is_open, step_gate_sigma
+from ..training.adapter.gate import GATE_MODES, gate_is_open, step_gate_sigma
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Reward-model nodes: load the identity (ArcFace) and semantic (HPSv2) rewards, build the reference identity.
 
-Thin glue over training/identity_reward.py, training/reference.py and training/semantic_reward.py.
+Thin glue over training/identity/reward.py, training/identity/reference.py and training/semantic/reward.py.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..training.identity_reward import IdentityRewardModel, load_identity_reward_model
-from ..training.reference import ReferenceIdentity, build_reference
-from ..training.semantic_reward import HPS_ARCHITECTURE, SemanticRewardModel, load_semantic_reward_model
+from ..training.identity.reward import IdentityRewardModel, load_identity_reward_model
+from ..training.identity.reference import ReferenceIdentity, build_reference
+from ..training.semantic.reward import HPS_ARCHITECTURE, SemanticRewardModel, load_semantic_reward_model
 from . import paths
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampl
 schedule and the sampler's arithmetic are exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a
 custom ``KSAMPLER`` function in which the training step (rollout, decode, rewards, backward) runs while
 the model is loaded; inside it the user's sampler function runs twice (source and adapter runs, see
-training/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.force``).
+training/loop/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.force``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 
-from ..training.block_checkpoint import checkpointed_blocks
-from ..training.inplace_safety import norm_inputs_copied
+from ..training.loop.block_checkpoint import checkpointed_blocks
+from ..training.loop.inplace_safety import norm_inputs_copied
 from .gate import IdentityGate
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def latent_index(frame: int, temporal_compression: int = 4) -> int:
 # Samplers a training run can use: each is checked in tests/test_trainer_samplers.py (the source and adapter
 # runs equal KSampler without and with the apply node; the gradient matches finite differences). Others are
 # not checked, and some cannot train: euler_ancestral on flow models hands over to a no_grad-decorated helper,
-# which cuts the gradient (training/rollout.py would stop with an error).
+# which cuts the gradient (training/loop/rollout.py would stop with an error).
 TRAINING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
 
 

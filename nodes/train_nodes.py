@@ -16,9 +16,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from .. import __version__
-from ..training.adapter_file import IdentityAdapter, build_metadata
-from ..training.lora_params import LoRAParameters
-from ..training.trainer import Trainer, TrainSettings, summarize
+from ..training.adapter.files import IdentityAdapter, build_metadata
+from ..training.adapter.lora import LoRAParameters
+from ..training.loop.trainer import Trainer, TrainSettings, summarize
 from . import paths
 from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta

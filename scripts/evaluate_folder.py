@@ -28,7 +28,10 @@ def import_pack():
     from dev.pack_path import add_pack_to_path
 
     add_pack_to_path()
-    from PersonalVideo.training import identity_reward, metrics, reference, semantic_reward
+    from PersonalVideo.evaluation import metrics
+    from PersonalVideo.training.identity import reference
+    from PersonalVideo.training.identity import reward as identity_reward
+    from PersonalVideo.training.semantic import reward as semantic_reward
 
     return identity_reward, metrics, reference, semantic_reward
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 sys.path.append(str(REPO))  # for dev.* (appended: the repo root also holds nodes/ and training/)
+sys.path.append(str(TESTS))  # the shared test helpers (graphs, iresnet, comfy_runtime_errors) from any subfolder
 
 from dev.pack_path import add_pack_to_path  # noqa: E402
 

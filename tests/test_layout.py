@@ -19,10 +19,19 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_training_is_plain_torch():
+def test_training_and_evaluation_are_plain_torch():
     offenders = {str(p.relative_to(REPO)): sorted(_imports(p) & COMFY_MODULES)
-                 for p in (REPO / "training").rglob("*.py") if _imports(p) & COMFY_MODULES}
-    assert offenders == {}, f"training/ must not import ComfyUI modules: {offenders}"
+                 for folder in ("training", "evaluation") for p in (REPO / folder).rglob("*.py")
+                 if _imports(p) & COMFY_MODULES}
+    assert offenders == {}, f"training/ and evaluation/ must not import ComfyUI modules: {offenders}"
+
+
+def test_files_stay_readable_in_one_sitting():
+    """House style: a Python file past ~300 lines has two jobs (the before-stop check uses the same bound)."""
+    long_files = {str(p.relative_to(REPO)): n for p in REPO.rglob("*.py")
+                  if not {".venv", ".comfyui", ".git", ".cache"} & set(p.relative_to(REPO).parts)
+                  and (n := len(p.read_text().splitlines())) > 300}
+    assert long_files == {}
 
 
 def test_only_paths_module_uses_folder_paths():

@@ -12,7 +12,7 @@ euler, dpmpp_2m or uni_pc, exactly as KSampler runs it) and differ only in the m
 
 Each gradient-carrying model call is checkpointed (recomputed in backward), so memory does not grow
 with the number of gated steps; optionally only the last K gated calls carry gradient (the earlier gated
-calls still use the adapter, detached). The gate is decided by training/gate.py's rule, the one the apply
+calls still use the adapter, detached). The gate is decided by training/adapter/gate.py's rule, the one the apply
 node uses.
 """
 
@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .gate import gate_is_open
+from ..adapter.gate import gate_is_open
 
 # denoise(x, sigma, adapter_on, **sampler_kwargs) -> the CFG-combined x0 prediction at noise level sigma
 Denoise = Callable[..., torch.Tensor]

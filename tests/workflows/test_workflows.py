@@ -21,7 +21,7 @@ from dev.comfy_runtime import GraphError
 from dev.ui_workflow import ui_to_api
 from dev.face_assets import make_pack, photo_path
 
-WORKFLOWS = sorted((Path(__file__).resolve().parent.parent / "workflows").glob("*.json"))
+WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 @pytest.fixture(scope="module")
 def rt(comfy, tmp_path_factory):
     tiny_models.install_for_workflows(comfy.base_dir / "models", tmp_path_factory.mktemp("clip_cfg"))
@@ -137,7 +137,7 @@ def test_evaluate_folder_script_scores_every_video(tmp_path):
     write_test_webp(videos / "c.webp")
     (videos / "notes.txt").write_text("not a video")
     make_pack(tmp_path / "packs", "pack")
-    script = Path(__file__).resolve().parent.parent / "scripts" / "evaluate_folder.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_folder.py"
     out = subprocess.run([sys.executable, str(script), str(videos), "--reference", str(photo_path("obama.jpg")),
                           "--pack", str(tmp_path / "packs" / "pack")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dev.face_assets import load_photo, make_pack, vectron_dir
-from PersonalVideo.training.arcface_torch import load_arcface
-from PersonalVideo.training.identity_reward import load_identity_reward_model
-from PersonalVideo.training.reference import build_reference
+from PersonalVideo.training.identity.arcface import load_arcface
+from PersonalVideo.training.identity.reward import load_identity_reward_model
+from PersonalVideo.training.identity.reference import build_reference
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .devices import DeviceHolder
+from ..devices import DeviceHolder
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def scr_kl_loss(target_scores: torch.Tensor, source_scores: torch.Tensor, temper
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """Half precision on CUDA (ViT-H-14 is 986 M parameters), float32 on CPU."""
-    from .devices import half_dtype_for
+    from ..devices import half_dtype_for
 
     return half_dtype_for(device)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from dev.face_assets import make_pack, photo_path
 from graphs import Graph
-from PersonalVideo.training.identity_reward import load_identity_reward_model
-from PersonalVideo.training.reference import build_reference
+from PersonalVideo.training.identity.reward import load_identity_reward_model
+from PersonalVideo.training.identity.reference import build_reference
 from PIL import Image
 from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 

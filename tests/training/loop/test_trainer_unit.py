@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from PersonalVideo.training.gate import first_gated_step, step_gate_sigma
-from PersonalVideo.training.lora_params import LoRAParameters
+from PersonalVideo.training.adapter.gate import first_gated_step, step_gate_sigma
+from PersonalVideo.training.adapter.lora import LoRAParameters
 from PersonalVideo.training.prompts import PromptBank
-from PersonalVideo.training.rollout import euler_sample, gated_rollout
-from PersonalVideo.training.trainer import Trainer, TrainSettings
+from PersonalVideo.training.loop.rollout import euler_sample, gated_rollout
+from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
 
 C, T, H, W = 4, 3, 4, 4
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .face_align import jitter_matrix
-from .face_detect import Face
-from .identity_reward import IdentityRewardModel
+from .align import jitter_matrix
+from .detect import Face
+from .reward import IdentityRewardModel
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .arcface_torch import ArcFaceTorch, recognizer_problem
-from .devices import DeviceHolder
-from .face_align import arcface_matrix, warp_crops
-from .face_detect import Face, SCRFDDetector, detector_problem
+from .arcface import ArcFaceTorch, recognizer_problem
+from ..devices import DeviceHolder
+from .align import arcface_matrix, warp_crops
+from .detect import Face, SCRFDDetector, detector_problem
 
 log = logging.getLogger(__name__)
 

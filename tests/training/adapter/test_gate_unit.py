@@ -1,9 +1,9 @@
-"""training/gate.py: the step-gate rule, without ComfyUI."""
+"""training/adapter/gate.py: the step-gate rule, without ComfyUI."""
 
 import pytest
 import torch
 
-from PersonalVideo.training.gate import first_gated_step, gate_is_open, step_gate_sigma
+from PersonalVideo.training.adapter.gate import first_gated_step, gate_is_open, step_gate_sigma
 
 
 @pytest.mark.parametrize("n,start,expected", [(20, 0.75, 15), (8, 0.75, 6), (10, 0.75, 8), (30, 0.75, 23),

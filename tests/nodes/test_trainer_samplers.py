@@ -74,7 +74,7 @@ def _setup(loaded, sampler, up_std=0.2):
 
 
 def _rollout(backend):
-    rollout, gate = pack_module("training.rollout"), pack_module("training.gate")
+    rollout, gate = pack_module("training.loop.rollout"), pack_module("training.adapter.gate")
 
     def generate(denoise, sample, x, sigmas):
         return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
@@ -106,7 +106,7 @@ def test_the_offered_samplers_are_the_tested_ones(rt):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(rt, loaded, sampler):
-    adapter_file = pack_module("training.adapter_file")
+    adapter_file = pack_module("training.adapter.files")
     params, backend = _setup(loaded, sampler)
     out = _rollout(backend)
     to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
@@ -123,7 +123,7 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_gradient_through_the_sampler_matches_finite_differences(rt, loaded, sampler):
-    rollout, gate = pack_module("training.rollout"), pack_module("training.gate")
+    rollout, gate = pack_module("training.loop.rollout"), pack_module("training.adapter.gate")
     params, backend = _setup(loaded, sampler)
     weights = torch.randn(backend.latent_shape, generator=torch.Generator().manual_seed(5))
 

@@ -1,4 +1,4 @@
-"""training/metrics.py against hand-computable cases and real photos (real w600k_mbf ArcFace + SCRFD)."""
+"""evaluation/metrics.py against hand-computable cases and real photos (real w600k_mbf ArcFace + SCRFD)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from dev.face_assets import load_photo, make_pack
-from PersonalVideo.training.identity_reward import load_identity_reward_model
-from PersonalVideo.training.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
+from PersonalVideo.training.identity.reward import load_identity_reward_model
+from PersonalVideo.evaluation.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
                                            uniform_indices)
-from PersonalVideo.training.reference import build_reference
+from PersonalVideo.training.identity.reference import build_reference
 
 
 def test_uniform_indices_span_the_clip():
@@ -126,8 +126,8 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
 def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
     """CLIP-T = 100 x mean cos(image, text); consistency = mean cos of consecutive image embeddings."""
     from dev import tiny_models
-    from PersonalVideo.training.metrics import clip_scores
-    from PersonalVideo.training.semantic_reward import load_semantic_reward_model
+    from PersonalVideo.evaluation.metrics import clip_scores
+    from PersonalVideo.training.semantic.reward import load_semantic_reward_model
 
     tiny_models.register_tiny_hps_config(tmp_path)
     tiny_models.write_tiny_hps_checkpoint(tmp_path / "tiny.pt")

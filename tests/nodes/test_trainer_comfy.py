@@ -124,7 +124,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
     """ComfyUI's own interrupt (what the Cancel button sets), raised after step 2 of 4."""
     import comfy.model_management as mm
 
-    trainer_cls = pack_module("training.trainer").Trainer
+    trainer_cls = pack_module("training.loop.trainer").Trainer
     original = trainer_cls.train_step
 
     def step_then_cancel(self, step):
@@ -154,12 +154,12 @@ def test_checkpointed_gradient_equals_plain_autograd(rt, family, monkeypatch):
     """The first step's adapter gradient with step and block checkpointing (default), with step checkpointing
     only, and with plain autograd (no recomputation: it raises if the model changes a tensor saved for
     backward, so it is the reference). HunyuanVideo's blocks update their residual stream in place; without
-    training/inplace_safety.py the two checkpointed gradients disagreed by up to 1.2% while plain autograd
+    training/loop/inplace_safety.py the two checkpointed gradients disagreed by up to 1.2% while plain autograd
     refused to run.
     """
-    trainer = pack_module("training.trainer")
-    rollout = pack_module("training.rollout")
-    gate = pack_module("training.gate")
+    trainer = pack_module("training.loop.trainer")
+    rollout = pack_module("training.loop.rollout")
+    gate = pack_module("training.adapter.gate")
     grads = {}
 
     def record(params, *args, _clip=torch.nn.utils.clip_grad_norm_, **kwargs):
@@ -235,7 +235,7 @@ def test_overfitting_one_draw_raises_face_similarity_above_the_base_model(rt):
     """
     import json
 
-    trainer_mod = pack_module("training.trainer")
+    trainer_mod = pack_module("training.loop.trainer")
     original = trainer_mod.Trainer.draws
     trainer_mod.Trainer.draws = lambda self, step: (self.prompts.prompts[0], 1234, [4, 8])
     try:

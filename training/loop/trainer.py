@@ -2,7 +2,7 @@
 
 One step: pick a prompt and noise (from the seed and the step number, so a resumed run draws exactly
 what an uninterrupted one would); generate the source and adapter videos with the user's sampler, the
-pre-gate trajectory computed once (training/rollout.py); decode the same M randomly chosen frames of
+pre-gate trajectory computed once (training/loop/rollout.py); decode the same M randomly chosen frames of
 both; loss = w_icr · (1 − face similarity of the adapter frames) + w_scr · KL(softmax(T·HPS_adapter) ‖ softmax(T·HPS_source));
 backward into the adapter only; clip; Adam step. A non-finite loss or gradient skips the step and is
 counted; it never reaches the weights. A checkpoint (adapter, optimiser state, step, history) is written
@@ -25,12 +25,12 @@ from typing import Callable, Protocol, TypeVar
 import torch
 from safetensors import safe_open
 
-from .adapter_file import save_safetensors_atomic
-from .gate import step_gate_sigma
-from .lora_params import LoRAParameters
-from .prompts import PromptBank
+from ..adapter.files import save_safetensors_atomic
+from ..adapter.gate import step_gate_sigma
+from ..adapter.lora import LoRAParameters
+from ..prompts import PromptBank
 from .rollout import Denoise, Rollout, Sample, gated_rollout
-from .semantic_reward import scr_kl_loss
+from ..semantic.reward import scr_kl_loss
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class Trainer:
         return prompt, noise_seed, frames
 
     def generate(self, denoise: Denoise, sample: Sample, x: torch.Tensor, sigmas: torch.Tensor) -> Rollout:
-        """Source and adapter videos sharing one pre-gate trajectory (training/rollout.py)."""
+        """Source and adapter videos sharing one pre-gate trajectory (training/loop/rollout.py)."""
         return gated_rollout(sample, denoise, x, step_gate_sigma(sigmas, self.s.gate_start), self.s.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:

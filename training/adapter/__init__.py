@@ -1,0 +1,1 @@
+"""The isolated identity adapter: when it acts (gate rule), its trainable LoRA parameters, its files."""
