@@ -59,8 +59,7 @@ def face_similarity(frames: torch.Tensor, reference: torch.Tensor, identity_mode
         if faces[0] is None:
             per_frame.append(None)
             continue
-        crop = identity_model.align(frame.permute(2, 0, 1)[None], faces)
-        emb = identity_model.embed_crops(crop)[0]
+        emb = identity_model.embed_faces(frame[None], faces)[0]
         per_frame.append(100.0 * float(emb @ ref.to(emb.device)))
     found = [s for s in per_frame if s is not None]
     return FaceSim(sum(found) / len(found) if found else 0.0, per_frame, idx)
@@ -87,8 +86,10 @@ def horn_schunck(a: torch.Tensor, b: torch.Tensor, levels: int = 3, iterations: 
                                 torch.arange(w, dtype=a.dtype, device=a.device), indexing="ij")
         grid = torch.stack(((xs + flow[0, 0]) / max(w - 1, 1) * 2 - 1, (ys + flow[0, 1]) / max(h - 1, 1) * 2 - 1), -1)
         warped = F.grid_sample(b, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
-        ix = (F.pad(warped, (1, 1, 0, 0), mode="replicate")[..., 2:] - F.pad(warped, (1, 1, 0, 0), mode="replicate")[..., :-2]) / 2
-        iy = (F.pad(warped, (0, 0, 1, 1), mode="replicate")[..., 2:, :] - F.pad(warped, (0, 0, 1, 1), mode="replicate")[..., :-2, :]) / 2
+        padded_x = F.pad(warped, (1, 1, 0, 0), mode="replicate")
+        padded_y = F.pad(warped, (0, 0, 1, 1), mode="replicate")
+        ix = (padded_x[..., 2:] - padded_x[..., :-2]) / 2  # central differences
+        iy = (padded_y[..., 2:, :] - padded_y[..., :-2, :]) / 2
         it = warped - a
         du = torch.zeros_like(a)
         dv = torch.zeros_like(a)
@@ -134,11 +135,8 @@ def clip_scores(frames: torch.Tensor, prompt: str, semantic_model) -> tuple[floa
     embeddings of consecutive frames. With an HPS checkpoint the CLIP is HPS-tuned, not the stock CLIP
     papers use: comparable within the pack.
     """
-    device = frames.device
-    text = semantic_model.text_features(prompt, device)
-    with semantic_model.holder.on_device(device) as clip:
-        image = clip.encode_image(semantic_model.preprocess(frames).to(semantic_model.holder.dtype))
-    image = F.normalize(image.float(), dim=-1)
+    text = semantic_model.text_features(prompt, frames.device)
+    image = semantic_model.image_features(frames)
     clip_t = 100.0 * float((image @ text.T.float()).mean())
     consistency = float((image[1:] * image[:-1]).sum(-1).mean()) if image.shape[0] > 1 else 1.0
     return clip_t, consistency

@@ -18,7 +18,8 @@ from comfy_api.latest import io
 from .. import __version__
 from ..training.adapter.files import IdentityAdapter, build_metadata
 from ..training.adapter.lora import LoRAParameters
-from ..training.loop.trainer import Trainer, TrainSettings, summarize
+from ..training.loop.summary import summarize
+from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
 from .adapter_nodes import model_family
 from .gate import IdentityGate, WeightDelta
@@ -166,7 +167,7 @@ class TrainIdentityAdapter(io.ComfyNode):
             ref = reference.embedding
 
             def on_step(record, preview):
-                shown = _preview(preview[0], preview[1], record.similarity) if preview is not None else None
+                shown = _preview(preview.frame, preview.box, record.similarity) if preview is not None else None
                 pbar.update_absolute(record.step + 1, steps, shown)
                 # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
                 mm.throw_exception_if_processing_interrupted()

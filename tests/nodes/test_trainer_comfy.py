@@ -226,7 +226,7 @@ def test_trained_adapter_saves_reloads_and_drives_the_gated_sampler(rt):
 
 
 def test_overfitting_one_draw_raises_face_similarity_above_the_base_model(rt):
-    """Prompt, noise and reward frames fixed: the ICR gradient must raise the adapter branch's similarity.
+    """Prompt, noise and reward frames fixed: the ICR gradient must raise the tuned model's similarity.
 
     Measured: 0.0475 (= base, step 0) -> 0.0631 after 5 steps at lr 2e-3 on ComfyUI 0.3.75; 0.0479 -> 0.0565
     (best) on 0.33.0, whose model classes give the tiny model other random weights. Later steps move the frames
@@ -235,15 +235,15 @@ def test_overfitting_one_draw_raises_face_similarity_above_the_base_model(rt):
     """
     import json
 
-    trainer_mod = pack_module("training.loop.trainer")
-    original = trainer_mod.Trainer.draws
-    trainer_mod.Trainer.draws = lambda self, step: (self.prompts.prompts[0], 1234, [4, 8])
+    trainer_mod, records = pack_module("training.loop.trainer"), pack_module("training.loop.records")
+    original = trainer_mod.Trainer.draw
+    trainer_mod.Trainer.draw = lambda self, step: records.StepDraw(self.prompts.prompts[0], 1234, [4, 8])
     try:
         g, tr, *_ = train_graph("wan21", steps=6, run_name="overfit", lr=2e-3)
         g.capture(tr, "x")
         rt.run(g.nodes)
     finally:
-        trainer_mod.Trainer.draws = original
+        trainer_mod.Trainer.draw = original
     path = rt.base_dir / "output" / "personalvideo_training" / "overfit.safetensors"
     with safe_open(str(path), "pt") as f:
         history = json.loads(f.metadata()["history"])

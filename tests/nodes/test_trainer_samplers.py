@@ -117,7 +117,7 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
     gated = _ksampler(rt, sampler, name)
     # bit-identical: the same sampler function, schedule and model calls (measured: 0.0 for every sampler)
     assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)
-    assert torch.equal(to_samples(out.adapter), gated), rel_err(to_samples(out.adapter), gated)
+    assert torch.equal(to_samples(out.tuned), gated), rel_err(to_samples(out.tuned), gated)
     assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
 
 
@@ -129,7 +129,7 @@ def test_gradient_through_the_sampler_matches_finite_differences(rt, loaded, sam
 
     def loss(denoise, sample, x, sigmas):
         out = rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
-        return (out.adapter * weights).sum()
+        return (out.tuned * weights).sum()
 
     with _training_mode():
         backend.run(PROMPT, SEED, lambda *a: loss(*a).backward())

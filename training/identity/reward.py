@@ -159,6 +159,11 @@ class IdentityRewardModel:
             mats = [e @ m for e, m in zip(extra, mats)]
         return warp_crops(images, np.stack(mats), self.input_size)
 
+    def embed_faces(self, frames: torch.Tensor, faces: list[Face]) -> torch.Tensor:
+        """Unit-norm embeddings [N, D] of one face in each frame [N, H, W, 3] in [0, 1]: align, then embed
+        (differentiable w.r.t. the frames)."""
+        return self.embed_crops(self.align(frames.permute(0, 3, 1, 2).float(), faces))
+
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings [N, D] of aligned RGB crops [N, 3, S, S] in [0, 1]."""
         with self.recognizer.on_device(crops.device) as net:
@@ -187,8 +192,7 @@ class IdentityRewardModel:
             log.warning("identity reward: no face in any of %d frames; the loss is 0 for this batch", len(faces))
             loss = (frames * 0).sum()
         else:
-            images = frames[idx].permute(0, 3, 1, 2).float()
-            emb = self.embed_crops(self.align(images, [faces[i] for i in idx]))
+            emb = self.embed_faces(frames[idx], [faces[i] for i in idx])
             ref = F.normalize(reference.to(emb.device, emb.dtype), dim=0)
             s = emb @ ref
             sim = sim.index_put((torch.tensor(idx, device=frames.device),), s)

@@ -1,11 +1,11 @@
-"""The generation part of one training step: one sampler run without the adapter, one with it.
+"""The generation part of one training step: the source run (frozen model) and the tuned run (model + adapter).
 
 Both runs use the caller's sampler (``sample``: the user's sampler over the whole schedule, e.g. ComfyUI's
 euler, dpmpp_2m or uni_pc, exactly as KSampler runs it) and differ only in the model function it calls:
 
 - the **source** run (no gradient) calls the frozen model at every noise level and records the calls
   before the gate;
-- the **adapter** run replays those recorded outputs for the calls before the gate (the adapter does not
+- the **tuned** run replays those recorded outputs for the calls before the gate (the adapter does not
   act there, so the inputs are the same, which is checked) and calls the model with the adapter for the
   gated calls, with gradient. The pre-gate trajectory is therefore computed once and is shared, and the
   sampler's own arithmetic between model calls is differentiated like any torch code.
@@ -35,27 +35,17 @@ Sample = Callable[[ModelFn, torch.Tensor], torch.Tensor]
 CUT = "the sampler cut the gradient (it runs under no_grad or detaches its latent): train with another sampler"
 
 
-def euler_sample(sigmas: torch.Tensor) -> Sample:
-    """Euler on ``sigmas`` (ComfyUI's ``sample_euler`` without churn), for backends without a sampler of their own."""
-    def sample(model_fn: ModelFn, x: torch.Tensor) -> torch.Tensor:
-        for i in range(int(sigmas.shape[0]) - 1):
-            denoised = model_fn(x, sigmas[i])
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-        return x
-    return sample
-
-
 @dataclass
 class Rollout:
     gate_latent: torch.Tensor  # input of the first gated model call (shared by both runs, no gradient)
-    source: torch.Tensor  # final latent without the adapter (no gradient)
-    adapter: torch.Tensor  # final latent with the adapter (gradient into the adapter)
+    source: torch.Tensor  # final latent of the source run: frozen model, no adapter (no gradient)
+    tuned: torch.Tensor  # final latent of the tuned run: model + adapter (gradient into the adapter)
     gated_calls: int  # model calls the adapter acted in
 
 
 def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma: float | None,
                   backprop_last_k: int = 0, checkpoint_calls: bool = True) -> Rollout:
-    """Source and adapter runs of ``sample`` from ``x``; the adapter acts in calls at sigma <= ``gate_sigma``.
+    """Source and tuned runs of ``sample`` from ``x``; the adapter acts in calls at sigma <= ``gate_sigma``.
 
     ``backprop_last_k`` = 0 keeps gradient through every gated call, K > 0 through the last K only.
     """
@@ -79,20 +69,20 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
     first_grad = 0 if backprop_last_k <= 0 else max(0, gated_calls - backprop_last_k)
     replay = iter(recorded)
     count, carried_gradient = 0, False
-    grad_wanted = torch.is_grad_enabled()  # under no_grad the adapter run is a forward only
+    grad_wanted = torch.is_grad_enabled()  # under no_grad the tuned run is a forward only
 
-    def adapter_model(latent, sigma, **kwargs):
+    def tuned_model(latent, sigma, **kwargs):
         nonlocal count, carried_gradient
         if not gate_is_open(sigma, gate_sigma):
             seen, out = next(replay, (None, None))
             if seen is None or not torch.equal(seen, latent):
-                raise RuntimeError("the sampler reached a pre-gate model call with another input in the adapter "
+                raise RuntimeError("the sampler reached a pre-gate model call with another input in the tuned "
                                    "run than in the source run: it is not deterministic, so it cannot train")
             return out.clone()
         k = count
         count += 1
         if k == 0 and not torch.equal(latent, gate_inputs[0]):
-            raise RuntimeError("the latent at the gate differs between the source and adapter runs")
+            raise RuntimeError("the latent at the gate differs between the source and tuned runs")
         if k < first_grad:
             with torch.no_grad():
                 return denoise(latent, sigma, True, **kwargs)
@@ -105,9 +95,9 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
         carried_gradient |= out.requires_grad
         return out
 
-    adapter = sample(adapter_model, x)
+    tuned = sample(tuned_model, x)
     if count != gated_calls:
-        raise RuntimeError(f"the adapter run made {count} gated model calls, the source run {gated_calls}")
-    if carried_gradient and not adapter.requires_grad:
+        raise RuntimeError(f"the tuned run made {count} gated model calls, the source run {gated_calls}")
+    if carried_gradient and not tuned.requires_grad:
         raise RuntimeError(CUT)
-    return Rollout(gate_inputs[0].detach(), source, adapter, gated_calls)
+    return Rollout(gate_inputs[0].detach(), source, tuned, gated_calls)

@@ -1,36 +1,52 @@
 """The PersonalVideo training loop: reward-guided fine-tuning of the isolated identity adapter.
 
-One step: pick a prompt and noise (from the seed and the step number, so a resumed run draws exactly
-what an uninterrupted one would); generate the source and adapter videos with the user's sampler, the
-pre-gate trajectory computed once (training/loop/rollout.py); decode the same M randomly chosen frames of
-both; loss = w_icr · (1 − face similarity of the adapter frames) + w_scr · KL(softmax(T·HPS_adapter) ‖ softmax(T·HPS_source));
-backward into the adapter only; clip; Adam step. A non-finite loss or gradient skips the step and is
-counted; it never reaches the weights. A checkpoint (adapter, optimiser state, step, history) is written
-atomically every K steps, on cancel and on errors, and ``resume`` continues from it exactly.
+One step: draw a prompt, a noise seed and M reward frames (from the seed and the step number, so a resumed run
+draws exactly what an uninterrupted one would); generate the **source** video (frozen model) and the **tuned**
+video (model + adapter) with the user's sampler, the pre-gate trajectory computed once (loop/rollout.py); decode
+the M frames of both; loss = w_icr · (1 − face similarity of the tuned frames) + w_scr · KL(softmax(T·HPS_tuned) ‖
+softmax(T·HPS_source)); backward into the adapter only; clip; AdamW step. A non-finite loss or gradient skips the
+step and is counted; it never reaches the weights. A checkpoint (loop/checkpoint.py) is written atomically every K
+steps, on cancel and on errors, and ``resume`` continues from it exactly.
 
-The ComfyUI side implements ``Backend`` (conditioning, sampling with the model's own sigmas and CFG,
-differentiable decoding); this module never imports ComfyUI.
+The ComfyUI side implements ``Backend`` (nodes/train_backend.py); this module never imports ComfyUI. The backward
+pass runs *inside* the backend's sampling call, while ComfyUI still has the model loaded, because it recomputes the
+checkpointed gated model calls. One step, as calls::
+
+    Trainer.train_step(step)
+    ├─ draw(step) -> StepDraw(prompt, noise_seed, frames)
+    ├─ backend.run(prompt, noise_seed, generate_and_backprop)           nodes/train_backend.py
+    │  └─ ComfyUI CFGGuider.sample(KSAMPLER(training_sampler))          conditioning, CFG, model loaded
+    │     └─ training_sampler(model, x, sigmas)
+    │        └─ generate_and_backprop(denoise, sample, x, sigmas)       back here
+    │           ├─ gated_rollout(sample, denoise, x, gate_sigma)        loop/rollout.py
+    │           │  ├─ sample(source_model)  no grad; records the pre-gate calls     -> Rollout.source
+    │           │  └─ sample(tuned_model)   replays them; gated calls checkpointed  -> Rollout.tuned
+    │           ├─ reward_terms(rollout, draw)
+    │           │  ├─ backend.decode(tuned, frames) with grad; backend.decode(source, frames) without
+    │           │  ├─ identity_reward(frames)                           identity/reward.py  (ICR)
+    │           │  └─ semantic_score(frames, prompt) -> scr_kl_loss     semantic/reward.py  (SCR)
+    │           └─ loss.backward()   recomputes the checkpointed gated calls (and blocks) -> adapter grads
+    ├─ clip_grad_norm_ + optimizer.step()    (or skip: non-finite, no face)
+    └─ StepRecord -> TrainResult.history, on_step(record, preview)
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, TypeVar
 
 import torch
-from safetensors import safe_open
 
-from ..adapter.files import save_safetensors_atomic
 from ..adapter.gate import step_gate_sigma
 from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
-from .rollout import Denoise, Rollout, Sample, gated_rollout
 from ..semantic.reward import scr_kl_loss
+from .checkpoint import load_checkpoint, save_checkpoint
+from .records import Preview, StepDraw, StepRecord, TrainResult
+from .rollout import Denoise, Rollout, Sample, gated_rollout
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,23 +85,14 @@ class Backend(Protocol):
 
 
 @dataclass
-class StepRecord:
-    step: int
-    prompt: str
-    loss: float
-    icr_loss: float
-    scr_loss: float
-    similarity: float  # mean face similarity of the adapter frames (NaN: no face)
-    source_similarity: float
-    no_face_rate: float
-    skipped: str = ""  # why the step did not update the adapter ("" = it did)
+class RewardTerms:
+    """The loss of one step and what it is made of."""
 
-
-@dataclass
-class TrainResult:
-    history: list[StepRecord] = field(default_factory=list)
-    skipped_non_finite: int = 0
-    resumed_from: int = 0
+    loss: torch.Tensor  # w_icr · ICR + w_scr · SCR, with gradient into the adapter
+    icr: object  # IdentityRewardResult of the tuned frames
+    source_icr: object  # IdentityRewardResult of the source frames (no gradient)
+    scr: torch.Tensor  # the KL term (0 when SCR is off)
+    tuned_frames: torch.Tensor  # the decoded tuned reward frames, detached (for the preview)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -98,8 +105,8 @@ class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
                  checkpoint_file: str | os.PathLike | None = None,
-                 on_step: Callable[[StepRecord, tuple | None], None] | None = None):
-        self.backend, self.params, self.prompts, self.s = backend, params, prompts, settings
+                 on_step: Callable[[StepRecord, Preview | None], None] | None = None):
+        self.backend, self.params, self.prompts, self.settings = backend, params, prompts, settings
         self.identity_reward = identity_reward  # frames -> IdentityRewardResult
         self.semantic_score = semantic_score  # (frames, prompt) -> [M] scores, or None (SCR off)
         self.checkpoint_file = Path(checkpoint_file) if checkpoint_file else None
@@ -110,84 +117,85 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params.parameters(), lr=settings.learning_rate, weight_decay=0.0)
         self.result = TrainResult()
         self.step = 0
-        self.preview: tuple[torch.Tensor, list[float] | None] | None = None  # frame, face box
+        self.preview: Preview | None = None
 
     @property
     def scr_on(self) -> bool:
         """The semantic reward takes part: a scorer is connected and its weight is positive."""
-        return self.semantic_score is not None and self.s.scr_weight > 0
+        return self.semantic_score is not None and self.settings.scr_weight > 0
 
     # -- one step -------------------------------------------------------------------------------
-    def draws(self, step: int) -> tuple[str, int, list[int]]:
+    def draw(self, step: int) -> StepDraw:
         """Prompt, noise seed and reward frame indices of ``step``: a function of (seed, step) only."""
-        prompt = self.prompts.sample(self.s.seed, step)
-        gen = torch.Generator().manual_seed(self.s.seed * 1_000_003 + step)
+        prompt = self.prompts.sample(self.settings.seed, step)
+        gen = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + step)
         noise_seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-        m = min(self.s.frames_per_reward, self.backend.num_frames)
+        m = min(self.settings.frames_per_reward, self.backend.num_frames)
         frames = sorted(torch.randperm(self.backend.num_frames, generator=gen)[:m].tolist())
-        return prompt, noise_seed, frames
+        return StepDraw(prompt, noise_seed, frames)
 
     def generate(self, denoise: Denoise, sample: Sample, x: torch.Tensor, sigmas: torch.Tensor) -> Rollout:
-        """Source and adapter videos sharing one pre-gate trajectory (training/loop/rollout.py)."""
-        return gated_rollout(sample, denoise, x, step_gate_sigma(sigmas, self.s.gate_start), self.s.backprop_last_k)
+        """Source and tuned videos sharing one pre-gate trajectory (loop/rollout.py)."""
+        gate_sigma = step_gate_sigma(sigmas, self.settings.gate_start)
+        return gated_rollout(sample, denoise, x, gate_sigma, self.settings.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """The reward frames only (the backend decodes just the latent frames they depend on)."""
         return self.backend.decode(latent, frames)
 
-    def _losses(self, rollout: Rollout, prompt: str, frames: list[int]):
-        adapter_frames = self.decode_frames(rollout.adapter, frames)
+    def reward_terms(self, rollout: Rollout, draw: StepDraw) -> RewardTerms:
+        s = self.settings
+        tuned_frames = self.decode_frames(rollout.tuned, draw.frames)
         with torch.no_grad():
-            source_frames = self.decode_frames(rollout.source, frames)
-        icr = self.identity_reward(adapter_frames)
+            source_frames = self.decode_frames(rollout.source, draw.frames)
+        icr = self.identity_reward(tuned_frames)
         with torch.no_grad():
             source_icr = self.identity_reward(source_frames)
-        loss = self.s.icr_weight * icr.loss
+        loss = s.icr_weight * icr.loss
         scr = torch.zeros((), device=loss.device)
         if self.scr_on:
             with torch.no_grad():
-                source_scores = self.semantic_score(source_frames, prompt)
-            scr = scr_kl_loss(self.semantic_score(adapter_frames, prompt), source_scores, self.s.scr_temperature)
-            loss = loss + self.s.scr_weight * scr
-        return loss, icr, source_icr, scr, adapter_frames.detach()
+                source_scores = self.semantic_score(source_frames, draw.prompt)
+            scr = scr_kl_loss(self.semantic_score(tuned_frames, draw.prompt), source_scores, s.scr_temperature)
+            loss = loss + s.scr_weight * scr
+        return RewardTerms(loss, icr, source_icr, scr, tuned_frames.detach())
+
+    def _backprop(self, terms: RewardTerms) -> str:
+        """Backward into the adapter; returns why the step must not update it ("" when it may)."""
+        if not torch.isfinite(terms.loss):
+            return "non-finite loss"
+        if not terms.loss.requires_grad or (terms.icr.frames_with_face == 0 and not self.scr_on):
+            return "no face in any reward frame"
+        terms.loss.backward()
+        grads = [p.grad for p in self.params.parameters() if p.grad is not None]
+        return "" if all(torch.isfinite(g).all() for g in grads) else "non-finite gradient"
 
     def train_step(self, step: int) -> StepRecord:
-        prompt, noise_seed, frames = self.draws(step)
+        draw = self.draw(step)
         self.optimizer.zero_grad(set_to_none=True)
 
-        def generate_and_backprop(denoise, sample, x, sigmas):
-            rollout = self.generate(denoise, sample, x, sigmas)
-            loss, icr, source_icr, scr, preview = self._losses(rollout, prompt, frames)
-            skipped = ""
-            if not torch.isfinite(loss):
-                skipped = "non-finite loss"
-            elif icr.frames_with_face == 0 and not self.scr_on:
-                skipped = "no face in any reward frame"
-            elif loss.requires_grad:
-                loss.backward()
-                grads = [p.grad for p in self.params.parameters() if p.grad is not None]
-                if not all(torch.isfinite(g).all() for g in grads):
-                    skipped = "non-finite gradient"
-            else:
-                skipped = "no face in any reward frame"
-            return loss.detach(), icr, source_icr, scr.detach(), preview, skipped
+        def generate_and_backprop(denoise, sample, x, sigmas) -> tuple[RewardTerms, str]:
+            terms = self.reward_terms(self.generate(denoise, sample, x, sigmas), draw)
+            return terms, self._backprop(terms)
 
-        loss, icr, source_icr, scr, preview, skipped = self.backend.run(prompt, noise_seed, generate_and_backprop)
+        terms, skipped = self.backend.run(draw.prompt, draw.noise_seed, generate_and_backprop)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             if skipped.startswith("non-finite"):
                 self.result.skipped_non_finite += 1
                 log.warning("training step %d skipped: %s (the adapter is unchanged)", step, skipped)
         else:
-            torch.nn.utils.clip_grad_norm_(self.params.parameters(), self.s.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.params.parameters(), self.settings.max_grad_norm)
             self.optimizer.step()
+        icr = terms.icr
         n = icr.frames_with_face + icr.frames_without_face
-        record = StepRecord(step, prompt, float(loss), float(icr.loss.detach()), float(scr), icr.mean_similarity,
-                            source_icr.mean_similarity, icr.frames_without_face / max(n, 1), skipped)
+        record = StepRecord(step, draw.prompt, float(terms.loss.detach()), float(icr.loss.detach()),
+                            float(terms.scr.detach()), icr.mean_similarity, terms.source_icr.mean_similarity,
+                            icr.frames_without_face / max(n, 1), skipped)
         self.result.history.append(record)
-        faces = getattr(icr, "faces", None) or [None]
-        box = getattr(faces[0], "box", None)
-        self.preview = (preview[0], None if box is None else [float(v) for v in box])
+        face = (getattr(icr, "faces", None) or [None])[0]
+        box = getattr(face, "box", None)
+        self.preview = Preview(terms.tuned_frames[0], None if box is None else [float(v) for v in box])
         return record
 
     # -- the loop -------------------------------------------------------------------------------
@@ -195,8 +203,9 @@ class Trainer:
         if resume and self.checkpoint_file and self.checkpoint_file.exists():
             self.load_checkpoint()
             self.result.resumed_from = self.step
+        s = self.settings
         try:
-            while self.step < self.s.steps:
+            while self.step < s.steps:
                 try:
                     self.train_step(self.step)
                 except (torch.OutOfMemoryError, RuntimeError) as e:
@@ -204,11 +213,11 @@ class Trainer:
                         raise
                     raise MemoryError(
                         f"out of memory at training step {self.step}: lower width/height/frames, "
-                        f"frames_per_reward (now {self.s.frames_per_reward}) or sampling_steps (now "
-                        f"{self.s.sampling_steps}), or set backprop_last_k (now {self.s.backprop_last_k}) to 1 or 2; "
+                        f"frames_per_reward (now {s.frames_per_reward}) or sampling_steps (now "
+                        f"{s.sampling_steps}), or set backprop_last_k (now {s.backprop_last_k}) to 1 or 2; "
                         "what was trained so far is in the checkpoint and resumes") from e
                 self.step += 1
-                if self.checkpoint_file and self.s.checkpoint_every and self.step % self.s.checkpoint_every == 0:
+                if self.checkpoint_file and s.checkpoint_every and self.step % s.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.on_step:  # after the step is counted: a cancel raised here loses nothing
                     self.on_step(self.result.history[-1], self.preview)
@@ -221,69 +230,9 @@ class Trainer:
             self.save_checkpoint()
         return self.result
 
-    # -- checkpoints: safetensors only (tensors + JSON in the header), written atomically -------
     def save_checkpoint(self) -> Path:
-        tensors = {f"adapter.{k}": v for k, v in self.params.lora_state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for pid, state in opt["state"].items():
-            for name, value in state.items():
-                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
-        meta = {
-            "personalvideo.checkpoint": "1",
-            "step": str(self.step),
-            "settings": json.dumps(asdict(self.s)),
-            "history": json.dumps([asdict(r) for r in self.result.history], allow_nan=True),
-            "skipped_non_finite": str(self.result.skipped_non_finite),
-        }
-        return save_safetensors_atomic(self.checkpoint_file, tensors, meta)
+        return save_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.step, self.settings,
+                               self.result)
 
     def load_checkpoint(self) -> None:
-        path = self.checkpoint_file
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("personalvideo.checkpoint") != "1":
-            raise ValueError(f"resume: {path} is not a PersonalVideo training checkpoint")
-        saved = json.loads(meta["settings"])
-        for key in ("rank", "gate_start", "sampling_steps", "seed"):
-            if saved.get(key) != getattr(self.s, key):
-                raise ValueError(f"resume: {path} was trained with {key}={saved.get(key)}, this run has "
-                                 f"{key}={getattr(self.s, key)}; use the same value or turn resume off")
-        self.params.load_lora_state_dict({k[len("adapter."):]: v for k, v in tensors.items()
-                                          if k.startswith("adapter.")})
-        device = next(self.params.parameters()).device
-        state: dict[int, dict] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, pid, name = k.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
-        opt = self.optimizer.state_dict()
-        opt["state"] = state
-        self.optimizer.load_state_dict(opt)
-        self.step = int(meta["step"])
-        self.result.history = [StepRecord(**r) for r in json.loads(meta["history"])]
-        self.result.skipped_non_finite = int(meta.get("skipped_non_finite", 0))
-
-
-def summarize(result: TrainResult, settings: TrainSettings, semantic_on: bool) -> str:
-    """A short text summary of a run for the node's STRING output."""
-    done = [r for r in result.history if not r.skipped]
-    first = result.history[: max(1, len(result.history) // 5)]
-    last = result.history[-max(1, len(result.history) // 5):]
-
-    def mean(rows, attr):
-        vals = [getattr(r, attr) for r in rows if not math.isnan(getattr(r, attr))]
-        return sum(vals) / len(vals) if vals else float("nan")
-
-    lines = [
-        f"{len(result.history)} steps ({len(done)} updated the adapter; {result.skipped_non_finite} skipped for "
-        f"NaN/Inf; resumed from step {result.resumed_from})",
-        f"face similarity (adapter branch): first fifth {mean(first, 'similarity'):.3f} -> last fifth "
-        f"{mean(last, 'similarity'):.3f}; base model on the same draws: {mean(last, 'source_similarity'):.3f}",
-        f"no-face rate (last fifth): {mean(last, 'no_face_rate'):.2f}",
-        f"SCR: {'on, KL last fifth %.4f' % mean(last, 'scr_loss') if semantic_on else 'off (no semantic reward model connected, or scr_weight 0)'}",
-        f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps ({settings.sampler}, "
-        f"{settings.scheduler}), rank {settings.rank}, "
-        f"lr {settings.learning_rate:g}",
-    ]
-    return "\n".join(lines)
+        self.step = load_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.settings, self.result)

@@ -168,33 +168,37 @@ class SemanticRewardModel:
         # saved by autograd when training scores frames with gradient.
         return self._text.features.to(device, copy=True)
 
+    def image_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings [F, E] of frames [F, H, W, 3] in [0, 1] (differentiable w.r.t. frames)."""
+        with self.holder.on_device(frames.device) as clip:
+            image = clip.encode_image(self.preprocess(frames).to(self.holder.dtype))
+        return F.normalize(image.float(), dim=-1)
+
     def score(self, frames: torch.Tensor, prompt: str) -> torch.Tensor:
         """HPS score of each frame [F, H, W, 3] for ``prompt`` -> [F] (differentiable w.r.t. frames)."""
         text = self.text_features(prompt, frames.device)
-        with self.holder.on_device(frames.device) as clip:
-            image = clip.encode_image(self.preprocess(frames).to(self.holder.dtype))
-            image = F.normalize(image.float(), dim=-1)
-        return (image @ text.T).squeeze(-1)
+        return (self.image_features(frames) @ text.T).squeeze(-1)
 
 
-def scr_kl_loss(target_scores: torch.Tensor, source_scores: torch.Tensor, temperature: float = 100.0,
+def scr_kl_loss(tuned_scores: torch.Tensor, source_scores: torch.Tensor, temperature: float = 100.0,
                 detach_source: bool = True) -> torch.Tensor:
-    """SCR loss KL(V_T || V_S) with V = softmax over the M frames of ``temperature * scores``.
+    """SCR loss KL(V_T || V_S) with V = softmax over the M frames of ``temperature * scores`` (T: the tuned
+    model, S: the frozen source model).
 
     ``temperature`` multiplies the scores (an inverse temperature): HPS scores are cosine-like
     (about 0.2-0.35), so a plain softmax would be nearly uniform; 100 is CLIP's logit scale. The
     source scores come from the frozen source model and are detached by default.
     """
-    if target_scores.shape != source_scores.shape or target_scores.ndim != 1:
-        raise ValueError(f"scores: target {list(target_scores.shape)} and source {list(source_scores.shape)} "
+    if tuned_scores.shape != source_scores.shape or tuned_scores.ndim != 1:
+        raise ValueError(f"scores: tuned {list(tuned_scores.shape)} and source {list(source_scores.shape)} "
                          "must both be [M] (one score per sampled frame)")
-    if target_scores.shape[0] < 2:
-        raise ValueError(f"frames_per_reward: got {target_scores.shape[0]} frame, expected at least 2: SCR compares "
+    if tuned_scores.shape[0] < 2:
+        raise ValueError(f"frames_per_reward: got {tuned_scores.shape[0]} frame, expected at least 2: SCR compares "
                          "the distribution of scores over frames, which is constant for one frame")
     if temperature <= 0:
         raise ValueError(f"temperature: got {temperature}, expected a positive number (default 100)")
     source = source_scores.detach() if detach_source else source_scores
-    log_t = F.log_softmax(target_scores.float() * temperature, dim=0)
+    log_t = F.log_softmax(tuned_scores.float() * temperature, dim=0)
     log_s = F.log_softmax(source.float() * temperature, dim=0)
     return (log_t.exp() * (log_t - log_s)).sum()
 

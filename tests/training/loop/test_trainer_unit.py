@@ -7,89 +7,16 @@ determinism, resume, cancel, NaN skipping. The real model, VAE and ArcFace run i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from PersonalVideo.training.adapter.gate import first_gated_step, step_gate_sigma
 from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.prompts import PromptBank
-from PersonalVideo.training.loop.rollout import euler_sample, gated_rollout
+from PersonalVideo.training.loop.rollout import gated_rollout
 from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
+from toy_backend import C, H, T, W, euler_sample, make, toy_identity
 
-C, T, H, W = 4, 3, 4, 4
-
-
-class ToyModel:
-    """denoised = tanh(W_eff · x) per position; W_eff = W + scale·up@down when the adapter is on."""
-
-    def __init__(self, params: LoRAParameters, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.weight = torch.randn(C, C, generator=g) * 0.5  # frozen base weight
-        self.params = params
-        self.calls = []
-
-    def denoise(self, x, sigma, adapter_on):
-        self.calls.append((float(sigma), adapter_on))
-        w = self.weight
-        if adapter_on:
-            up, down = self.params.pairs()["lin.weight"]
-            w = torch.addmm(w, up, down, alpha=self.params.scale)
-        return torch.tanh(torch.einsum("oc,bcthw->bothw", w, x))
-
-
-class ToyBackend:
-    num_frames = T
-
-    def __init__(self, model: ToyModel, steps: int):
-        self.model = model
-        self.sigmas = torch.linspace(1.0, 0.0, steps + 1)
-        self.proj = torch.randn(3, C, generator=torch.Generator().manual_seed(5))
-        self.runs = []
-
-    def run(self, prompt, seed, fn):
-        self.runs.append((prompt, seed))
-        x = torch.randn(1, C, T, H, W, generator=torch.Generator().manual_seed(seed))
-        return fn(self.model.denoise, euler_sample(self.sigmas), x, self.sigmas)
-
-    def rollout(self, x, gate_start, **kwargs):
-        return gated_rollout(euler_sample(self.sigmas), self.model.denoise, x,
-                             step_gate_sigma(self.sigmas, gate_start), **kwargs)
-
-    def decode(self, latent, idx):
-        frames = torch.sigmoid(torch.einsum("rc,bcthw->bthwr", self.proj, latent))[0]
-        return frames[idx]
-
-
-@dataclass
-class ToyIdentity:
-    loss: torch.Tensor
-    similarity: torch.Tensor
-    frames_with_face: int
-    frames_without_face: int = 0
-
-    @property
-    def mean_similarity(self):
-        return float(self.similarity.mean())
-
-
-TARGET = torch.rand(H * W * 3, generator=torch.Generator().manual_seed(9))
-
-
-def toy_identity(frames):
-    sim = F.cosine_similarity(frames.reshape(frames.shape[0], -1), TARGET[None], dim=1)
-    return ToyIdentity(1 - sim.mean(), sim.detach(), frames.shape[0])
-
-
-def make(steps=8, seed=0, settings=None, **kw):
-    s = settings or TrainSettings(steps=steps, sampling_steps=8, learning_rate=5e-2, rank=2, alpha=2.0,
-                                  frames_per_reward=2, seed=seed, checkpoint_every=2, **kw)
-    params = LoRAParameters({"lin.weight": (C, C)}, s.rank, s.alpha, seed=s.seed)
-    backend = ToyBackend(ToyModel(params), s.sampling_steps)
-    bank = PromptBank(prompts=("a walks", "a runs", "a dances"), negative="", subject="a")
-    return s, params, backend, bank
 
 
 def test_fresh_adapter_changes_nothing_and_gate_latent_is_independent_of_it():
@@ -108,7 +35,7 @@ def test_fresh_adapter_changes_nothing_and_gate_latent_is_independent_of_it():
             plain = plain + (plain - denoised) / backend.sigmas[i] * (backend.sigmas[i + 1] - backend.sigmas[i])
     assert torch.equal(out.gate_latent, plain_gate) and out.gated_calls == 8 - g
     assert torch.equal(out.source, plain), "the source branch must be plain sampling with the base model"
-    assert not torch.allclose(out.adapter, out.source)
+    assert not torch.allclose(out.tuned, out.source)
     # the adapter acted only in the gated steps
     assert [on for _, on in backend.model.calls if on] and all(
         sigma <= float(backend.sigmas[g]) for sigma, on in backend.model.calls if on)
@@ -121,7 +48,7 @@ def test_pre_gate_calls_run_once_and_the_sampler_is_checked():
     x = torch.randn(1, C, T, H, W)
     backend.rollout(x, 0.75)
     g = first_gated_step(8, 0.75)
-    # source run: all 8 calls without the adapter; adapter run: only the gated calls, with it
+    # source run: all 8 calls without the adapter; tuned run: only the gated calls, with it
     assert [on for _, on in backend.model.calls] == [False] * 8 + [True] * (8 - g)
 
     def no_grad_sampler(model_fn, start):
@@ -156,7 +83,7 @@ def test_only_adapter_parameters_get_gradients_and_they_match_finite_differences
 
     def loss_fn():
         r = backend.rollout(x, 0.75)
-        return toy_identity(backend.decode(r.adapter, [0, 2])).loss
+        return toy_identity(backend.decode(r.tuned, [0, 2])).loss
 
     loss_fn().backward()
     assert base.grad is None
@@ -181,9 +108,9 @@ def test_backprop_last_k_still_uses_the_adapter_in_earlier_gated_steps():
     x = torch.randn(1, C, T, H, W)
     full = backend.rollout(x, 0.5, backprop_last_k=0)
     last1 = backend.rollout(x, 0.5, backprop_last_k=1)
-    assert torch.allclose(full.adapter, last1.adapter, atol=1e-6)  # same forward
-    g_full = torch.autograd.grad(full.adapter.sum(), params.up[0])[0]
-    g_last = torch.autograd.grad(last1.adapter.sum(), params.up[0])[0]
+    assert torch.allclose(full.tuned, last1.tuned, atol=1e-6)  # same forward
+    g_full = torch.autograd.grad(full.tuned.sum(), params.up[0])[0]
+    g_last = torch.autograd.grad(last1.tuned.sum(), params.up[0])[0]
     assert g_last.abs().sum() > 0 and not torch.allclose(g_full, g_last)
 
 

@@ -62,22 +62,22 @@ def test_preprocessing_letterboxes_like_hpsv2(tiny):
 
 def test_scr_kl_is_zero_for_equal_scores_and_positive_otherwise():
     source = torch.tensor([0.26, 0.27, 0.25, 0.30])
-    target = torch.tensor([0.30, 0.25, 0.27, 0.26], requires_grad=True)
+    tuned = torch.tensor([0.30, 0.25, 0.27, 0.26], requires_grad=True)
     assert float(sr.scr_kl_loss(source.clone(), source)) == pytest.approx(0.0, abs=1e-7)
-    loss = sr.scr_kl_loss(target, source, temperature=100.0)
+    loss = sr.scr_kl_loss(tuned, source, temperature=100.0)
     assert float(loss) > 0
     loss.backward()
-    assert target.grad.abs().sum() > 0
+    assert tuned.grad.abs().sum() > 0
     # Shifting all scores by a constant does not change the distribution; temperature sharpens it.
     assert float(sr.scr_kl_loss(source + 0.1, source)) == pytest.approx(0.0, abs=1e-6)
-    assert float(sr.scr_kl_loss(target, source, temperature=1.0)) < float(loss) / 100
+    assert float(sr.scr_kl_loss(tuned, source, temperature=1.0)) < float(loss) / 100
     # The definition: KL(softmax(T*t) || softmax(T*s)).
-    p, q = torch.softmax(100 * target.detach(), 0), torch.softmax(100 * source, 0)
+    p, q = torch.softmax(100 * tuned.detach(), 0), torch.softmax(100 * source, 0)
     assert float(loss) == pytest.approx(float((p * (p / q).log()).sum()), rel=1e-5)
     with pytest.raises(ValueError, match="temperature"):
-        sr.scr_kl_loss(target, source, temperature=0)
+        sr.scr_kl_loss(tuned, source, temperature=0)
     with pytest.raises(ValueError, match=r"must both be \[M\]"):
-        sr.scr_kl_loss(target, source[:3])
+        sr.scr_kl_loss(tuned, source[:3])
 
 
 def test_loader_rejects_wrong_checkpoints_clearly(tiny, tmp_path):

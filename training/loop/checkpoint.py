@@ -1,0 +1,66 @@
+"""Training checkpoints: safetensors only (the adapter, the optimiser state as tensors, the step and the history
+as JSON in the header), written atomically, so an interrupted run always leaves the last good state on disk."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..adapter.files import save_safetensors_atomic
+from ..adapter.lora import LoRAParameters
+from .records import StepRecord, TrainResult
+
+# Settings a resumed run must share with the checkpoint: other values would continue another experiment.
+RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed")
+
+
+def save_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,
+                    settings, result: TrainResult) -> Path:
+    """Write the run's state to ``path`` atomically (a crash mid-write leaves the previous file)."""
+    tensors = {f"adapter.{k}": v for k, v in params.lora_state_dict().items()}
+    for pid, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
+    meta = {
+        "personalvideo.checkpoint": "1",
+        "step": str(step),
+        "settings": json.dumps(asdict(settings)),
+        "history": json.dumps([asdict(r) for r in result.history], allow_nan=True),
+        "skipped_non_finite": str(result.skipped_non_finite),
+    }
+    return save_safetensors_atomic(path, tensors, meta)
+
+
+def load_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, settings,
+                    result: TrainResult) -> int:
+    """Restore the adapter, the optimiser state and ``result`` from ``path``; returns the step to continue at.
+
+    Refuses a file that is not a training checkpoint, or one trained with other ``RESUME_MUST_MATCH`` settings.
+    """
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("personalvideo.checkpoint") != "1":
+        raise ValueError(f"resume: {path} is not a PersonalVideo training checkpoint")
+    saved = json.loads(meta["settings"])
+    for key in RESUME_MUST_MATCH:
+        if saved.get(key) != getattr(settings, key):
+            raise ValueError(f"resume: {path} was trained with {key}={saved.get(key)}, this run has "
+                             f"{key}={getattr(settings, key)}; use the same value or turn resume off")
+    params.load_lora_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
+    device = next(params.parameters()).device
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v.to(device) if name != "step" else v
+    opt = optimizer.state_dict()
+    opt["state"] = state
+    optimizer.load_state_dict(opt)
+    result.history = [StepRecord(**r) for r in json.loads(meta["history"])]
+    result.skipped_non_finite = int(meta.get("skipped_non_finite", 0))
+    return int(meta["step"])

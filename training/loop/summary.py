@@ -1,0 +1,33 @@
+"""A short text summary of a training run (the trainer node's STRING output)."""
+
+from __future__ import annotations
+
+import math
+
+from .records import StepRecord, TrainResult
+
+
+def _mean(rows: list[StepRecord], attr: str) -> float:
+    values = [getattr(r, attr) for r in rows if not math.isnan(getattr(r, attr))]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def summarize(result: TrainResult, settings, semantic_on: bool) -> str:
+    """The run in a few lines: steps, face similarity first -> last fifth against the base model, no-face rate,
+    SCR and the settings that shape the run."""
+    done = [r for r in result.history if not r.skipped]
+    first = result.history[: max(1, len(result.history) // 5)]
+    last = result.history[-max(1, len(result.history) // 5):]
+    scr = f"on, KL last fifth {_mean(last, 'scr_loss'):.4f}" if semantic_on else \
+        "off (no semantic reward model connected, or scr_weight 0)"
+    lines = [
+        f"{len(result.history)} steps ({len(done)} updated the adapter; {result.skipped_non_finite} skipped for "
+        f"NaN/Inf; resumed from step {result.resumed_from})",
+        f"face similarity (tuned model): first fifth {_mean(first, 'similarity'):.3f} -> last fifth "
+        f"{_mean(last, 'similarity'):.3f}; base model on the same draws: {_mean(last, 'source_similarity'):.3f}",
+        f"no-face rate (last fifth): {_mean(last, 'no_face_rate'):.2f}",
+        f"SCR: {scr}",
+        f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps ({settings.sampler}, "
+        f"{settings.scheduler}), rank {settings.rank}, lr {settings.learning_rate:g}",
+    ]
+    return "\n".join(lines)
