@@ -144,9 +144,9 @@ def clip_scores(frames: torch.Tensor, prompt: str, semantic_model) -> tuple[floa
 
 @torch.no_grad()
 def reference_for(identity_model, reference_crops: torch.Tensor) -> torch.Tensor:
-    """A reference embedding for another recogniser, from the reference's aligned crops [R, S, S, 3].
+    """A reference embedding for another recognizer, from the reference's aligned crops [R, S, S, 3].
 
-    The crops follow the standard ArcFace 5-point template, so any ArcFace-style recogniser can embed them.
+    The crops follow the standard ArcFace 5-point template, so any ArcFace-style recognizer can embed them.
     """
     crops = reference_crops.permute(0, 3, 1, 2).float()
     size = identity_model.input_size
@@ -161,7 +161,7 @@ def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model
     """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation).
 
     ``second_identity_model`` (with the reference's aligned ``reference_crops``) adds ``face_sim_2``: the
-    honest check against reward hacking is a recogniser that was not the training reward.
+    honest check against reward hacking is a recognizer that was not the training reward.
     """
     face = face_similarity(frames, reference, identity_model)
     motion = dynamic_degree(frames, fps)

@@ -3,7 +3,7 @@
 antelopev2's glintr100.onnx and buffalo_l's w600k_r50.onnx are this architecture (layers 3-13-30-3 and
 3-4-14-3), exported by insightface's ``torch2onnx.py``: eval mode, legacy TorchScript exporter, opset
 11, input named ``data``, initializers not as inputs. Random weights: no real weights are needed to
-show that the torch recogniser reproduces onnxruntime on this graph structure.
+show that the torch recognizer reproduces onnxruntime on this graph structure.
 """
 
 from __future__ import annotations

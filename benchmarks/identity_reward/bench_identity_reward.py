@@ -131,7 +131,7 @@ def main() -> None:
     t = bench(fn, args.repeats)
     row = {f"{method}_ms_per_frame": round(1000 * t / m, 2), f"{method}_peak_mb": round(rss_mb() - before, 1)}
     info = {
-        "recogniser": rec_path, "frame": "480x854", "torch": torch.__version__, "onnxruntime": ort.__version__,
+        "recognizer": rec_path, "frame": "480x854", "torch": torch.__version__, "onnxruntime": ort.__version__,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "detection_ms_per_frame": round(1000 * t_det, 1),
     }

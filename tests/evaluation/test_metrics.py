@@ -115,8 +115,8 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
         results[who] = json.loads(comfy.captured()[f"json_{who}"])
     same, other = results["obama.jpg"], results["biden.jpg"]
     assert same["face_sim"] > 50 > 25 > other["face_sim"]
-    # The second evaluator here is the same recogniser (the only real one on PyPI) with its own reference
-    # from the aligned crops: it must agree closely; a different recogniser would be the honest check.
+    # The second evaluator here is the same recognizer (the only real one on PyPI) with its own reference
+    # from the aligned crops: it must agree closely; a different recognizer would be the honest check.
     assert abs(same["face_sim_2"] - same["face_sim"]) < 5 and other["face_sim_2"] < 25
     assert same["dynamic"] is False and max(same["flow_top5pct_per_pair"]) < 1e-3  # a still image repeated
     assert same["temporal_consistency"] == pytest.approx(1.0, abs=1e-4) and "clip_t" in same

@@ -1,9 +1,9 @@
-"""ArcFace recognisers as differentiable torch modules, built from the same ONNX file onnxruntime runs.
+"""ArcFace recognizers as differentiable torch modules, built from the same ONNX file onnxruntime runs.
 
-onnxruntime gives no gradients, so the identity reward runs the recogniser in torch. Rather than
+onnxruntime gives no gradients, so the identity reward runs the recognizer in torch. Rather than
 depend on onnx2torch (which must be installed ``--no-deps`` because its requirements can replace
 torch), this module interprets the ONNX graph node by node with ``torch.nn.functional``. ArcFace
-recognisers exported by insightface (MobileFaceNet ``w600k_mbf``, IResNet-50/100 ``w600k_r50`` /
+recognizers exported by insightface (MobileFaceNet ``w600k_mbf``, IResNet-50/100 ``w600k_r50`` /
 ``glintr100``) use a handful of operators: Conv, BatchNormalization, PRelu, Add, Flatten, Gemm
 (plus Sub/Mul for the mxnet-era models); the interpreter covers those and a few shape operators, and
 refuses anything else with a clear error rather than guessing.
@@ -127,8 +127,8 @@ class OnnxGraphModule(nn.Module):
         unsupported = sorted({n.op_type for n in graph.node if n.op_type not in OPS and n.op_type != "Constant"})
         if unsupported:
             raise ValueError(
-                f"{source}: ONNX operators {unsupported} are not supported by the torch recogniser; "
-                f"expected an insightface ArcFace recogniser (operators {sorted(OPS)})"
+                f"{source}: ONNX operators {unsupported} are not supported by the torch recognizer; "
+                f"expected an insightface ArcFace recognizer (operators {sorted(OPS)})"
             )
         self._slots: dict[str, str] = {}
         for i, init in enumerate(graph.initializer):
@@ -170,7 +170,7 @@ class OnnxGraphModule(nn.Module):
 
 
 def _is_mxnet_normalised(model) -> bool:
-    """insightface's rule: mxnet-converted recognisers normalise inside the graph (Sub and Mul first)."""
+    """insightface's rule: mxnet-converted recognizers normalise inside the graph (Sub and Mul first)."""
     names = [n.name for n in model.graph.node[:8]]
     has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
     has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
@@ -182,10 +182,10 @@ def _dims(value_info) -> list[int | None]:
 
 
 def recognizer_problem(model) -> str | None:
-    """Why an ONNX model is not an ArcFace recogniser (None when it looks like one).
+    """Why an ONNX model is not an ArcFace recognizer (None when it looks like one).
 
     Mirrors insightface's model routing: a detector has five or more outputs; 192x192 inputs are
-    landmark models, 96x96 attribute models, two 128x128 inputs the swapper; a recogniser has one
+    landmark models, 96x96 attribute models, two 128x128 inputs the swapper; a recognizer has one
     square NCHW image input of at least 112 px (a multiple of 16) and one [N, D] output.
     """
     graph = model.graph
@@ -200,14 +200,14 @@ def recognizer_problem(model) -> str | None:
         return f"its input has shape {shape} (expected [N, 3, 112, 112])"
     h, w = shape[2], shape[3]
     if h in (96, 192) or h != w or h is None or h < 112 or h % 16:
-        return f"its input is {h}x{w} (a recogniser takes square crops of 112 px; 192 is a landmark model)"
+        return f"its input is {h}x{w} (a recognizer takes square crops of 112 px; 192 is a landmark model)"
     if len(graph.output) != 1 or len(_dims(graph.output[0])) != 2:
         return "it does not have one [N, D] embedding output"
     return None
 
 
 class ArcFaceTorch(nn.Module):
-    """ArcFace recogniser in torch: aligned RGB crops [N, 3, 112, 112] in [0, 1] -> embeddings [N, D].
+    """ArcFace recognizer in torch: aligned RGB crops [N, 3, 112, 112] in [0, 1] -> embeddings [N, D].
 
     Embeddings are returned unnormalised, exactly as the ONNX model outputs them.
     """
@@ -217,7 +217,7 @@ class ArcFaceTorch(nn.Module):
         problem = recognizer_problem(model)
         if problem:
             raise ValueError(
-                f"recogniser {source}: not an ArcFace recogniser: {problem}. Expected an insightface "
+                f"recognizer {source}: not an ArcFace recognizer: {problem}. Expected an insightface "
                 "recognition model such as w600k_r50.onnx, glintr100.onnx or w600k_mbf.onnx"
             )
         self.source = source
@@ -234,7 +234,7 @@ class ArcFaceTorch(nn.Module):
         with torch.no_grad():
             out = self.net(torch.zeros(1, 3, self.input_size, self.input_size))
         if out.ndim != 2:
-            raise ValueError(f"recogniser {source}: output has shape {list(out.shape)}, expected [N, D]")
+            raise ValueError(f"recognizer {source}: output has shape {list(out.shape)}, expected [N, D]")
         self.embedding_dim = int(out.shape[1])
 
     @property
@@ -247,11 +247,11 @@ class ArcFaceTorch(nn.Module):
 
 
 def load_arcface(path: str | os.PathLike, model=None) -> ArcFaceTorch:
-    """Build the differentiable recogniser from an ONNX file (or an already parsed ``model``)."""
+    """Build the differentiable recognizer from an ONNX file (or an already parsed ``model``)."""
     import onnx
 
     if model is None:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"recogniser: {path} does not exist")
+            raise FileNotFoundError(f"recognizer: {path} does not exist")
         model = onnx.load(os.fspath(path))
     return ArcFaceTorch(model, os.path.basename(os.fspath(path)))

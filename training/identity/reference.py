@@ -41,15 +41,15 @@ class ReferenceIdentity:
     face_counts: list[int]
     model_name: str
     notes: list[str] = field(default_factory=list)
-    recognizer_fingerprint: str = ""  # IdentityRewardModel.fingerprint of the recogniser that embedded it
+    recognizer_fingerprint: str = ""  # IdentityRewardModel.fingerprint of the recognizer that embedded it
 
     def check_recognizer(self, model: IdentityRewardModel) -> None:
-        """Refuse a recogniser other than the one this reference was embedded with (both give 512-d unit
+        """Refuse a recognizer other than the one this reference was embedded with (both give 512-d unit
         vectors, so a mix-up would silently compare unrelated spaces)."""
         if self.recognizer_fingerprint and self.recognizer_fingerprint != model.fingerprint:
             raise ValueError(
-                f"reference: built with the recogniser of '{self.model_name}', but the identity reward model "
-                f"here is '{model.name}' ({model.recognizer.module.source}), a different recogniser whose "
+                f"reference: built with the recognizer of '{self.model_name}', but the identity reward model "
+                f"here is '{model.name}' ({model.recognizer.module.source}), a different recognizer whose "
                 "embeddings cannot be compared with it; connect the same Load Identity Reward Model to Load "
                 "Reference Faces and to this node")
 
@@ -63,7 +63,7 @@ class ReferenceIdentity:
 
     def report(self) -> str:
         """Human-readable summary: each reference, pairwise similarity and warnings."""
-        lines = [f"reference identity from {len(self.faces)} image(s), recogniser {self.model_name}"]
+        lines = [f"reference identity from {len(self.faces)} image(s), recognizer {self.model_name}"]
         for i, (f, (h, w), n) in enumerate(zip(self.faces, self.image_sizes, self.face_counts)):
             extra = f" ({n} faces: the largest is used)" if n > 1 else ""
             lines.append(f"  image {i + 1} ({w}x{h}): face score {f.score:.2f}, "
@@ -97,12 +97,19 @@ def to_rgb(image: torch.Tensor, index: int = 0) -> torch.Tensor:
     return image.clamp(0, 1).contiguous()
 
 
-def _find_face(model: IdentityRewardModel, image: torch.Tensor) -> tuple[list[Face], torch.Tensor, float, float]:
-    """Faces in ``image``, upscaling tiny images and padding close-ups if the first look finds none.
+@dataclass
+class _Search:
+    """Where faces were found: in ``image``, the input upscaled by ``scale`` and then padded by ``pad`` (x, y)
+    pixels; the faces' coordinates are in that image."""
 
-    Returns the faces in the coordinates of the returned (possibly upscaled/padded) image, its scale
-    relative to the input and the padding (in that image's pixels).
-    """
+    faces: list[Face]
+    image: torch.Tensor
+    scale: float
+    pad: tuple[float, float]
+
+
+def _find_face(model: IdentityRewardModel, image: torch.Tensor) -> _Search:
+    """Faces in ``image``, upscaling tiny images and padding close-ups if the first look finds none."""
     h, w = image.shape[:2]
     s, pad = 1.0, (0.0, 0.0)
     if min(h, w) < _MIN_SIDE:
@@ -118,7 +125,7 @@ def _find_face(model: IdentityRewardModel, image: torch.Tensor) -> tuple[list[Fa
         faces = model.detect(padded)
         if faces:
             image, pad = padded, (pw, ph)
-    return faces, image, s, pad
+    return _Search(faces, image, s, pad)
 
 
 def _colour_jitter(crop: torch.Tensor, rng: torch.Generator, strength: float) -> torch.Tensor:
@@ -145,7 +152,8 @@ def build_reference(model: IdentityRewardModel, images: list[torch.Tensor], augm
     for i, raw in enumerate(images):
         image = to_rgb(raw, i)
         h, w = image.shape[:2]
-        found, searched, scale, (px, py) = _find_face(model, image)
+        search = _find_face(model, image)
+        found, scale, (px, py) = search.faces, search.scale, search.pad
         if not found:
             raise ValueError(
                 f"reference images: no face found in image {i + 1} of {len(images)} ({w}x{h}); use a photo "
@@ -155,7 +163,7 @@ def build_reference(model: IdentityRewardModel, images: list[torch.Tensor], augm
         if len(found) > 1:
             notes.append(f"image {i + 1} shows {len(found)} faces; the largest one is used")
             log.info("reference image %d: %d faces, using the largest", i + 1, len(found))
-        chw = searched.permute(2, 0, 1)[None]
+        chw = search.image.permute(2, 0, 1)[None]
         plain = model.align(chw, [face])
         views = [plain]
         for _ in range(augmentations):

@@ -2,7 +2,7 @@
 
 Detection (SCRFD, onnxruntime, no gradient) finds the largest face and its 5 landmarks in every
 frame; the crop is a differentiable similarity warp of the full-resolution frame onto the ArcFace
-template and the recogniser is the torch module built from the pack's ONNX file, so the loss
+template and the recognizer is the torch module built from the pack's ONNX file, so the loss
 gradient flows back into the frame pixels (and from there into the VAE decoder and the denoiser).
 """
 
@@ -35,8 +35,18 @@ def _rank(path: Path, names: tuple[str, ...]) -> tuple[int, int]:
     return (names.index(stem) if stem in names else len(names), -path.stat().st_size)
 
 
-def find_pack_models(pack_dir: str | os.PathLike) -> tuple[tuple[Path, object], tuple[Path, object]]:
-    """The (path, parsed ONNX) of the SCRFD detector and of the ArcFace recogniser in a pack folder.
+@dataclass(frozen=True)
+class PackModels:
+    """The SCRFD detector and the ArcFace recognizer of an insightface pack folder: paths and parsed ONNX."""
+
+    detector_path: Path
+    detector: object  # onnx.ModelProto
+    recognizer_path: Path
+    recognizer: object  # onnx.ModelProto
+
+
+def find_pack_models(pack_dir: str | os.PathLike) -> PackModels:
+    """The SCRFD detector and the ArcFace recognizer in a pack folder (the preferred one of each).
 
     Raises FileNotFoundError naming the folder when it is missing or lacks either model.
     """
@@ -57,7 +67,7 @@ def find_pack_models(pack_dir: str | os.PathLike) -> tuple[tuple[Path, object], 
             seen.append(f"{f.name} (detector)")
         elif recognizer_problem(model) is None:
             recognizers.append((f, model))
-            seen.append(f"{f.name} (recogniser)")
+            seen.append(f"{f.name} (recognizer)")
         else:
             seen.append(f"{f.name} (other)")
     found = ", ".join(seen) or "no .onnx files"
@@ -68,12 +78,12 @@ def find_pack_models(pack_dir: str | os.PathLike) -> tuple[tuple[Path, object], 
         )
     if not recognizers:
         raise FileNotFoundError(
-            f"insightface pack {pack.name}: no ArcFace recogniser in {pack} (found: {found}). "
+            f"insightface pack {pack.name}: no ArcFace recognizer in {pack} (found: {found}). "
             "Expected e.g. w600k_r50.onnx or glintr100.onnx; copy the complete pack"
         )
     detectors.sort(key=lambda fm: _rank(fm[0], _DETECTOR_NAMES))
     recognizers.sort(key=lambda fm: _rank(fm[0], _RECOGNIZER_NAMES))
-    return detectors[0], recognizers[0]
+    return PackModels(*detectors[0], *recognizers[0])
 
 
 @dataclass
@@ -99,8 +109,8 @@ class IdentityRewardResult:
 
 
 def recognizer_fingerprint(recognizer: torch.nn.Module) -> str:
-    """Identifies a recogniser by its weights, not by its file or folder name: every tensor's shape, and
-    the values of the first and last three (embeddings are only comparable within one recogniser)."""
+    """Identifies a recognizer by its weights, not by its file or folder name: every tensor's shape, and
+    the values of the first and last three (embeddings are only comparable within one recognizer)."""
     tensors = list(recognizer.state_dict().items())
     h = hashlib.sha1()
     for name, t in tensors:
@@ -113,7 +123,7 @@ def recognizer_fingerprint(recognizer: torch.nn.Module) -> str:
 class IdentityRewardModel:
     """SCRFD detector (onnxruntime) + differentiable ArcFace (torch) with the alignment between them.
 
-    The recogniser is kept in float32 on every device: it is small (13-250 MB) and the reward is a
+    The recognizer is kept in float32 on every device: it is small (13-250 MB) and the reward is a
     cosine whose differences between frames are a few hundredths, so half precision buys little.
     """
 
@@ -130,7 +140,7 @@ class IdentityRewardModel:
 
     def __repr__(self) -> str:
         return (f"IdentityRewardModel({self.name}: detector {self.detector.name}, "
-                f"recogniser {self.recognizer.module.source}, {self.embedding_dim}-d)")
+                f"recognizer {self.recognizer.module.source}, {self.embedding_dim}-d)")
 
     # -- detection (no gradient) -------------------------------------------------------------
     def detect(self, image: torch.Tensor | np.ndarray, threshold: float | None = None) -> list[Face]:
@@ -181,7 +191,7 @@ class IdentityRewardModel:
         reference = reference.reshape(-1)
         if reference.numel() != self.embedding_dim:
             raise ValueError(
-                f"reference: a {reference.numel()}-d embedding, but recogniser {self.name} gives "
+                f"reference: a {reference.numel()}-d embedding, but recognizer {self.name} gives "
                 f"{self.embedding_dim}-d ones; build the reference with the same identity reward model"
             )
         faces = self.largest_faces(frames) if faces is None else faces
@@ -206,10 +216,10 @@ class IdentityRewardModel:
 def load_identity_reward_model(pack_dir: str | os.PathLike, det_size: int = 640, det_threshold: float = 0.5,
                                load_device: torch.device | str = "cpu",
                                offload_device: torch.device | str = "cpu") -> IdentityRewardModel:
-    """Load an insightface pack folder: SCRFD detector in onnxruntime, ArcFace recogniser in torch."""
-    (det_path, det_model), (rec_path, rec_model) = find_pack_models(pack_dir)
-    detector = SCRFDDetector(det_path, det_model, det_size=det_size)
-    recognizer = ArcFaceTorch(rec_model, rec_path.name)
-    log.info("identity reward: pack %s, detector %s (%s), recogniser %s (%d-d)", Path(pack_dir).name,
-             det_path.name, detector.providers[0], rec_path.name, recognizer.embedding_dim)
+    """Load an insightface pack folder: SCRFD detector in onnxruntime, ArcFace recognizer in torch."""
+    pack = find_pack_models(pack_dir)
+    detector = SCRFDDetector(pack.detector_path, pack.detector, det_size=det_size)
+    recognizer = ArcFaceTorch(pack.recognizer, pack.recognizer_path.name)
+    log.info("identity reward: pack %s, detector %s (%s), recognizer %s (%d-d)", Path(pack_dir).name,
+             pack.detector_path.name, detector.providers[0], pack.recognizer_path.name, recognizer.embedding_dim)
     return IdentityRewardModel(detector, recognizer, Path(pack_dir).name, det_threshold, load_device, offload_device)

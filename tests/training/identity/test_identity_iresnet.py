@@ -65,7 +65,7 @@ def test_pack_with_iresnet_recognizer_is_preferred_and_differentiable(r100, tmp_
     assert res.frames_with_face == 1 and torch.isfinite(res.loss) and frame.grad.abs().sum() > 0
 
 
-def test_a_reference_refuses_another_recogniser_but_not_a_copy_of_its_own(r100, tmp_path):
+def test_a_reference_refuses_another_recognizer_but_not_a_copy_of_its_own(r100, tmp_path):
     _, path = r100
     mbf = load_identity_reward_model(make_pack(tmp_path, "vectron_s"))
     mbf_copy = load_identity_reward_model(make_pack(tmp_path, "same_weights_other_folder"))
@@ -76,5 +76,5 @@ def test_a_reference_refuses_another_recogniser_but_not_a_copy_of_its_own(r100, 
     reference.check_recognizer(mbf)
     reference.check_recognizer(mbf_copy)  # same weights in another folder: comparable
     assert mbf.fingerprint == mbf_copy.fingerprint != r100_model.fingerprint
-    with pytest.raises(ValueError, match="reference: built with the recogniser of 'vectron_s'.*'antelope_like'"):
+    with pytest.raises(ValueError, match="reference: built with the recognizer of 'vectron_s'.*'antelope_like'"):
         reference.check_recognizer(r100_model)

@@ -97,10 +97,10 @@ def test_pack_errors_name_the_folder_and_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist.*models/insightface/models"):
         load_identity_reward_model(tmp_path / "antelopev2")
     only_rec = make_pack(tmp_path, "no_detector", files=("w600k_mbf.onnx", "2d106det.onnx"))
-    with pytest.raises(FileNotFoundError, match="no_detector: no SCRFD face detector.*w600k_mbf.onnx \\(recogniser\\)"):
+    with pytest.raises(FileNotFoundError, match="no_detector: no SCRFD face detector.*w600k_mbf.onnx \\(recognizer\\)"):
         load_identity_reward_model(only_rec)
     only_det = make_pack(tmp_path, "no_recognizer", files=("scrfd_500m_bnkps.onnx", "2d106det.onnx"))
-    with pytest.raises(FileNotFoundError, match="no_recognizer: no ArcFace recogniser.*2d106det.onnx \\(other\\)"):
+    with pytest.raises(FileNotFoundError, match="no_recognizer: no ArcFace recognizer.*2d106det.onnx \\(other\\)"):
         load_identity_reward_model(only_det)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no .onnx files"):
@@ -108,10 +108,10 @@ def test_pack_errors_name_the_folder_and_what_is_missing(tmp_path):
 
 
 def test_an_onnx_that_is_not_a_recognizer_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="not an ArcFace recogniser: its input is 192x192"):
+    with pytest.raises(ValueError, match="not an ArcFace recognizer: its input is 192x192"):
         load_arcface(vectron_dir() / "2d106det.onnx")
-    with pytest.raises(ValueError, match="not an ArcFace recogniser: it has 9 outputs \\(a face detector\\)"):
+    with pytest.raises(ValueError, match="not an ArcFace recognizer: it has 9 outputs \\(a face detector\\)"):
         load_arcface(vectron_dir() / "scrfd_500m_bnkps.onnx")
     shutil.copy(vectron_dir() / "dist_cosine.onnx", tmp_path / "dist_cosine.onnx")
-    with pytest.raises(ValueError, match="not an ArcFace recogniser"):
+    with pytest.raises(ValueError, match="not an ArcFace recognizer"):
         load_arcface(tmp_path / "dist_cosine.onnx")

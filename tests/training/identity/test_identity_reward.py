@@ -74,7 +74,7 @@ def test_torch_path_matches_insightface_norm_crop_and_onnxruntime(model, photos,
         cv_float = cv2.warpAffine(img.numpy() * 255, estimate_norm(face.landmarks.astype(np.float32)), (112, 112),
                                   borderValue=0.0)
         assert np.abs(crop[0].permute(1, 2, 0).numpy() * 255 - cv_float).max() < 0.05
-        # Recogniser alone: torch vs onnxruntime on the identical crop, <= 1e-4.
+        # Recognizer alone: torch vs onnxruntime on the identical crop, <= 1e-4.
         blob = ((crop.numpy() * 255 - 127.5) / 127.5).astype(np.float32)
         ort_emb = rec.session.run(rec.output_names, {rec.input_name: blob})[0][0]
         raw = model.recognizer.module(crop)[0].numpy()
