@@ -42,6 +42,9 @@ class ReferenceIdentity:
     model_name: str
     notes: list[str] = field(default_factory=list)
     recognizer_fingerprint: str = ""  # IdentityRewardModel.fingerprint of the recognizer that embedded it
+    # [R, C, C, 3]: each reference face with its surroundings (square, about 2.5x the face box), unaligned, so a
+    # recognizer with its own detector and alignment (the independent evaluator) can embed the references too.
+    context_crops: torch.Tensor | None = None
 
     def check_recognizer(self, model: IdentityRewardModel) -> None:
         """Refuse a recognizer other than the one this reference was embedded with (both give 512-d unit
@@ -128,6 +131,23 @@ def _find_face(model: IdentityRewardModel, image: torch.Tensor) -> _Search:
     return _Search(faces, image, s, pad)
 
 
+CONTEXT_SIZE = 256
+CONTEXT_MARGIN = 2.5  # side of the context crop / longest side of the face box
+
+
+def _context_crop(image: torch.Tensor, face: Face, size: int = CONTEXT_SIZE) -> torch.Tensor:
+    """A square crop [size, size, 3] of ``image`` [H, W, 3] centred on the face, black outside the image."""
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    side = CONTEXT_MARGIN * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    h, w = image.shape[:2]
+    # affine_grid in normalised coordinates (align_corners=False): the crop square mapped into the image
+    theta = torch.tensor([[side / w, 0.0, (2 * cx / w) - 1], [0.0, side / h, (2 * cy / h) - 1]], dtype=torch.float32)
+    grid = F.affine_grid(theta[None], [1, 3, size, size], align_corners=False)
+    chw = image.permute(2, 0, 1)[None].float()
+    return F.grid_sample(chw, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
+
+
 def _colour_jitter(crop: torch.Tensor, rng: torch.Generator, strength: float) -> torch.Tensor:
     """Random brightness, contrast and saturation factors in [1 - strength, 1 + strength]; crop [3, S, S]."""
     b, c, s = (1.0 + strength * (torch.rand(3, generator=rng) * 2 - 1)).tolist()
@@ -147,7 +167,7 @@ def build_reference(model: IdentityRewardModel, images: list[torch.Tensor], augm
     """
     if not images:
         raise ValueError("reference images: got no image, expected at least one photo showing the face")
-    faces, crops, embeddings, sizes, counts, notes = [], [], [], [], [], []
+    faces, crops, contexts, embeddings, sizes, counts, notes = [], [], [], [], [], [], []
     rng = torch.Generator().manual_seed(int(seed))
     for i, raw in enumerate(images):
         image = to_rgb(raw, i)
@@ -173,13 +193,14 @@ def build_reference(model: IdentityRewardModel, images: list[torch.Tensor], augm
         offset = np.array([px, py, px, py], dtype=np.float64)
         faces.append(Face((face.box - offset) / scale, face.score, (face.landmarks - offset[:2]) / scale))
         crops.append(plain[0].permute(1, 2, 0))
+        contexts.append(_context_crop(search.image, face))
         embeddings.append(F.normalize(emb, dim=0))
         sizes.append((h, w))
         counts.append(len(found))
     per_ref = torch.stack(embeddings)
     pairwise = per_ref @ per_ref.T
     ref = ReferenceIdentity(F.normalize(per_ref.mean(0), dim=0), per_ref, pairwise, torch.stack(crops), faces,
-                            sizes, counts, model.name, notes, model.fingerprint)
+                            sizes, counts, model.name, notes, model.fingerprint, torch.stack(contexts))
     if len(images) > 1 and ref.min_pairwise < DIFFERENT_PERSON_BELOW:
         i, j = np.unravel_index(int(torch.argmin(pairwise + 2 * torch.eye(len(images)))), pairwise.shape)
         msg = (f"references {i + 1} and {j + 1} have similarity {float(pairwise[i, j]):.2f} (same person is "
