@@ -27,6 +27,10 @@ class StepRecord:
     source_similarity: float  # the same for the source (frozen model) frames of the same draw
     no_face_rate: float
     skipped: str = ""  # why the step did not update the adapter ("" = it did)
+    # The same similarities by an independent recognizer (not the reward's), when one is connected (else NaN):
+    # the guard against reward hacking, a face that fools the reward's recognizer without looking more alike.
+    independent_similarity: float = float("nan")
+    independent_source_similarity: float = float("nan")
 
 
 @dataclass

@@ -12,6 +12,29 @@ def _mean(rows: list[StepRecord], attr: str) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+# The guard's rule: the reward's recognizer sees a clear gain over the base model on the same draws, and the
+# independent recognizer sees less than this share of it (cosines of both are on comparable scales: same
+# person well above different people; tests/evaluation/test_dlib_face.py measures both under pixel attacks).
+REWARD_GAIN_WORTH_CHECKING = 0.05
+INDEPENDENT_SHARE_BELOW = 0.25
+
+
+def reward_hacking_check(rows: list[StepRecord]) -> str | None:
+    """One line comparing the reward recognizer's gain over the base model with the independent recognizer's,
+    on the same draws; None when no independent recognizer was connected."""
+    independent = _mean(rows, "independent_similarity") - _mean(rows, "independent_source_similarity")
+    if math.isnan(independent):
+        return None
+    reward = _mean(rows, "similarity") - _mean(rows, "source_similarity")
+    line = (f"independent recognizer (last fifth, tuned - base on the same draws): {independent:+.3f}; "
+            f"reward recognizer: {reward:+.3f}")
+    if reward > REWARD_GAIN_WORTH_CHECKING and independent < INDEPENDENT_SHARE_BELOW * reward:
+        line += (" -> WARNING: the reward's recognizer gains, the independent one does not: possible reward "
+                 "hacking (faces that fool the reward without looking more alike); lower learning_rate or steps, "
+                 "keep scr_weight on, and check the videos")
+    return line
+
+
 def summarize(result: TrainResult, settings, semantic_on: bool) -> str:
     """The run in a few lines: steps, face similarity first -> last fifth against the base model, no-face rate,
     SCR and the settings that shape the run."""
@@ -27,6 +50,7 @@ def summarize(result: TrainResult, settings, semantic_on: bool) -> str:
         f"{_mean(last, 'similarity'):.3f}; base model on the same draws: {_mean(last, 'source_similarity'):.3f}",
         f"no-face rate (last fifth): {_mean(last, 'no_face_rate'):.2f}",
         f"SCR: {scr}",
+        *filter(None, [reward_hacking_check(last)]),
         f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps ({settings.sampler}, "
         f"{settings.scheduler}), rank {settings.rank}, lr {settings.learning_rate:g}",
     ]

@@ -93,6 +93,8 @@ class RewardTerms:
     source_icr: object  # IdentityRewardResult of the source frames (no gradient)
     scr: torch.Tensor  # the KL term (0 when SCR is off)
     tuned_frames: torch.Tensor  # the decoded tuned reward frames, detached (for the preview)
+    independent: float = float("nan")  # mean similarity of the tuned frames by the independent recognizer
+    independent_source: float = float("nan")  # the same for the source frames
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -105,10 +107,14 @@ class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
                  checkpoint_file: str | os.PathLike | None = None,
-                 on_step: Callable[[StepRecord, Preview | None], None] | None = None):
+                 on_step: Callable[[StepRecord, Preview | None], None] | None = None,
+                 independent_similarity: Callable[[torch.Tensor], float] | None = None):
         self.backend, self.params, self.prompts, self.settings = backend, params, prompts, settings
         self.identity_reward = identity_reward  # frames -> IdentityRewardResult
         self.semantic_score = semantic_score  # (frames, prompt) -> [M] scores, or None (SCR off)
+        # frames -> mean similarity to the reference by a recognizer that is not the reward's (NaN: no face);
+        # evaluated on both videos of every step, without gradient: it never trains, it only watches.
+        self.independent_similarity = independent_similarity
         self.checkpoint_file = Path(checkpoint_file) if checkpoint_file else None
         self.on_step = on_step
         if self.scr_on and settings.frames_per_reward < 2:
@@ -158,7 +164,12 @@ class Trainer:
                 source_scores = self.semantic_score(source_frames, draw.prompt)
             scr = scr_kl_loss(self.semantic_score(tuned_frames, draw.prompt), source_scores, s.scr_temperature)
             loss = loss + s.scr_weight * scr
-        return RewardTerms(loss, icr, source_icr, scr, tuned_frames.detach())
+        terms = RewardTerms(loss, icr, source_icr, scr, tuned_frames.detach())
+        if self.independent_similarity is not None:
+            with torch.no_grad():
+                terms.independent = self.independent_similarity(terms.tuned_frames)
+                terms.independent_source = self.independent_similarity(source_frames)
+        return terms
 
     def _backprop(self, terms: RewardTerms) -> str:
         """Backward into the adapter; returns why the step must not update it ("" when it may)."""
@@ -191,7 +202,8 @@ class Trainer:
         n = icr.frames_with_face + icr.frames_without_face
         record = StepRecord(step, draw.prompt, float(terms.loss.detach()), float(icr.loss.detach()),
                             float(terms.scr.detach()), icr.mean_similarity, terms.source_icr.mean_similarity,
-                            icr.frames_without_face / max(n, 1), skipped)
+                            icr.frames_without_face / max(n, 1), skipped, terms.independent,
+                            terms.independent_source)
         self.result.history.append(record)
         face = (getattr(icr, "faces", None) or [None])[0]
         box = getattr(face, "box", None)
