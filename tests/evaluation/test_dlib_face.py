@@ -37,6 +37,12 @@ def evaluator(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def arcface(tmp_path_factory):
+    """The training reward's side: real w600k_mbf ArcFace + SCRFD-500m."""
+    return load_identity_reward_model(make_pack(tmp_path_factory.mktemp("packs")))
+
+
+@pytest.fixture(scope="module")
 def photos():
     return {n: load_photo(n) for n in SAME + [OTHER]}
 
@@ -98,6 +104,16 @@ def test_video_face_sim_follows_the_face_sim_convention(evaluator, photos, descr
     assert nothing.same_person_rate == 0.0
 
 
+def test_reference_from_the_arcface_crops_matches_the_photo(evaluator, arcface, photos, descriptors):
+    """A ReferenceIdentity keeps its 112x112 ArcFace-aligned crops, not the photos: dlib finds the face in them and
+    their descriptor stays far closer to the photo's than another photo of the same person is."""
+    for name in ("obama.jpg", OTHER):
+        crops = build_reference(arcface, [photos[name]], augmentations=0).crops
+        from_crop = evaluator.reference_descriptor(crops)
+        assert np.linalg.norm(from_crop - descriptors[name]) < 0.2, name
+    assert np.linalg.norm(descriptors["obama.jpg"] - descriptors["obama2.jpg"]) > 0.3
+
+
 def test_face_cut_by_the_border_is_found_after_padding(evaluator, photos):
     """A face whose chin the frame cuts off: dlib misses it as is, finds it once padded 1.25x (ConsisID's retry)."""
     frame = photos["obama.jpg"][88:302, 375:590]  # the face box moved up by a third of its height and shrunk
@@ -106,7 +122,7 @@ def test_face_cut_by_the_border_is_found_after_padding(evaluator, photos):
     assert result.per_frame[0] is not None and result.per_frame_distance[0] < SAME_PERSON_DISTANCE, result
 
 
-def test_arcface_pixel_optimisation_fools_arcface_more_than_dlib(evaluator, photos, descriptors, tmp_path):
+def test_arcface_pixel_optimisation_fools_arcface_more_than_dlib(evaluator, arcface, photos, descriptors):
     """Reward hacking made on purpose (dev/reward_hacking.py): six Adam steps on the pixels of the full-size photo
     of Biden toward the ArcFace embedding of Obama, with the landmarks found on the original (as
     test_identity_reward.py does), saved as 8-bit; then ArcFace (the evaluation's Face Sim) and dlib re-detect and
@@ -115,7 +131,7 @@ def test_arcface_pixel_optimisation_fools_arcface_more_than_dlib(evaluator, phot
     Not a proof that dlib is immune: on smaller faces the same steps move dlib much further
     (benchmarks/dlib_transfer/README.md).
     """
-    model = load_identity_reward_model(make_pack(tmp_path))
+    model = arcface
     obama, biden = photos["obama.jpg"], photos[OTHER]
     target = build_reference(model, [obama], augmentations=0).embedding
     dlib_ref = evaluator.reference_descriptor([obama])
