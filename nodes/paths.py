@@ -97,6 +97,39 @@ def hpsv2_path(name: str) -> str:
     return folder_paths.get_full_path_or_raise("hpsv2", name)
 
 
+# --- evaluators -------------------------------------------------------------------------------------
+# dlib's model files (.dat) go directly into models/dlib/ (where other face packs keep them too), or into a
+# subfolder of it. Choices name folders as "models/dlib" and "models/dlib/<subfolder>" across every
+# registered dlib folder (extra_model_paths.yaml included).
+DLIB_ROOT_CHOICE = "models/dlib"
+
+
+def register_dlib_folder() -> None:
+    """Register the ``dlib`` model folder for .dat files (idempotent; keeps folders other packs added)."""
+    folder_paths.add_model_folder_path("dlib", os.path.join(folder_paths.models_dir, "dlib"))
+    paths, exts = folder_paths.folder_names_and_paths["dlib"]
+    folder_paths.folder_names_and_paths["dlib"] = (paths, set(exts) | {".dat"})
+
+
+def dlib_folders() -> list[str]:
+    """The folder choices: ``models/dlib`` and each subfolder of a dlib folder that holds .dat files."""
+    register_dlib_folder()
+    subs = {os.path.dirname(f).replace("\\", "/") for f in folder_paths.get_filename_list("dlib")}
+    return [DLIB_ROOT_CHOICE] + sorted(f"{DLIB_ROOT_CHOICE}/{s}" for s in subs if s)
+
+
+def dlib_folder_path(choice: str) -> str:
+    """The folder a choice names: the first registered dlib folder where it exists (else the first's path,
+    so that the loader's error says where the files were expected)."""
+    register_dlib_folder()
+    inside = choice == DLIB_ROOT_CHOICE or choice.startswith(DLIB_ROOT_CHOICE + "/")
+    sub = choice[len(DLIB_ROOT_CHOICE) + 1:] if inside else ""
+    if not inside or ".." in sub.split("/") or sub.startswith("/"):
+        raise ValueError(f"folder: got {choice!r}, expected {DLIB_ROOT_CHOICE!r} or a subfolder of it")
+    candidates = [os.path.join(root, sub) if sub else root for root in folder_paths.get_folder_paths("dlib")]
+    return next((c for c in candidates if os.path.isdir(c)), candidates[0])
+
+
 # --- training ---------------------------------------------------------------------------------------
 def training_checkpoint_path(run_name: str) -> str:
     """``<output>/personalvideo_training/<run_name>.safetensors``: where a run's resumable checkpoint lives."""
