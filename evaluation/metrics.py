@@ -157,11 +157,15 @@ def reference_for(identity_model, reference_crops: torch.Tensor) -> torch.Tensor
 
 def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model, prompt: str = "",
                    fps: float = 16.0, semantic_model=None, second_identity_model=None,
-                   reference_crops: torch.Tensor | None = None) -> dict:
+                   reference_crops: torch.Tensor | None = None, face_evaluator=None,
+                   evaluator_reference=None) -> dict:
     """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation).
 
-    ``second_identity_model`` (with the reference's aligned ``reference_crops``) adds ``face_sim_2``: the
-    honest check against reward hacking is a recognizer that was not the training reward.
+    The honest check against reward hacking is a recognizer that was not the training reward:
+    ``second_identity_model`` (another ArcFace, with the reference's aligned ``reference_crops``) adds
+    ``face_sim_2``; ``face_evaluator`` (a recognizer of another lineage with its own detector, e.g.
+    evaluation/dlib_face.py, with its ``evaluator_reference`` descriptor) adds ``face_sim_independent``,
+    ``face_distance_independent`` and ``same_person_rate_independent``.
     """
     face = face_similarity(frames, reference, identity_model)
     motion = dynamic_degree(frames, fps)
@@ -180,6 +184,12 @@ def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model
         second = face_similarity(frames, reference_for(second_identity_model, reference_crops), second_identity_model)
         result["face_sim_2"] = round(second.score, 3)
         result["evaluators"]["face_sim_2"] = getattr(second_identity_model, "name", "second identity model")
+    if face_evaluator is not None and evaluator_reference is not None:
+        independent = face_evaluator.similarity(frames, evaluator_reference)
+        result |= {"face_sim_independent": round(independent.score, 3),
+                   "face_distance_independent": round(independent.distance, 4),
+                   "same_person_rate_independent": round(independent.same_person_rate, 3)}
+        result["evaluators"]["face_sim_independent"] = getattr(face_evaluator, "name", "face evaluator")
     if semantic_model is not None and prompt:
         clip_t, consistency = clip_scores(frames, prompt, semantic_model)
         result |= {"clip_t": round(clip_t, 3), "temporal_consistency": round(consistency, 4)}

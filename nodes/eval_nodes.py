@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..evaluation.metrics import evaluate_video
 from . import paths
+from .evaluator_nodes import FaceEvaluator
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_chart import line_chart
 
@@ -25,6 +26,10 @@ def report_table(result: dict) -> str:
     ]
     if "face_sim_2" in result:
         rows.insert(1, ("Face Sim, second evaluator", f"{result['face_sim_2']:.2f}"))
+    if "face_sim_independent" in result:
+        rows.insert(1, ("Face Sim, independent evaluator", f"{result['face_sim_independent']:.2f} (distance "
+                        f"{result['face_distance_independent']:.3f}, same person in "
+                        f"{100 * result['same_person_rate_independent']:.0f}% of frames)"))
     if "clip_t" in result:
         rows += [("CLIP-T (x100)", f"{result['clip_t']:.2f}"),
                  ("temporal consistency", f"{result['temporal_consistency']:.4f}")]
@@ -32,6 +37,15 @@ def report_table(result: dict) -> str:
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     lines.append("evaluators: " + ", ".join(f"{k}={v}" for k, v in result["evaluators"].items()))
     return "\n".join(lines)
+
+
+def evaluator_reference(face_evaluator, reference):
+    """The independent evaluator's reference descriptor, from the reference's unaligned context crops (it detects
+    and aligns faces its own way); None without an evaluator."""
+    if face_evaluator is None:
+        return None
+    images = reference.context_crops if reference.context_crops is not None else reference.crops
+    return face_evaluator.reference_descriptor(images)
 
 
 class EvaluateVideo(io.ComfyNode):
@@ -57,6 +71,10 @@ class EvaluateVideo(io.ComfyNode):
                 IdentityReward.Input("second_identity_reward", optional=True,
                                      tooltip="Another recogniser (e.g. another insightface pack) for a second Face "
                                              "Sim that the training reward did not optimise."),
+                FaceEvaluator.Input("face_evaluator", optional=True,
+                                    tooltip="A recognizer of another lineage (Load Face Evaluator (dlib)): a Face Sim "
+                                            "the ArcFace training reward cannot have fooled by construction. A gain "
+                                            "ArcFace sees and this one does not is a sign of reward hacking."),
                 SemanticReward.Input("clip", optional=True,
                                      tooltip="An OpenCLIP model (the semantic reward loader) for CLIP-T and "
                                              "temporal consistency; without it those are left out."),
@@ -71,7 +89,7 @@ class EvaluateVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, reference, identity_reward, prompt, fps, second_identity_reward=None,
-                clip=None) -> io.NodeOutput:
+                face_evaluator=None, clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
             raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
         reference.check_recognizer(identity_reward)
@@ -79,7 +97,8 @@ class EvaluateVideo(io.ComfyNode):
                    getattr(clip, "holder", None))
         with reward_models_on(identity_reward.recognizer.load_device, *holders):
             result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip,
-                                    second_identity_reward, reference.crops)
+                                    second_identity_reward, reference.crops, face_evaluator,
+                                    evaluator_reference(face_evaluator, reference))
         table = report_table(result)
         log.info("PersonalVideo evaluation:\n%s", table)
         threshold = result["flow_threshold"]

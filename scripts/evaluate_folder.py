@@ -1,9 +1,9 @@
 """Evaluate every video in a folder against a reference photo: one JSON line per video.
 
     .venv/bin/python scripts/evaluate_folder.py VIDEOS_DIR --reference PHOTO --pack INSIGHTFACE_PACK_DIR \
-        [--hps HPS_v2.1_compressed.pt --prompt "the prompt"] [--fps 16] > results.jsonl
+        [--hps HPS_v2.1_compressed.pt --prompt "the prompt"] [--dlib DLIB_MODELS_DIR] [--fps 16] > results.jsonl
 
-The same metrics as the Evaluate Video node (training/metrics.evaluate_video). Videos are decoded with
+The same metrics as the Evaluate Video node (evaluation/metrics.evaluate_video). Videos are decoded with
 PyAV (a ComfyUI dependency) or, for the animated WEBPs the pack's workflows write, PIL; every
 .mp4/.webm/.mkv/.mov/.gif/.webp in the folder is scored. Nothing is downloaded.
 """
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hps", type=Path, help="HPSv2 checkpoint for CLIP-T / temporal consistency")
     parser.add_argument("--architecture", default="ViT-H-14")
     parser.add_argument("--prompt", default="")
+    parser.add_argument("--dlib", type=Path, help="folder with dlib's face models: an independent Face Sim")
     parser.add_argument("--fps", type=float, help="override the videos' frame rate")
     args = parser.parse_args(argv)
     identity_reward, metrics, reference, semantic_reward = import_pack()
@@ -76,13 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     photo = torch.from_numpy(np.asarray(Image.open(args.reference).convert("RGB"), dtype=np.float32) / 255.0)
     ref = reference.build_reference(model, [photo])
     sem = semantic_reward.load_semantic_reward_model(args.hps, args.architecture) if args.hps else None
+    evaluator = evaluator_ref = None
+    if args.dlib:
+        from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator
+
+        evaluator = DlibFaceEvaluator.load(args.dlib)
+        evaluator_ref = evaluator.reference_descriptor([photo])
     videos = sorted(p for p in args.videos.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         print(f"{args.videos}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})", file=sys.stderr)
         return 2
     for path in videos:
         frames, fps = read_video(path)
-        result = metrics.evaluate_video(frames, ref.embedding, model, args.prompt, args.fps or fps, sem)
+        result = metrics.evaluate_video(frames, ref.embedding, model, args.prompt, args.fps or fps, sem,
+                                        face_evaluator=evaluator, evaluator_reference=evaluator_ref)
         print(json.dumps({"video": path.name} | result), flush=True)
     return 0
 

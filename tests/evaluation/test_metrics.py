@@ -84,10 +84,11 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     import shutil
 
     from dev import tiny_models
-    from dev.face_assets import photo_path
+    from dev.face_assets import make_dlib_folder, photo_path
     from graphs import Graph
 
     make_pack(comfy.model_dir("insightface") / "models", "vectron_eval")
+    make_dlib_folder(comfy.model_dir("dlib") / "eval")
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         shutil.copy(photo_path(name), comfy.base_dir / "input" / f"eval_{name}")
     tiny_models.register_tiny_hps_config(tmp_path_factory.mktemp("cfg"))
@@ -105,8 +106,10 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
                     architecture=tiny_models.TINY_HPS_ARCH)
         second = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=320,
                        det_threshold=0.5)
+        dlib = g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib/eval", detector="hog", upsample=1)
         ev = g.add("PersonalVideoEvaluateVideo", images=clip, reference=ref, identity_reward=idm,
-                   prompt="a man in a suit", fps=8.0, clip=hps, second_identity_reward=second)
+                   prompt="a man in a suit", fps=8.0, clip=hps, second_identity_reward=second, face_evaluator=dlib)
+        g.capture([ev[0], 0], f"table_{who}")
         g.capture([ev[0], 1], f"json_{who}")
         g.capture([ev[0], 2], f"chart_{who}")
         comfy.run(g.nodes)
@@ -121,6 +124,12 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     assert same["dynamic"] is False and max(same["flow_top5pct_per_pair"]) < 1e-3  # a still image repeated
     assert same["temporal_consistency"] == pytest.approx(1.0, abs=1e-4) and "clip_t" in same
     assert comfy.captured()["chart_obama.jpg"].shape == (1, 384, 768, 3)
+    # dlib, another lineage of recognizer, with its reference from the reference's context crops
+    assert same["face_distance_independent"] < 0.6 < other["face_distance_independent"]
+    assert same["same_person_rate_independent"] == 1.0 and other["same_person_rate_independent"] == 0.0
+    assert same["face_sim_independent"] > other["face_sim_independent"] and "dlib" in same["evaluators"][
+        "face_sim_independent"]
+    assert "Face Sim, independent evaluator" in comfy.captured()["table_obama.jpg"]
 
 
 def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):

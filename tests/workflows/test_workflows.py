@@ -19,7 +19,7 @@ import pytest
 from dev import tiny_models
 from dev.comfy_runtime import GraphError
 from dev.ui_workflow import ui_to_api
-from dev.face_assets import make_pack, photo_path
+from dev.face_assets import make_dlib_folder, make_pack, photo_path
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 @pytest.fixture(scope="module")
@@ -137,10 +137,13 @@ def test_evaluate_folder_script_scores_every_video(tmp_path):
     write_test_webp(videos / "c.webp")
     (videos / "notes.txt").write_text("not a video")
     make_pack(tmp_path / "packs", "pack")
+    make_dlib_folder(tmp_path / "dlib")
     script = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_folder.py"
     out = subprocess.run([sys.executable, str(script), str(videos), "--reference", str(photo_path("obama.jpg")),
-                          "--pack", str(tmp_path / "packs" / "pack")], capture_output=True, text=True, timeout=300)
+                          "--pack", str(tmp_path / "packs" / "pack"), "--dlib", str(tmp_path / "dlib")],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["video"] for r in rows] == ["a.mp4", "b.mp4", "c.webp"]
     assert all(r["face_sim"] > 50 and r["no_face_rate"] == 0 for r in rows)
+    assert all(r["face_distance_independent"] < 0.6 for r in rows), rows

@@ -42,7 +42,7 @@ class ReferenceIdentity:
     model_name: str
     notes: list[str] = field(default_factory=list)
     recognizer_fingerprint: str = ""  # IdentityRewardModel.fingerprint of the recognizer that embedded it
-    # [R, C, C, 3]: each reference face with its surroundings (square, about 2.5x the face box), unaligned, so a
+    # [R, C, C, 3]: each reference face with its surroundings (square, 2.5x the face box, 384 px), unaligned, so a
     # recognizer with its own detector and alignment (the independent evaluator) can embed the references too.
     context_crops: torch.Tensor | None = None
 
@@ -131,7 +131,7 @@ def _find_face(model: IdentityRewardModel, image: torch.Tensor) -> _Search:
     return _Search(faces, image, s, pad)
 
 
-CONTEXT_SIZE = 256
+CONTEXT_SIZE = 384
 CONTEXT_MARGIN = 2.5  # side of the context crop / longest side of the face box
 
 
@@ -140,11 +140,11 @@ def _context_crop(image: torch.Tensor, face: Face, size: int = CONTEXT_SIZE) -> 
     x0, y0, x1, y1 = (float(v) for v in face.box)
     side = CONTEXT_MARGIN * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    chw = image.permute(2, 0, 1)[None].float()
     h, w = image.shape[:2]
     # affine_grid in normalised coordinates (align_corners=False): the crop square mapped into the image
     theta = torch.tensor([[side / w, 0.0, (2 * cx / w) - 1], [0.0, side / h, (2 * cy / h) - 1]], dtype=torch.float32)
     grid = F.affine_grid(theta[None], [1, 3, size, size], align_corners=False)
-    chw = image.permute(2, 0, 1)[None].float()
     return F.grid_sample(chw, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].permute(1, 2, 0)
 
 

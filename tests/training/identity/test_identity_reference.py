@@ -122,14 +122,14 @@ def test_context_crops_hold_each_face_centred_for_an_independent_recognizer(mode
     the same face, centred, about 1/2.5 of the crop, also for a small face in a group photo."""
     photos = [load_photo("obama.jpg"), load_photo("players.jpg")]
     ref = build_reference(model, photos, augmentations=0)
-    assert ref.context_crops.shape == (2, 256, 256, 3)
+    assert ref.context_crops.shape == (2, 384, 384, 3)
     for i, crop in enumerate(ref.context_crops):
         faces = model.detect(crop)
         face = max(faces, key=lambda f: f.area)
         cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
-        assert abs(cx - 128) < 20 and abs(cy - 128) < 20, face.box
+        assert abs(cx - 192) < 30 and abs(cy - 192) < 30, face.box
         side = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
-        assert 256 / 2.5 * 0.8 < side < 256 / 2.5 * 1.2, side
+        assert 384 / 2.5 * 0.8 < side < 384 / 2.5 * 1.2, side
         # the same person as the aligned reference crop
         emb = model.embed_faces(crop[None], [face])[0]
         assert float(emb @ ref.per_reference[i]) > 0.8
