@@ -15,7 +15,7 @@ def test_first_gated_step_is_ceil_of_start_times_n(n, start, expected):
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])
 def test_start_outside_unit_interval_is_refused(bad):
-    with pytest.raises(ValueError, match="start_percent"):
+    with pytest.raises(ValueError, match="gate_start"):
         first_gated_step(10, bad)
 
 
