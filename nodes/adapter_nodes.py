@@ -191,7 +191,7 @@ class LoadIdentityAdapter(io.ComfyNode):
                 if k.startswith("personalvideo.")}
         info = f"{lora_name}: {len(adapter)} tensors; " + (
             ", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "no PersonalVideo metadata")
-        if recorded_gate_start(adapter) is None:
+        if not meta.get("gate_start"):
             info += f"; records no gate start: the apply node uses {DEFAULT_GATE_START:g}"
         return io.NodeOutput(adapter, info)
 
