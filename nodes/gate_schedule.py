@@ -74,12 +74,19 @@ class ScheduleLocator:
         the gate's sampler wrapper; then a run from below sigma_max down to 0 is taken as a window)."""
         first, last = float(sample_sigmas[0]), float(sample_sigmas[-1])
         starts_at_max = first >= _max_sigma(model_sampling) * (1.0 - 1e-5)
-        if last == 0.0 and (starts_at_max or noise_added):
-            return step_gate_sigma(sample_sigmas, gate_start)  # rules 1 and 2: its own sampling of N steps
-        key = (tuple(sample_sigmas.detach().float().cpu().tolist()), float(gate_start))
+        if last == 0.0 and starts_at_max:
+            return step_gate_sigma(sample_sigmas, gate_start)  # rule 1: a whole sampling, as always
+        partial = last == 0.0 and bool(noise_added)
+        key = (tuple(sample_sigmas.detach().float().cpu().tolist()), float(gate_start), partial)
         cache = self._resolved.setdefault(model_sampling, {})
         if key not in cache:
-            cache[key] = self._resolve(model_sampling, sample_sigmas.detach().float().cpu(), gate_start)
+            if partial:  # rule 2: its own sampling of N steps
+                cache[key] = step_gate_sigma(sample_sigmas, gate_start)
+                log.info("PersonalVideo gate: this sampler run adds fresh noise at sigma %.4g < sigma_max (a partial "
+                         "denoise, denoise < 1): gate_start %g counts its own %d steps", first, gate_start,
+                         int(sample_sigmas.shape[0]) - 1)
+            else:
+                cache[key] = self._resolve(model_sampling, sample_sigmas.detach().float().cpu(), gate_start)
         return cache[key]
 
     def _resolve(self, model_sampling, window: torch.Tensor, gate_start: float) -> float | None:
