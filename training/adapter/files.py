@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .gate import DEFAULT_GATE_START, check_gate_start
+from .gate import check_gate_start
 
 FORMAT_VERSION = "1"
 META_PREFIX = "personalvideo."
@@ -65,12 +65,6 @@ def recorded_expert(adapter) -> str:
     return str((getattr(adapter, "metadata", None) or {}).get(META_PREFIX + "expert", "")).strip()
 
 
-def gate_start_or_default(adapter) -> float:
-    """What an adapter's gate start is taken to be: its recorded value, else the method's 0.75."""
-    recorded = recorded_gate_start(adapter)
-    return DEFAULT_GATE_START if recorded is None else recorded
-
-
 def is_lora_key(key: str) -> bool:
     return key.endswith(LORA_KEY_SUFFIXES)
 
@@ -103,7 +97,8 @@ def validate_lora(tensors: dict[str, torch.Tensor], source: str) -> None:
 def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_model: str | None,
                    pack_version: str, extra: dict[str, str] | None = None, expert: str = "") -> dict[str, str]:
     if expert not in EXPERTS:
-        raise ValueError(f"expert: got {expert!r}, expected one of {EXPERTS} ('' = unknown)")
+        raise ValueError(f"expert: got {expert!r}, expected one of {EXPERTS} ('' = unknown); choose one with the "
+                         "Save node's expert input")
     rank, alpha = rank_and_alpha(tensors)
     meta = {
         META_PREFIX + "format": FORMAT_VERSION,
