@@ -43,9 +43,9 @@ The training curve shows the loss, face similarity (adapter vs base model) and t
 NOTE_GENERATE = """PersonalVideo: generate with a saved identity adapter ({name}).
 
 - Load Identity Adapter: pick the file the training workflow saved (models/loras/personalvideo/...).
-- Apply Identity Adapter (Gated): the adapter acts only from step ceil(0.75 x steps) on, so motion comes from the base model and the face from the adapter. Keep start_percent at the value it was trained with (0.75).
+- Apply Identity Adapter (Gated): the adapter acts only from step ceil(gate_start x steps) on (the last quarter by default), so motion comes from the base model and the face from the adapter. It uses the gate start the adapter was trained with (recorded in the file; its report output says which value it used); override_gate_start sets another.
 - Style LoRA slot: any community LoRA for this model, loaded with core Load LoRA; it stays on for all steps. Set its strength to 0 to turn it off.
-- If you split sampling over two sampler nodes, set gate_mode to 'timestep' (see the pack's README)."""
+- Sampling split over several sampler nodes (e.g. Wan 2.2's two experts with two KSamplerAdvanced) needs no change: gate_start counts the steps of the whole sampling."""
 
 NOTE_EVALUATE = """PersonalVideo: evaluate a generated video against the reference photo.
 
@@ -83,7 +83,7 @@ def training_nodes(family: str) -> dict:
             "model": ["model", 0], "clip": ["clip", 0], "vae": ["vae", 0], "reference": ["reference", 0],
             "identity_reward": ["face_model", 0], "prompt_bank": ["prompts", 0], "semantic_reward": ["hps", 0],
             "steps": 200, "learning_rate": 1e-4, "rank": 16, "alpha": 16.0, "layers": "attention",
-            "start_percent": 0.75, "sampling_steps": 20, "sampler_name": FAMILIES[family]["sampler"],
+            "gate_start": 0.75, "sampling_steps": 20, "sampler_name": FAMILIES[family]["sampler"],
             "scheduler": "simple", "cfg": FAMILIES[family]["train_cfg"], "width": 480, "height": 272, "frames": 33,
             "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
@@ -98,8 +98,8 @@ def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
         "style": {"class_type": "LoraLoaderModelOnly",
                   "inputs": {"model": ["model", 0], "lora_name": "style_lora.safetensors", "strength_model": 1.0}},
         "gated": {"class_type": "PersonalVideoApplyIdentityAdapter",
-                  "inputs": {"model": ["style", 0], "adapter": adapter_link, "strength": 1.0, "start_percent": 0.75,
-                             "gate_mode": "steps"}},
+                  "inputs": {"model": ["style", 0], "adapter": adapter_link, "strength": 1.0, "gate_start": 0.75,
+                             "gate_mode": "steps", "override_gate_start": False, "expert": "from adapter"}},
         "positive": {"class_type": "CLIPTextEncode",
                      "inputs": {"clip": ["clip", 0], "text": "a woman dancing in the rain on a city street at night, "
                                                               "neon reflections, the camera circles around her"}},
@@ -132,7 +132,8 @@ def workflows() -> dict[str, tuple[dict, str]]:
         train = base_nodes(f) | training_nodes(family) | {
             "save": {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
                 "adapter": ["train", 0], "filename_prefix": f"personalvideo/identity_{family}",
-                "start_percent": 0.75, "model": ["model", 0]}}}
+                "gate_start": 0.75, "model": ["model", 0], "override_gate_start": False,
+                "expert": "from adapter"}}}
         out[f"train_identity_adapter_{family}"] = (train, NOTE_TRAIN.format(name=f["name"]))
     f = FAMILIES["wan21"]
     gen = base_nodes(f) | {"adapter": {"class_type": "PersonalVideoLoadIdentityAdapter",

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from comfy_api.latest import io
 
 from .. import __version__
-from ..training.adapter.files import IdentityAdapter, build_metadata, load_adapter, save_adapter
-from ..training.adapter.gate import GATE_MODES
+from ..training.adapter.files import (EXPERTS, IdentityAdapter, build_metadata, load_adapter, recorded_expert,
+                                      recorded_gate_start, save_adapter)
+from ..training.adapter.gate import DEFAULT_GATE_START, GATE_MODES, check_gate_start
 from . import paths
 from .gate import apply_gated_adapter
 
+log = logging.getLogger(__name__)
 AREA = paths.CATEGORY + "/Adapter"
 META_BASE_MODEL = "personalvideo.base_model"
+FROM_ADAPTER = "from adapter"
+EXPERT_CHOICES = (FROM_ADAPTER, "unknown", *[e for e in EXPERTS if e])
 
 
 def model_family(model) -> str:
@@ -28,6 +33,47 @@ def adapter_input(optional: bool = False) -> io.Input:
                 "(e.g. from core's Train LoRA / Load LoRA Model nodes).")
 
 
+def gate_start_input(what: str) -> io.Input:
+    return io.Float.Input(
+        "gate_start", default=DEFAULT_GATE_START, min=0.0, max=1.0, step=0.01,
+        tooltip=f"Gate start to {what}, used only with override_gate_start on (otherwise the adapter's own "
+                "value is used). The adapter acts from step ceil(gate_start x N) of the N steps of the whole "
+                "sampling (0.75 = last quarter, 0 = always on, 1 = never).")
+
+
+def override_input(what: str) -> io.Input:
+    return io.Boolean.Input(
+        "override_gate_start", default=False, optional=True,
+        tooltip=f"Off: {what} the gate start the adapter carries (recorded by training or in its file; "
+                "0.75 when it has none, e.g. a LoRA from core's trainer). On: the gate_start value above.")
+
+
+def expert_input(what: str) -> io.Input:
+    return io.Combo.Input(
+        "expert", options=list(EXPERT_CHOICES), default=FROM_ADAPTER, optional=True,
+        tooltip=f"Which expert of a two-expert model (Wan 2.2 A14B) the adapter belongs to. '{FROM_ADAPTER}': "
+                f"{what} what the adapter carries; the others override it.")
+
+
+def resolve_gate_start(adapter, gate_start: float, override: bool) -> tuple[float, str]:
+    """(gate start to use, where it came from): the override, the adapter's recorded value, or 0.75."""
+    if override:
+        return check_gate_start(gate_start), "override_gate_start on"
+    recorded = recorded_gate_start(adapter)
+    if recorded is None:
+        return DEFAULT_GATE_START, "default: the adapter records none"
+    return recorded, "recorded in the adapter"
+
+
+def resolve_expert(adapter, expert: str) -> tuple[str, str]:
+    """(expert, where it came from); '' = unknown."""
+    if expert == FROM_ADAPTER:
+        return recorded_expert(adapter), "recorded in the adapter"
+    if expert not in EXPERT_CHOICES:
+        raise ValueError(f"expert: got {expert!r}, expected one of {EXPERT_CHOICES}")
+    return ("" if expert == "unknown" else expert), "set on this node"
+
+
 class ApplyIdentityAdapter(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -36,28 +82,31 @@ class ApplyIdentityAdapter(io.ComfyNode):
             display_name="Apply Identity Adapter (Gated)",
             category=AREA,
             description="Adds the identity adapter to the model so that it acts only in the final steps of "
-                        "each sampler run (default: the last quarter): motion comes from the base model, "
-                        "the face from the adapter. Style LoRAs loaded before or after stay always on.",
+                        "sampling (by default the gate start the adapter was trained with, usually the last "
+                        "quarter), also across split samplers: motion comes from the base model, the face from "
+                        "the adapter. Style LoRAs loaded before or after stay always on.",
             inputs=[
                 io.Model.Input("model", tooltip="The video model to sample with (Wan, HunyuanVideo, ...)."),
                 adapter_input(),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
                                tooltip="Adapter strength once the gate is open (0 = base model)."),
-                io.Float.Input("start_percent", default=0.75, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where the adapter starts acting. With gate_mode 'steps': from step "
-                                       "ceil(start_percent x N) of each sampler run of N steps (0.75 = last "
-                                       "quarter, 0 = always on, 1 = never)."),
+                gate_start_input("use"),
                 io.Combo.Input("gate_mode", options=list(GATE_MODES), default="steps", optional=True,
-                               tooltip="'steps': fraction of the running sampler's steps (the method's "
-                                       "definition; each sampler node counts its own steps). 'timestep': "
-                                       "fraction of the model's timestep range, like core hook keyframes; "
-                                       "use it when one sampling is split over two sampler nodes."),
+                               tooltip="'steps': fraction of the steps of the whole sampling (the method's "
+                                       "definition; also right when the sampling is split over several sampler "
+                                       "nodes, e.g. the Wan 2.2 two-expert template). 'timestep': fraction of "
+                                       "the model's timestep range, like core hook keyframes."),
+                override_input("use"),
+                expert_input("use"),
             ],
-            outputs=[io.Model.Output(tooltip="The model with the gated identity adapter.")],
+            outputs=[io.Model.Output(tooltip="The model with the gated identity adapter."),
+                     io.String.Output(display_name="report",
+                                      tooltip="The gate start and expert used, and where each came from.")],
         )
 
     @classmethod
-    def execute(cls, model, adapter, strength, start_percent, gate_mode="steps") -> io.NodeOutput:
+    def execute(cls, model, adapter, strength, gate_start, gate_mode="steps", override_gate_start=False,
+                expert=FROM_ADAPTER) -> io.NodeOutput:
         source = getattr(adapter, "source", "adapter")
         wanted = getattr(adapter, "metadata", {}).get(META_BASE_MODEL)
         family = model_family(model)
@@ -65,8 +114,13 @@ class ApplyIdentityAdapter(io.ComfyNode):
             raise ValueError(
                 f"identity adapter {source}: made for a {wanted} model, but the model connected is {family}; "
                 f"connect a {wanted} model or use an adapter trained on {family}.")
-        patched, _, _ = apply_gated_adapter(model, adapter, strength, start_percent, gate_mode, source=source)
-        return io.NodeOutput(patched)
+        start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
+        expert_used, expert_from = resolve_expert(adapter, expert)
+        patched, _, _ = apply_gated_adapter(model, adapter, strength, start, gate_mode, source=source)
+        report = (f"identity adapter {source}: gate_start {start:g} ({start_from}), gate_mode {gate_mode}, "
+                  f"strength {strength:g}, expert {expert_used or 'unknown'} ({expert_from})")
+        log.info("PersonalVideo apply: %s", report)
+        return io.NodeOutput(patched, report)
 
 
 class SaveIdentityAdapter(io.ComfyNode):
@@ -77,17 +131,18 @@ class SaveIdentityAdapter(io.ComfyNode):
             display_name="Save Identity Adapter",
             category=AREA,
             description="Saves the adapter as an ordinary ComfyUI LoRA (.safetensors) in models/loras, with "
-                        "the gate start, rank/alpha, base model family and pack version in its header.",
+                        "its gate start and expert (by default the adapter's own), rank/alpha, base model "
+                        "family and pack version in its header.",
             inputs=[
                 adapter_input(),
                 io.String.Input("filename_prefix", default="personalvideo/identity",
                                 tooltip="Path under models/loras; a counter and .safetensors are appended."),
-                io.Float.Input("start_percent", default=0.75, min=0.0, max=1.0, step=0.01,
-                               tooltip="Gate start to record in the file (the one the adapter was trained "
-                                       "with)."),
+                gate_start_input("record"),
                 io.Model.Input("model", optional=True,
                                tooltip="The model the adapter belongs to, to record its family so that "
                                        "loading it onto another family fails clearly."),
+                override_input("record"),
+                expert_input("record"),
             ],
             outputs=[io.String.Output(display_name="lora_name",
                                       tooltip="The saved file's name as LoRA loaders list it.")],
@@ -95,14 +150,20 @@ class SaveIdentityAdapter(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, adapter, filename_prefix, start_percent, model=None) -> io.NodeOutput:
+    def execute(cls, adapter, filename_prefix, gate_start, model=None, override_gate_start=False,
+                expert=FROM_ADAPTER) -> io.NodeOutput:
         meta = dict(getattr(adapter, "metadata", {}))
         family = model_family(model) if model is not None else meta.get(META_BASE_MODEL)
-        meta.update(build_metadata(adapter, start_percent, family, __version__))
+        start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
+        expert_used, expert_from = resolve_expert(adapter, expert)
+        meta.update(build_metadata(adapter, start, family, __version__, expert=expert_used))
         root = paths.lora_save_dir()
         path = save_adapter(paths.next_free_path(root, filename_prefix), adapter, meta)
         name = os.path.relpath(path, root).replace(os.sep, "/")
-        return io.NodeOutput(name, ui={"text": [f"saved {name} ({len(adapter)} tensors)"]})
+        text = (f"saved {name} ({len(adapter)} tensors): gate_start {start:g} ({start_from}), expert "
+                f"{expert_used or 'unknown'} ({expert_from})")
+        log.info("PersonalVideo %s", text)
+        return io.NodeOutput(name, ui={"text": [text]})
 
 
 class LoadIdentityAdapter(io.ComfyNode):
@@ -118,7 +179,8 @@ class LoadIdentityAdapter(io.ComfyNode):
                                    tooltip="A .safetensors file in models/loras.")],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The adapter, for the apply node."),
-                io.String.Output(display_name="info", tooltip="Rank, alpha, gate start, base model family."),
+                io.String.Output(display_name="info",
+                                 tooltip="Rank, alpha, gate start, expert, base model family."),
             ],
         )
 
@@ -129,6 +191,8 @@ class LoadIdentityAdapter(io.ComfyNode):
                 if k.startswith("personalvideo.")}
         info = f"{lora_name}: {len(adapter)} tensors; " + (
             ", ".join(f"{k}={v}" for k, v in sorted(meta.items())) or "no PersonalVideo metadata")
+        if not meta.get("gate_start"):
+            info += f"; records no gate start: the apply node uses {DEFAULT_GATE_START:g}"
         return io.NodeOutput(adapter, info)
 
 

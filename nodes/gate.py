@@ -20,6 +20,7 @@ has more than a few thousand tokens, which real ones do (Wan 480p, 81 frames: ~3
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
@@ -29,7 +30,8 @@ import comfy.lora
 import comfy.patcher_extension
 import comfy.utils
 
-from ..training.adapter.gate import GATE_MODES, gate_is_open, step_gate_sigma
+from ..training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
+from .gate_schedule import LOCATOR
 
 log = logging.getLogger(__name__)
 
@@ -37,37 +39,65 @@ log = logging.getLogger(__name__)
 class IdentityGate:
     """Decides per model call whether the adapter acts, and makes it act for that call only."""
 
-    def __init__(self, start_percent: float, mode: str, deltas: dict[str, "WeightDelta"]):
+    def __init__(self, gate_start: float, mode: str, deltas: dict[str, "WeightDelta"]):
         if mode not in GATE_MODES:
             raise ValueError(f"gate_mode: got {mode!r}, expected one of {GATE_MODES}")
-        if not 0.0 <= start_percent <= 1.0:
-            raise ValueError(f"start_percent: got {start_percent}, expected a value in [0, 1]")
-        self.start_percent = float(start_percent)
+        self.gate_start = check_gate_start(gate_start)
         self.mode = mode
         self.deltas = deltas  # parameter key inside the BaseModel -> weight function
-        self.force: bool | None = None  # the trainer's override: adapter branch True, source branch False
+        self._forced: bool | None = None  # set only inside ``forced``
         self._warned = False
+        self.run_key = f"personalvideo_gate_{uuid.uuid4().hex}"  # this gate's decision in a run's options
 
-    def threshold(self, base_model, transformer_options: dict) -> float | None:
-        """The sigma at or below which a call is gated, or None (never gated)."""
-        if self.start_percent >= 1.0:
+    @contextlib.contextmanager
+    def forced(self, on: bool):
+        """Inside the block every model call runs with (``on``) or without the adapter, whatever the schedule:
+        the trainer's adapter and source runs. Restores the previous state on exit (blocks may nest)."""
+        previous, self._forced = self._forced, bool(on)
+        try:
+            yield self
+        finally:
+            self._forced = previous
+
+    def threshold(self, model_sampling, sample_sigmas: torch.Tensor | None, noise_added: bool | None = None
+                  ) -> float | None:
+        """The sigma at or below which a call of a sampler run is gated, or None (never gated)."""
+        if self.gate_start >= 1.0:
             return None
-        sample_sigmas = transformer_options.get("sample_sigmas")
         if self.mode == "steps" and sample_sigmas is not None:
-            return step_gate_sigma(sample_sigmas, self.start_percent)
+            return LOCATOR.steps_threshold(model_sampling, sample_sigmas, self.gate_start, noise_added)
         if self.mode == "steps" and not self._warned:
             self._warned = True
             log.warning("PersonalVideo gate: this sampler does not report its sigma schedule "
                         "(sample_sigmas); gating by timestep fraction instead of steps")
-        return float(base_model.model_sampling.percent_to_sigma(self.start_percent))
+        return float(model_sampling.percent_to_sigma(self.gate_start))
+
+    def sampler_sample_wrapper(self, executor, *args, **kwargs):
+        """Decides the gate once per sampler run, before the sampler starts: from its schedule as given (some
+        samplers, e.g. uni_pc, overwrite its last sigma in place while they run) and whether the run adds
+        noise at its start (a KSamplerAdvanced with add_noise off or a DisableNoise continuation passes all-zero
+        noise). The decision travels in the run's transformer_options to every model call."""
+        guider, sigmas, extra_args, _, noise = (list(args) + [None] * 5)[:5]  # (model_wrap, sigmas, extra_args,
+        # callback, noise, latent_image, ...) as CFGGuider.inner_sample passes them
+        model_sampling = getattr(getattr(guider, "inner_model", None), "model_sampling", None)
+        if (isinstance(extra_args, dict) and isinstance(sigmas, torch.Tensor) and isinstance(noise, torch.Tensor)
+                and not noise.is_nested and model_sampling is not None and sigmas.shape[-1] > 0):
+            options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
+            options[self.run_key] = self.threshold(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
+        return executor(*args, **kwargs)
 
     def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
         transformer_options = kwargs.get("transformer_options")
         if transformer_options is None:
             transformer_options = args[3] if len(args) > 3 else {}
         base_model = executor.class_obj
-        is_open = self.force if self.force is not None else gate_is_open(
-            t, self.threshold(base_model, transformer_options))
+        if self._forced is not None:
+            is_open = self._forced
+        elif self.run_key in transformer_options:  # decided at the start of this sampler run
+            is_open = gate_is_open(t, transformer_options[self.run_key])
+        else:
+            is_open = gate_is_open(t, self.threshold(base_model.model_sampling,
+                                                     transformer_options.get("sample_sigmas")))
         if not is_open:
             return executor(x, t, *args, **kwargs)
         installed = []
@@ -166,7 +196,7 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
     return deltas
 
 
-def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, start_percent: float,
+def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, gate_start: float,
                         mode: str = "steps", source: str = "adapter"):
     """Clone ``model_patcher`` with ``lora_sd`` acting only in the gated part of sampling.
 
@@ -184,9 +214,12 @@ def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, start_per
     if unmatched:
         log.warning("identity adapter (%s): %d of %d keys match no weight of this model and are not "
                     "applied: %s", source, len(unmatched), len(lora_sd), ", ".join(unmatched[:8]))
-    gate = IdentityGate(start_percent, mode, build_deltas(model_patcher, patches, strength, source))
+    gate = IdentityGate(gate_start, mode, build_deltas(model_patcher, patches, strength, source))
     patched = model_patcher.clone()
-    if strength != 0.0 and start_percent < 1.0:
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
-                                     f"personalvideo_gate_{uuid.uuid4().hex}", gate.apply_model_wrapper)
+    if strength != 0.0 and gate.gate_start < 1.0:
+        key = gate.run_key
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, gate.apply_model_wrapper)
+        sampler_sample = getattr(comfy.patcher_extension.WrappersMP, "SAMPLER_SAMPLE", None)
+        if sampler_sample is not None:  # without it the gate is decided per call from the schedule alone
+            patched.add_wrapper_with_key(sampler_sample, key, gate.sampler_sample_wrapper)
     return patched, len(patches), unmatched

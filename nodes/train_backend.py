@@ -4,7 +4,7 @@ Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampl
 schedule and the sampler's arithmetic are exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a
 custom ``KSAMPLER`` function in which the training step (rollout, decode, rewards, backward) runs while
 the model is loaded; inside it the user's sampler function runs twice (source and adapter runs, see
-training/loop/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.force``).
+training/loop/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.forced``).
 """
 
 from __future__ import annotations
@@ -162,11 +162,8 @@ class ComfyBackend:
             extra_args = extra_args or {}
 
             def denoise(latent, sigma, adapter_on, **kwargs):
-                self.gate.force = adapter_on
-                try:
+                with self.gate.forced(adapter_on):
                     return model(latent, sigma, **kwargs)
-                finally:
-                    self.gate.force = None
 
             def sample(model_fn, start):
                 """One run of the sampler, finished as ``KSAMPLER.sample`` finishes it."""

@@ -47,12 +47,12 @@ def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
 
 
 def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: int, alpha: float, seed: int,
-                             start_percent: float, device) -> tuple[LoRAParameters, IdentityGate, object]:
+                             gate_start: float, device) -> tuple[LoRAParameters, IdentityGate, object]:
     """New trainable LoRA parameters, and a clone of ``model`` that applies them through the apply node's
-    gate (the trainer switches it per branch with ``gate.force``)."""
+    gate (the trainer switches it per branch with ``gate.forced``)."""
     params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
     deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
-    gate = IdentityGate(start_percent, "steps", deltas)
+    gate = IdentityGate(gate_start, "steps", deltas)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
                                  f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
@@ -100,8 +100,9 @@ class TrainIdentityAdapter(io.ComfyNode):
                 _float("alpha", 16.0, 0.1, 1024.0, 0.1, "LoRA alpha (scale = alpha / rank)."),
                 io.Combo.Input("layers", options=list(LAYER_CHOICES), default="attention",
                                tooltip="Which linear layers of the transformer blocks get the adapter."),
-                _float("start_percent", 0.75, 0.0, 1.0, 0.01,
-                       "Gate start: the adapter acts from step ceil(start_percent x N); same as the apply node."),
+                _float("gate_start", 0.75, 0.0, 1.0, 0.01,
+                       "Gate start: the adapter acts from step ceil(gate_start x N). The adapter carries it: "
+                       "Save and Apply use it unless told otherwise."),
                 _int("sampling_steps", 20, 2, 200, "Sampling steps per generated training video."),
                 io.Combo.Input("sampler_name", options=list(TRAINING_SAMPLERS), default="euler",
                                tooltip="Sampler of the training videos (as KSampler runs it). Use the one you "
@@ -144,12 +145,12 @@ class TrainIdentityAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
-                alpha, layers, start_percent, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
+                alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
                 max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
-                                 gate_start=start_percent, sampling_steps=sampling_steps, sampler=sampler_name,
+                                 gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
                                  scheduler=scheduler, cfg=cfg,
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
@@ -160,7 +161,7 @@ class TrainIdentityAdapter(io.ComfyNode):
         shapes = lora_targets(model, layers)
         pbar = comfy.utils.ProgressBar(steps)
         with training_mode():
-            params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, start_percent,
+            params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, gate_start,
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
@@ -183,8 +184,10 @@ class TrainIdentityAdapter(io.ComfyNode):
                                   semantic_reward.holder if semantic_reward is not None else None):
                 result = trainer.train(resume=resume)
         tensors = params.lora_state_dict()
-        meta = build_metadata(tensors, start_percent, model_family(model), __version__,
-                              extra={"trained_steps": len(result.history), "layers": layers})
+        # The adapter carries its gate start and expert ("" = unknown: a one-model family, or an expert the
+        # node cannot tell; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
+        meta = build_metadata(tensors, gate_start, model_family(model), __version__,
+                              extra={"trained_steps": len(result.history), "layers": layers}, expert="")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
         log.info("PersonalVideo training done:\n%s", summary)

@@ -68,10 +68,12 @@ def ksampler(g: Graph, model, pos, neg, latent, steps=8, cfg=3.0, sampler="euler
                  steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler, denoise=denoise)
 
 
-def gated(g: Graph, model, lora_name: str, start=0.75, strength=1.0, mode="steps"):
+def gated(g: Graph, model, lora_name: str, start=None, strength=1.0, mode="steps"):
+    """Load Identity Adapter + Apply. ``start`` None: the apply node's default (the gate start the file records,
+    0.75 when it records none, as for the random test LoRAs); a number: that gate start (override on)."""
     adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=lora_name)
     return g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=adapter, strength=strength,
-                 start_percent=start, gate_mode=mode)
+                 gate_start=0.75 if start is None else start, gate_mode=mode, override_gate_start=start is not None)
 
 
 def lora(g: Graph, model, lora_name: str, strength=1.0):

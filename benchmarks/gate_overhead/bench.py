@@ -49,7 +49,7 @@ def graph(variant: str, size: str, steps: int, seed: int) -> dict:
     if variant == "gated":
         adapter = add("adapter", "PersonalVideoLoadIdentityAdapter", lora_name=lora_name)
         model = add("gated", "PersonalVideoApplyIdentityAdapter", model=model, adapter=adapter, strength=1.0,
-                    start_percent=0.75, gate_mode="steps")
+                    gate_start=0.75, gate_mode="steps")
     elif variant == "always-on LoRA":
         model = add("lora", "LoraLoaderModelOnly", model=model, lora_name=lora_name, strength_model=1.0)
     elif variant == "hook keyframes":

@@ -20,7 +20,7 @@ def models(comfy):
 def _save(comfy, family, prefix, with_model=True):
     g, model, pos, neg, latent = base_graph(family)
     adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=f"identity_{family}.safetensors")
-    inputs = dict(adapter=adapter, filename_prefix=prefix, start_percent=0.75)
+    inputs = dict(adapter=adapter, filename_prefix=prefix, gate_start=0.75)
     if with_model:
         inputs["model"] = model
     saver = g.add("PersonalVideoSaveIdentityAdapter", **inputs)
@@ -150,7 +150,7 @@ def test_save_is_atomic_and_never_overwrites(comfy):
 def test_bad_filename_prefix_is_refused(comfy):
     g = base_graph("wan21")[0]
     adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name="identity_wan21.safetensors")
-    g.add("PersonalVideoSaveIdentityAdapter", adapter=adapter, filename_prefix="../../escape", start_percent=0.75)
+    g.add("PersonalVideoSaveIdentityAdapter", adapter=adapter, filename_prefix="../../escape", gate_start=0.75)
     with graph_error() as err:
         comfy.run(g.nodes)
     assert "filename_prefix" in err.message and "'../../escape'" in err.message

@@ -107,7 +107,7 @@ def _apply(family, start=0.75, strength=1.0, mode="steps"):
     apply_cls = nodes.NODE_CLASS_MAPPINGS["PersonalVideoApplyIdentityAdapter"]
     load_cls = nodes.NODE_CLASS_MAPPINGS["PersonalVideoLoadIdentityAdapter"]
     adapter = load_cls.execute(ident(family)).args[0]
-    return lambda m: apply_cls.execute(m, adapter, strength, start, mode).args[0]
+    return lambda m: apply_cls.execute(m, adapter, strength, start, mode, override_gate_start=True).args[0]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -62,7 +62,7 @@ def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **
                 augmentations=2, crop_jitter=0.05, colour_jitter=0.1, seed=0)
     bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt="blurry",
                  use_built_in=True)
-    settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", start_percent=0.75,
+    settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", gate_start=0.75,
                     sampling_steps=8, sampler_name="euler", scheduler="simple", cfg=3.0, width=64, height=64,
                     frames=9, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0,
                     backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, checkpoint_every=2, run_name=run_name, resume=resume) | over
@@ -196,7 +196,7 @@ def test_same_seed_same_adapter(rt):
 
 def test_trained_adapter_saves_reloads_and_drives_the_gated_sampler(rt):
     g, tr, model, clip, vae = train_graph("wan21", steps=2, run_name="full")
-    saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix="trained/full", start_percent=0.75,
+    saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix="trained/full", gate_start=0.75,
                   model=model)
     g.capture(saved, "name")
     rt.run(g.nodes)
@@ -209,7 +209,7 @@ def test_trained_adapter_saves_reloads_and_drives_the_gated_sampler(rt):
         if with_identity:
             adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=name)
             m = g.add("PersonalVideoApplyIdentityAdapter", model=m, adapter=adapter, strength=1.0,
-                      start_percent=0.75, gate_mode="steps")
+                      gate_start=0.75, gate_mode="steps")
         pos = g.add("PersonalVideoDevTextEncodeStandIn", text="a man walking", width=4096, pooled_width=0, tokens=16)
         neg = g.add("PersonalVideoDevTextEncodeStandIn", text="blurry", width=4096, pooled_width=0, tokens=16)
         lat = g.add("EmptyHunyuanLatentVideo", width=64, height=64, length=9, batch_size=1)

@@ -89,7 +89,7 @@ def _ksampler(rt, sampler, adapter_file=None):
     if adapter_file:
         adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name=adapter_file)
         model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=adapter, strength=1.0,
-                      start_percent=0.75, gate_mode="steps")
+                      gate_start=0.75, gate_mode="steps")
     pos = g.add("CLIPTextEncode", clip=clip, text=PROMPT)
     neg = g.add("CLIPTextEncode", clip=clip, text=NEGATIVE)
     latent = g.add("EmptyHunyuanLatentVideo", width=64, height=64, length=9, batch_size=1)

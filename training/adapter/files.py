@@ -15,8 +15,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .gate import check_gate_start
+
 FORMAT_VERSION = "1"
 META_PREFIX = "personalvideo."
+# Which expert of a two-expert model (Wan 2.2 A14B: high-noise / low-noise) an adapter belongs to; "" = not
+# known or a one-model family.
+EXPERTS = ("", "high_noise", "low_noise")
 # Suffixes of keys that ComfyUI's LoRA loader understands (LoRA, LoCon/LyCORIS, PEFT, full diffs).
 LORA_KEY_SUFFIXES = (
     ".lora_up.weight", ".lora_down.weight", ".lora_mid.weight", ".alpha", ".lora_A.weight",
@@ -38,6 +43,26 @@ class IdentityAdapter(dict):
         super().__init__(tensors)
         self.metadata = dict(metadata or {})
         self.source = source
+
+
+def recorded_gate_start(adapter) -> float | None:
+    """The gate start an adapter records (``personalvideo.gate_start``), or None (e.g. core's LORA_MODEL, a
+    community LoRA). ValueError naming the adapter for a value that is not a fraction in [0, 1]."""
+    raw = (getattr(adapter, "metadata", None) or {}).get(META_PREFIX + "gate_start", "")
+    if str(raw).strip() == "":
+        return None
+    source = getattr(adapter, "source", "adapter")
+    try:
+        return check_gate_start(raw)
+    except ValueError:
+        raise ValueError(f"identity adapter {source}: its header says personalvideo.gate_start = {raw!r}, expected "
+                         "a fraction in [0, 1]; save the adapter again, or turn override_gate_start on and set "
+                         "gate_start") from None
+
+
+def recorded_expert(adapter) -> str:
+    """The expert an adapter records (``personalvideo.expert``: "high_noise", "low_noise"), "" when unknown."""
+    return str((getattr(adapter, "metadata", None) or {}).get(META_PREFIX + "expert", "")).strip()
 
 
 def is_lora_key(key: str) -> bool:
@@ -70,7 +95,10 @@ def validate_lora(tensors: dict[str, torch.Tensor], source: str) -> None:
 
 
 def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_model: str | None,
-                   pack_version: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+                   pack_version: str, extra: dict[str, str] | None = None, expert: str = "") -> dict[str, str]:
+    if expert not in EXPERTS:
+        raise ValueError(f"expert: got {expert!r}, expected one of {EXPERTS} ('' = unknown); choose one with the "
+                         "Save node's expert input")
     rank, alpha = rank_and_alpha(tensors)
     meta = {
         META_PREFIX + "format": FORMAT_VERSION,
@@ -79,6 +107,7 @@ def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_mod
         META_PREFIX + "rank": "" if rank is None else str(rank),
         META_PREFIX + "alpha": "" if alpha is None else f"{alpha:g}",
         META_PREFIX + "base_model": base_model or "",
+        META_PREFIX + "expert": expert,
     }
     for k, v in (extra or {}).items():
         meta[META_PREFIX + k] = str(v)

@@ -65,7 +65,7 @@ def gated_rollout(sample: Sample, denoise: Denoise, x: torch.Tensor, gate_sigma:
         source = sample(source_model, x)
     gated_calls = len(gate_inputs)
     if gated_calls == 0:
-        raise ValueError("the gate never opens with these settings: lower start_percent or raise sampling_steps")
+        raise ValueError("the gate never opens with these settings: lower gate_start or raise sampling_steps")
     first_grad = 0 if backprop_last_k <= 0 else max(0, gated_calls - backprop_last_k)
     replay = iter(recorded)
     count, carried_gradient = 0, False
