@@ -29,6 +29,7 @@ from ..adapter.files import save_safetensors_atomic
 from ..adapter.gate import step_gate_sigma
 from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
+from .memory import TrainingOutOfMemory, is_out_of_memory, out_of_memory_error, release_failed_step
 from .rollout import Denoise, Rollout, Sample, gated_rollout
 from ..semantic.reward import scr_kl_loss
 
@@ -88,12 +89,6 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    text = str(error).lower()
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
@@ -110,6 +105,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params.parameters(), lr=settings.learning_rate, weight_decay=0.0)
         self.result = TrainResult()
         self.step = 0
+        self.updating = False  # inside clip + optimizer step (see train())
         self.preview: tuple[torch.Tensor, list[float] | None] | None = None  # frame, face box
 
     @property
@@ -179,8 +175,10 @@ class Trainer:
                 self.result.skipped_non_finite += 1
                 log.warning("training step %d skipped: %s (the adapter is unchanged)", step, skipped)
         else:
+            self.updating = True  # a failure from here to the end of the step leaves a half-updated adapter
             torch.nn.utils.clip_grad_norm_(self.params.parameters(), self.s.max_grad_norm)
             self.optimizer.step()
+            self.updating = False
         n = icr.frames_with_face + icr.frames_without_face
         record = StepRecord(step, prompt, float(loss), float(icr.loss.detach()), float(scr), icr.mean_similarity,
                             source_icr.mean_similarity, icr.frames_without_face / max(n, 1), skipped)
@@ -197,25 +195,25 @@ class Trainer:
             self.result.resumed_from = self.step
         try:
             while self.step < self.s.steps:
-                try:
-                    self.train_step(self.step)
-                except (torch.OutOfMemoryError, RuntimeError) as e:
-                    if not is_out_of_memory(e):
-                        raise
-                    raise MemoryError(
-                        f"out of memory at training step {self.step}: lower width/height/frames, "
-                        f"frames_per_reward (now {self.s.frames_per_reward}) or sampling_steps (now "
-                        f"{self.s.sampling_steps}), or set backprop_last_k (now {self.s.backprop_last_k}) to 1 or 2; "
-                        "what was trained so far is in the checkpoint and resumes") from e
+                self.train_step(self.step)
                 self.step += 1
                 if self.checkpoint_file and self.s.checkpoint_every and self.step % self.s.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.on_step:  # after the step is counted: a cancel raised here loses nothing
                     self.on_step(self.result.history[-1], self.preview)
-        except BaseException:  # cancel, OOM, any error: keep what was trained
-            if self.checkpoint_file and self.step > 0:
+        except BaseException as error:  # cancel, OOM, any error: keep what was trained
+            oom = is_out_of_memory(error)
+            if oom:
+                self.optimizer.zero_grad(set_to_none=True)
+                release_failed_step(error)
+            if self.updating:
+                log.warning("training stopped inside the optimizer step of step %d; the adapter may be half "
+                            "updated, so the checkpoint on disk (if any) is kept as it is", self.step)
+            elif self.checkpoint_file and self.step > 0:
                 self.save_checkpoint()
                 log.info("training stopped at step %d; checkpoint kept at %s", self.step, self.checkpoint_file)
+            if oom and not isinstance(error, TrainingOutOfMemory):
+                raise out_of_memory_error(error, self.step, self.s) from error
             raise
         if self.checkpoint_file:
             self.save_checkpoint()
@@ -227,7 +225,7 @@ class Trainer:
         opt = self.optimizer.state_dict()
         for pid, state in opt["state"].items():
             for name, value in state.items():
-                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
+                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True)  # no device alloc
         meta = {
             "personalvideo.checkpoint": "1",
             "step": str(self.step),

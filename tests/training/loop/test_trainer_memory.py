@@ -1,0 +1,79 @@
+"""training/loop: out of memory and reduced precision in the training loop, on the toy model of
+test_trainer_unit.py (plain torch, no ComfyUI; the same in real ComfyUI: tests/nodes/test_trainer_gpu_grade.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from PersonalVideo.training.loop.trainer import Trainer
+from test_trainer_unit import make, toy_identity
+
+
+@pytest.mark.parametrize("kind", ["cpu allocator", "cuda"])
+def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(tmp_path, kind):
+    """Nothing can safely run out of memory on this machine (no GPU, no swap), so the backend raises at step 2
+    what torch raises when an allocation fails: the CPU allocator's RuntimeError text, or CUDA's
+    torch.OutOfMemoryError. Either way the trainer's error must still be a torch.OutOfMemoryError (ComfyUI
+    recognises OOM by that type and unloads models; tests/nodes/test_trainer_comfy.py checks it in ComfyUI)."""
+    s, params, backend, bank = make(steps=5)
+    run = backend.run
+
+    def failing_run(prompt, seed, fn):
+        if len(backend.runs) == 2:
+            if kind == "cuda":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.")
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 68719476736 bytes.")
+        return run(prompt, seed, fn)
+
+    backend.run = failing_run
+    ck = tmp_path / "ck.safetensors"
+    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "step 2" in message and "frames_per_reward (now 2)" in message and "backprop_last_k" in message
+    assert "resume" in message and "allocate" in message  # the original error's text is kept too
+    assert info.value.__cause__ is not None and all(p.grad is None for p in params.parameters())
+    s2, params2, backend2, bank2 = make(steps=5)
+    result = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck).train(resume=True)
+    assert result.resumed_from == 2 and len(result.history) == 5
+    s3, params3, backend3, bank3 = make(steps=5)
+    Trainer(backend3, params3, bank3, s3, toy_identity).train()
+    for a, b in zip(params2.parameters(), params3.parameters()):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-6), "OOM + resume must equal one uninterrupted run"
+
+
+def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_checkpoint(tmp_path):
+    """A failure while AdamW updates the adapter may leave it half updated: the checkpoint of the last completed
+    step (written at step 2 by checkpoint_every=2) must stay on disk unchanged. The failure is injected by a
+    wrapper around the optimizer's step (said plainly: no real allocation fails here)."""
+    s, params, backend, bank = make(steps=5)
+    ck = tmp_path / "ck.safetensors"
+    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    step = trainer.optimizer.step
+
+    def step_failing_at_3(*args, **kwargs):
+        if trainer.step == 3:
+            step(*args, **kwargs)  # the update happens (in part, as far as the checkpoint can know) ...
+            raise torch.OutOfMemoryError("CUDA out of memory.")  # ... then the failure
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = step_failing_at_3
+    with pytest.raises(torch.OutOfMemoryError, match="step 3"):
+        trainer.train()
+    s2, params2, backend2, bank2 = make(steps=5)
+    result = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck).train(resume=True)
+    assert result.resumed_from == 2, "the half-updated step 3 must not have been saved"
+    s3, params3, backend3, bank3 = make(steps=5)
+    Trainer(backend3, params3, bank3, s3, toy_identity).train()
+    for a, b in zip(params2.parameters(), params3.parameters()):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-6)
+
+
+def test_other_runtime_errors_are_not_reported_as_memory(tmp_path):
+    s, params, backend, bank = make(steps=2)
+    backend.run = lambda prompt, seed, fn: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        Trainer(backend, params, bank, s, toy_identity).train()
