@@ -21,6 +21,7 @@ import comfy.samplers
 from ..training.loop.block_checkpoint import checkpointed_blocks
 from ..training.loop.inplace_safety import norm_inputs_copied
 from .gate import IdentityGate
+from .weight_path import same_weight_path
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class ComfyBackend:
                 return model_sampling.inverse_noise_scaling(run_sigmas[-1], out)
 
             diffusion_model = self.patcher.model.diffusion_model
-            with norm_inputs_copied(diffusion_model), \
+            with norm_inputs_copied(diffusion_model), same_weight_path(self.patcher.model, self.gate.deltas), \
                     checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, sample, x, sigmas)
             return x
