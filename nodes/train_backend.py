@@ -21,6 +21,7 @@ import comfy.samplers
 from ..training.loop.block_checkpoint import checkpointed_blocks
 from ..training.loop.inplace_safety import norm_inputs_copied
 from .gate import IdentityGate
+from .train_attention import use_differentiable_attention
 from .weight_path import same_weight_path
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class ComfyBackend:
         self.latent_shape = (1, channels, self.latent_frames, height // 8, width // 8)
         self._conds: dict[str, object] = {}
         self.negative = negative
+        self.attention = use_differentiable_attention(patcher)  # sage/flash have no backward
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
 

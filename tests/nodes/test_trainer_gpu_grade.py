@@ -105,3 +105,68 @@ def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_comp
         out[name] = run_latent(rt, g, ksampler(g, m, pos, neg, latent))
     assert torch.isfinite(out["base"]).all() and torch.equal(out["zero"], out["base"])
     assert not torch.equal(out["identity"], out["base"]), "a non-zero adapter must act after the gate"
+
+
+def _no_backward_attention():
+    """Stands in for sage attention (not installable here, and its kernel needs CUDA): ComfyUI's SDPA computed
+    where autograd cannot see it, so its output has no gradient towards q/k/v, exactly like a kernel without
+    backward. Decorated with ComfyUI's wrap_attn as core's sage and flash functions are."""
+    import comfy.ldm.modules.attention as attention
+
+    sdpa = attention.attention_pytorch.__wrapped__
+
+    @attention.wrap_attn
+    def attention_no_backward(q, k, v, heads, **kwargs):
+        with torch.no_grad():
+            return sdpa(q, k, v, heads, **kwargs)
+
+    return attention_no_backward
+
+
+def _first_step_gradients(rt, monkeypatch, run_name):
+    trainer = pack_module("training.loop.trainer").Trainer
+    train_step, grads = trainer.train_step, {}
+
+    def recording(self, step):
+        record = train_step(self, step)
+        if step == 0:
+            grads.update({k: None if up.grad is None else up.grad.clone() for k, (up, _) in self.params.pairs().items()})
+        return record
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    g, tr, *_ = train_graph("wan21", steps=1, run_name=run_name)
+    g.capture(tr, "adapter")
+    rt.run(g.nodes)
+    return grads
+
+
+def test_attention_without_backward_still_trains_q_k_v(rt, monkeypatch):  # noqa: F811
+    """The model module's attention (bound at import, as Wan's is) is a kernel without backward: the training run
+    routes it to SDPA through ComfyUI's optimized_attention_override, so q/k/v get gradient, equal to the
+    gradient with ComfyUI's own differentiable attention."""
+    import comfy.ldm.wan.model as wan
+
+    reference = _first_step_gradients(rt, monkeypatch, "attn_reference")
+    monkeypatch.setattr(wan, "optimized_attention", _no_backward_attention())
+    grads = _first_step_gradients(rt, monkeypatch, "attn_no_backward")
+    qkv = [k for k in grads if k.rsplit(".", 2)[-2] in ("q", "k", "v") and "self_attn" in k]
+    assert len(qkv) == 6  # 2 blocks x q, k, v
+    for key in qkv:
+        assert grads[key] is not None and float(grads[key].abs().sum()) > 0, key
+        assert torch.allclose(grads[key], reference[key], rtol=1e-4, atol=1e-6 * float(reference[key].abs().max()))
+
+
+def test_attention_out_of_reach_of_the_override_is_refused_naming_the_layers(rt, monkeypatch):  # noqa: F811
+    """A pack that replaced the module's attention by a function ComfyUI's override hook cannot reach (here: the
+    no-backward kernel with the hook switched off) must stop training with an error, not train o only."""
+    import comfy.ldm.wan.model as wan
+
+    no_backward = _no_backward_attention()
+    monkeypatch.setattr(wan, "optimized_attention", lambda *a, **kw: no_backward.__wrapped__(*a, **kw))
+    g, tr, *_ = train_graph("wan21", steps=1, run_name="attn_refused")
+    g.capture(tr, "adapter")
+    with graph_error() as err:
+        rt.run(g.nodes)
+    # q, k, v of self- and cross-attention in both blocks: 12 of the 16 adapted layers (o still gets gradient).
+    assert "12 of 16 adapted layers got no gradient" in err.message and "_attn.k.weight" in err.message, err.message
+    assert "sage" in err.message

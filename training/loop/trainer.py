@@ -147,6 +147,17 @@ class Trainer:
             loss = loss + self.s.scr_weight * scr
         return loss, icr, source_icr, scr, adapter_frames.detach()
 
+    def check_every_layer_gets_gradient(self) -> None:
+        """Every adapted layer is in the graph of the loss; one outside it (an attention kernel or matmul without
+        backward before it) would silently never train."""
+        cut = [k for k, (up, _) in self.params.pairs().items() if up.grad is None]
+        if cut:
+            raise RuntimeError(
+                f"adapter: {len(cut)} of {len(self.params.keys)} adapted layers got no gradient (e.g. "
+                f"{', '.join(cut[:4])}): something between them and the loss has no backward, e.g. an attention "
+                "kernel (sage, flash) that a patch node bound into the model, or an fp8 matmul. Remove that patch "
+                "for the training run (sampling may keep it).")
+
     def train_step(self, step: int) -> StepRecord:
         prompt, noise_seed, frames = self.draws(step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -161,6 +172,7 @@ class Trainer:
                 skipped = "no face in any reward frame"
             elif loss.requires_grad:
                 loss.backward()
+                self.check_every_layer_gets_gradient()
                 grads = [p.grad for p in self.params.parameters() if p.grad is not None]
                 if not all(torch.isfinite(g).all() for g in grads):
                     skipped = "non-finite gradient"
