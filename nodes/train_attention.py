@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-import comfy.ldm.modules.attention as attention
+from comfy.ldm.modules import attention
 
 log = logging.getLogger(__name__)
 # ComfyUI's own kernels that autograd can differentiate (xformers' memory-efficient attention has a backward).

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 import comfy.utils
+import torch
 
 _MISSING = object()
 

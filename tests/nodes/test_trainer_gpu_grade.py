@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from comfy_runtime_errors import graph_error
 from graphs import pack_module
 from test_trainer_comfy import _checkpoint_step, rt, train_graph  # noqa: F401 (rt is a fixture)
@@ -89,9 +88,8 @@ def test_fp8_weights_fresh_adapter_equals_source_and_the_adapter_trains(rt, fp8_
 
 @pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast"])
 def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_compute, weight_dtype):  # noqa: F811
-    from safetensors.torch import load_file, save_file
-
     from graphs import base_graph, gated, ksampler, run_latent
+    from safetensors.torch import load_file, save_file
 
     loras = rt.model_dir("loras")
     zero = {k: torch.zeros_like(v) if "lora_up" in k else v
@@ -111,7 +109,7 @@ def _no_backward_attention():
     """Stands in for sage attention (not installable here, and its kernel needs CUDA): ComfyUI's SDPA computed
     where autograd cannot see it, so its output has no gradient towards q/k/v, exactly like a kernel without
     backward. Decorated with ComfyUI's wrap_attn as core's sage and flash functions are."""
-    import comfy.ldm.modules.attention as attention
+    from comfy.ldm.modules import attention
 
     sdpa = attention.attention_pytorch.__wrapped__
 
@@ -123,7 +121,7 @@ def _no_backward_attention():
     return attention_no_backward
 
 
-def _first_step_gradients(rt, monkeypatch, run_name):
+def _first_step_gradients(rt, monkeypatch, run_name):  # noqa: F811
     trainer = pack_module("training.loop.trainer").Trainer
     train_step, grads = trainer.train_step, {}
 

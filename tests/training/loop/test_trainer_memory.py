@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from PersonalVideo.training.loop.trainer import Trainer
 from test_trainer_unit import make, toy_identity
 
