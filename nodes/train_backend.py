@@ -45,6 +45,25 @@ def encode(clip, text: str):
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
 
 
+def conditioning_to(cond, device):
+    """CONDITIONING with every tensor (embeddings, pooled output, ...) moved to ``device``."""
+    def move(v):
+        return v.to(device) if isinstance(v, torch.Tensor) else v
+    return [[move(t), {k: move(v) for k, v in extra.items()}] for t, extra in cond]
+
+
+def release_model(patcher) -> bool:
+    """Unload ``patcher``'s model from the device now (ComfyUI would otherwise keep it until memory runs short).
+    Returns whether it was loaded."""
+    for i, loaded in enumerate(mm.current_loaded_models):
+        if loaded.model is patcher:
+            loaded.model_unload()
+            mm.current_loaded_models.pop(i)
+            mm.soft_empty_cache()
+            return True
+    return False
+
+
 def make_trainable(module: torch.nn.Module, *holders) -> int:
     """Replace inference-mode tensors (what ComfyUI's loaders create) by ordinary ones of equal value.
 
@@ -141,8 +160,22 @@ class ComfyBackend:
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
 
+    def encode_prompts(self, texts) -> int:
+        """Encode every text (the bank's prompts and the negative) once, before training, keep the conditioning on
+        ComfyUI's intermediate device (CPU: samplers move it per call) and unload the text encoder: a multi-GB
+        encoder is not loaded again mid-run. Returns how many texts were encoded."""
+        device = mm.intermediate_device()
+        todo = [t for t in dict.fromkeys([*texts, self.negative]) if t not in self._conds]
+        with torch.no_grad():
+            for text in todo:
+                self._conds[text] = conditioning_to(encode(self.clip, text), device)
+        if getattr(self.clip, "patcher", None) is not None and release_model(self.clip.patcher):
+            log.info("PersonalVideo training: %d prompts encoded; text encoder unloaded for the run", len(todo))
+        return len(todo)
+
     def _cond(self, text: str):
-        if text not in self._conds:
+        if text not in self._conds:  # a text outside the bank (encode_prompts covers the bank)
+            log.warning("PersonalVideo training: encoding %r mid-run (not in the pre-encoded prompts)", text[:60])
             self._conds[text] = encode(self.clip, text)
         return self._conds[text]
 

@@ -163,6 +163,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
             ref = reference.embedding
 
             def on_step(record, preview):

@@ -168,3 +168,47 @@ def test_attention_out_of_reach_of_the_override_is_refused_naming_the_layers(rt,
     # q, k, v of self- and cross-attention in both blocks: 12 of the 16 adapted layers (o still gets gradient).
     assert "12 of 16 adapted layers got no gradient" in err.message and "_attn.k.weight" in err.message, err.message
     assert "sage" in err.message
+
+
+def test_prompts_are_encoded_before_training_and_results_are_unchanged(rt, monkeypatch):  # noqa: F811
+    """Every text-encoder call (counted at ComfyBackend's ``encode``) happens before the first training step,
+    once per distinct text of the bank plus the negative; the adapter equals the one trained with lazy encoding
+    (each prompt encoded when first drawn, what the trainer did before)."""
+    backend_mod = pack_module("nodes.train_backend")
+    trainer = pack_module("training.loop.trainer").Trainer
+    encode, train_step, events = backend_mod.encode, trainer.train_step, []
+    monkeypatch.setattr(backend_mod, "encode", lambda clip, text: (events.append(("encode", text)), encode(clip, text))[1])
+    monkeypatch.setattr(trainer, "train_step", lambda self, step: (events.append(("step", step)),
+                                                                   train_step(self, step))[1])
+    g, tr, *_ = train_graph("wan21", steps=3, run_name="encode_once")
+    g.capture(tr, "eager")
+    rt.run(g.nodes)
+    bank = pack_module("training.prompts").build_prompt_bank("a man", "", "blurry", use_built_in=True)
+    encoded = [text for kind, text in events if kind == "encode"]
+    first_step = events.index(("step", 0))
+    assert all(kind == "encode" for kind, _ in events[:first_step]) and len(encoded) == first_step, events[:60]
+    assert sorted(encoded) == sorted({*bank.prompts, "blurry"}) and len(bank.prompts) >= 40
+
+    monkeypatch.setattr(backend_mod.ComfyBackend, "encode_prompts", lambda self, texts: 0)  # the lazy way
+    events.clear()
+    g, tr, *_ = train_graph("wan21", steps=3, run_name="encode_lazily")
+    g.capture(tr, "lazy")
+    rt.run(g.nodes)
+    assert 0 < len([e for e in events if e[0] == "encode"]) <= 4  # 3 prompts + the negative, mid-run
+    eager, lazy = rt.captured()["eager"], rt.captured()["lazy"]
+    assert eager.keys() == lazy.keys() and all(torch.equal(eager[k], lazy[k]) for k in eager)
+
+
+def test_release_model_unloads_a_loaded_text_encoder(rt):  # noqa: F811
+    """The unload itself, on a real ModelPatcher loaded by ComfyUI's model management (the tests' text encoder is
+    a stand-in without a patcher: no tiny UMT5 exists)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    release_model = pack_module("nodes.train_backend").release_model
+    patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(8, 8), load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    mm.load_models_gpu([patcher])
+    assert any(m.model is patcher for m in mm.current_loaded_models)
+    assert release_model(patcher) and not any(m.model is patcher for m in mm.current_loaded_models)
+    assert not release_model(patcher)
