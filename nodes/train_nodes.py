@@ -58,6 +58,14 @@ def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: in
     return params, gate, patched
 
 
+def computes_in_fp16(model, vae) -> bool:
+    """The diffusion model or the VAE computes in fp16 (cards without bf16, --fp16-unet, --fp16-vae): the
+    backward pass then needs loss scaling (training/loop/gradients.py)."""
+    base = model.model
+    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    return torch.float16 in (compute, getattr(vae, "vae_dtype", None))
+
+
 def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:
     """Progress-bar preview: the frame, the face box the reward used, and its similarity."""
     img = Image.fromarray((frame.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
@@ -153,7 +161,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
-                                 backprop_last_k=backprop_last_k)
+                                 backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae))
         checkpoint = paths.training_checkpoint_path(run_name)
         device = mm.get_torch_device()
         shapes = lora_targets(model, layers)
@@ -187,6 +195,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                               extra={"trained_steps": len(result.history), "layers": layers})
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
+        if settings.loss_scaling:
+            summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
         log.info("PersonalVideo training done:\n%s", summary)
         return io.NodeOutput(adapter, training_chart(result.history), summary)
 

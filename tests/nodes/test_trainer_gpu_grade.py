@@ -212,3 +212,33 @@ def test_release_model_unloads_a_loaded_text_encoder(rt):  # noqa: F811
     assert any(m.model is patcher for m in mm.current_loaded_models)
     assert release_model(patcher) and not any(m.model is patcher for m in mm.current_loaded_models)
     assert not release_model(patcher)
+
+
+def test_fp16_compute_turns_loss_scaling_on_and_trains(rt, monkeypatch):  # noqa: F811
+    """ComfyUI computing the diffusion model in fp16, as on a card without bf16: its own --fp16-unet switch, and
+    ``should_use_fp16`` answering yes as it does for such cards (the CPU answers no). The node must turn loss
+    scaling on and the steps must update the adapter with finite values."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm.args, "fp16_unet", True)
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *args, **kwargs: True)
+    dtypes = []
+    trainer = pack_module("training.loop.trainer").Trainer
+    generate = trainer.generate
+
+    def recording(self, *args):
+        rollout = generate(self, *args)
+        base = self.backend.patcher.model
+        dtypes.append((base.get_dtype(), base.manual_cast_dtype, rollout.adapter.dtype))
+        return rollout
+
+    monkeypatch.setattr(trainer, "generate", recording)
+    g, tr, *_ = train_graph("wan21", steps=2, run_name="fp16")
+    g.capture([tr[0], 2], "summary")
+    g.capture(tr, "adapter")
+    rt.run(g.nodes)
+    summary = rt.captured()["summary"]
+    assert dtypes[0][:2] == (torch.float16, None), dtypes  # fp16 weights, no cast: fp16 compute
+    assert "fp16 compute: dynamic loss scaling on" in summary and "2 steps (2 updated the adapter" in summary, summary
+    ups = [v for k, v in rt.captured()["adapter"].items() if "lora_up" in k]
+    assert all(torch.isfinite(v).all() for v in ups) and any(float(v.abs().sum()) > 0 for v in ups)

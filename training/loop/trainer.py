@@ -29,6 +29,7 @@ from ..adapter.files import save_safetensors_atomic
 from ..adapter.gate import step_gate_sigma
 from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
+from .gradients import LossScale, layers_without_gradient, no_gradient_error
 from .memory import TrainingOutOfMemory, is_out_of_memory, out_of_memory_error, release_failed_step
 from .rollout import Denoise, Rollout, Sample, gated_rollout
 from ..semantic.reward import scr_kl_loss
@@ -56,6 +57,7 @@ class TrainSettings:
     checkpoint_every: int = 50
     max_grad_norm: float = 1.0
     backprop_last_k: int = 0  # 0: gradient through every gated step
+    loss_scaling: bool = False  # dynamic loss scaling: on when the model or VAE computes in fp16 (gradients.py)
 
 
 class Backend(Protocol):
@@ -106,6 +108,7 @@ class Trainer:
         self.result = TrainResult()
         self.step = 0
         self.updating = False  # inside clip + optimizer step (see train())
+        self.loss_scale = LossScale(settings.loss_scaling)
         self.preview: tuple[torch.Tensor, list[float] | None] | None = None  # frame, face box
 
     @property
@@ -147,17 +150,6 @@ class Trainer:
             loss = loss + self.s.scr_weight * scr
         return loss, icr, source_icr, scr, adapter_frames.detach()
 
-    def check_every_layer_gets_gradient(self) -> None:
-        """Every adapted layer is in the graph of the loss; one outside it (an attention kernel or matmul without
-        backward before it) would silently never train."""
-        cut = [k for k, (up, _) in self.params.pairs().items() if up.grad is None]
-        if cut:
-            raise RuntimeError(
-                f"adapter: {len(cut)} of {len(self.params.keys)} adapted layers got no gradient (e.g. "
-                f"{', '.join(cut[:4])}): something between them and the loss has no backward, e.g. an attention "
-                "kernel (sage, flash) that a patch node bound into the model, or an fp8 matmul. Remove that patch "
-                "for the training run (sampling may keep it).")
-
     def train_step(self, step: int) -> StepRecord:
         prompt, noise_seed, frames = self.draws(step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -171,10 +163,10 @@ class Trainer:
             elif icr.frames_with_face == 0 and not self.scr_on:
                 skipped = "no face in any reward frame"
             elif loss.requires_grad:
-                loss.backward()
-                self.check_every_layer_gets_gradient()
-                grads = [p.grad for p in self.params.parameters() if p.grad is not None]
-                if not all(torch.isfinite(g).all() for g in grads):
+                self.loss_scale.scaled(loss).backward()
+                if cut := layers_without_gradient(self.params.pairs()):  # would silently never train
+                    raise no_gradient_error(cut, len(self.params.keys))
+                if not self.loss_scale.unscale(self.params.parameters()):
                     skipped = "non-finite gradient"
             else:
                 skipped = "no face in any reward frame"
@@ -244,6 +236,7 @@ class Trainer:
             "settings": json.dumps(asdict(self.s)),
             "history": json.dumps([asdict(r) for r in self.result.history], allow_nan=True),
             "skipped_non_finite": str(self.result.skipped_non_finite),
+            "loss_scale": json.dumps(self.loss_scale.state()),
         }
         return save_safetensors_atomic(self.checkpoint_file, tensors, meta)
 
@@ -273,6 +266,7 @@ class Trainer:
         self.step = int(meta["step"])
         self.result.history = [StepRecord(**r) for r in json.loads(meta["history"])]
         self.result.skipped_non_finite = int(meta.get("skipped_non_finite", 0))
+        self.loss_scale.load_state(json.loads(meta.get("loss_scale", "{}")))
 
 
 def summarize(result: TrainResult, settings: TrainSettings, semantic_on: bool) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PersonalVideo.training.loop.trainer import Trainer
-from test_trainer_unit import make, toy_identity
+from test_trainer_unit import ToyModel, make, toy_identity
 
 
 @pytest.mark.parametrize("kind", ["cpu allocator", "cuda"])
@@ -76,3 +76,57 @@ def test_other_runtime_errors_are_not_reported_as_memory(tmp_path):
     backend.run = lambda prompt, seed, fn: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         Trainer(backend, params, bank, s, toy_identity).train()
+
+
+class HalfToyModel(ToyModel):
+    """The toy model computing in fp16, as the diffusion model does on cards without bf16 (``--fp16-unet``): the
+    gradient crosses fp16 activations on its way to the (float32) adapter."""
+
+    def denoise(self, x, sigma, adapter_on):
+        self.calls.append((float(sigma), adapter_on))
+        w = self.weight
+        if adapter_on:
+            up, down = self.params.pairs()["lin.weight"]
+            w = torch.addmm(w, up, down, alpha=self.params.scale)
+        return torch.tanh(torch.einsum("oc,bcthw->bothw", w.half(), x.half())).float()
+
+
+def _first_gradient(half: bool, loss_scaling: bool, icr_weight: float):
+    s, params, backend, bank = make(steps=1, icr_weight=icr_weight, loss_scaling=loss_scaling)
+    if half:
+        backend.model = HalfToyModel(params)
+    trainer = Trainer(backend, params, bank, s, toy_identity)
+    trainer.train_step(0)
+    return params.up[0].grad.clone(), trainer
+
+
+def test_fp16_compute_loss_scaling_prevents_silent_underflow():
+    """A loss whose per-element gradient is below fp16's smallest value (6e-8): a mean over a whole video is,
+    here a small weight stands in for that. Without scaling the adapter's gradient is exactly zero; with it,
+    it is the float32 gradient up to fp16 rounding."""
+    reference, _ = _first_gradient(half=False, loss_scaling=False, icr_weight=1e-6)
+    underflow, _ = _first_gradient(half=True, loss_scaling=False, icr_weight=1e-6)
+    scaled, trainer = _first_gradient(half=True, loss_scaling=True, icr_weight=1e-6)
+    assert float(reference.abs().max()) > 0 and float(underflow.abs().max()) == 0.0
+    assert torch.allclose(scaled, reference, rtol=0.05, atol=0.05 * float(reference.abs().max()))
+    assert trainer.loss_scale.scale == 2.0**16 and trainer.result.history[0].skipped == ""
+    fp32, trainer32 = _first_gradient(half=False, loss_scaling=False, icr_weight=1.0)
+    assert trainer32.loss_scale.scale == 1.0  # off: the identity
+
+
+def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_path):
+    s, params, backend, bank = make(steps=12, loss_scaling=True)
+    backend.model = HalfToyModel(params)
+    ck = tmp_path / "ck.safetensors"
+    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    trainer.loss_scale.scale = 2.0**24  # overflows fp16 (max 65504) in backward, so it has to come down
+    result = trainer.train()
+    skipped = [r.skipped for r in result.history]
+    assert skipped[0] == "non-finite gradient" and skipped[-1] == "" and result.skipped_non_finite >= 1
+    assert trainer.loss_scale.scale == 2.0 ** (24 - result.skipped_non_finite)
+    assert all(torch.isfinite(p).all() for p in params.parameters())
+    s2, params2, backend2, bank2 = make(steps=14, loss_scaling=True)
+    backend2.model = HalfToyModel(params2)
+    resumed = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck)
+    resumed.load_checkpoint()
+    assert resumed.loss_scale.state() == trainer.loss_scale.state()
