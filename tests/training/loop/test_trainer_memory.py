@@ -110,7 +110,7 @@ def test_fp16_compute_loss_scaling_prevents_silent_underflow():
     assert float(reference.abs().max()) > 0 and float(underflow.abs().max()) == 0.0
     assert torch.allclose(scaled, reference, rtol=0.05, atol=0.05 * float(reference.abs().max()))
     assert trainer.loss_scale.scale == 2.0**16 and trainer.result.history[0].skipped == ""
-    fp32, trainer32 = _first_gradient(half=False, loss_scaling=False, icr_weight=1.0)
+    _, trainer32 = _first_gradient(half=False, loss_scaling=False, icr_weight=1.0)
     assert trainer32.loss_scale.scale == 1.0  # off: the identity
 
 
