@@ -84,6 +84,15 @@ class IdentityGate:
             for module, attr, previous in reversed(installed):
                 setattr(module, attr, previous)
 
+    def release_after_sampling(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: the LoRA copies the deltas cached on the sampling device are dropped when the
+        sampler call ends, so no adapter tensors stay on the card outside ComfyUI's memory accounting."""
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            for delta in self.deltas.values():
+                delta.release()
+
 
 class WeightDelta:
     """Weight function ``W -> W + s·ΔW``, out of place, in ComfyUI's LoRA arithmetic."""
@@ -108,6 +117,10 @@ class WeightDelta:
     def trainable(cls, key: str, up: torch.Tensor, down: torch.Tensor, scale: float) -> "WeightDelta":
         """The same weight function over parameters being trained (autograd reaches ``up`` and ``down``)."""
         return cls(key, low_rank=(up, down, scale))
+
+    def release(self) -> None:
+        """Drop the per-device copies (the next call makes them again)."""
+        self._on_device.clear()
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if self.low_rank is None:
@@ -187,6 +200,7 @@ def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, start_per
     gate = IdentityGate(start_percent, mode, build_deltas(model_patcher, patches, strength, source))
     patched = model_patcher.clone()
     if strength != 0.0 and start_percent < 1.0:
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
-                                     f"personalvideo_gate_{uuid.uuid4().hex}", gate.apply_model_wrapper)
+        key = f"personalvideo_gate_{uuid.uuid4().hex}"
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, key, gate.apply_model_wrapper)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, key, gate.release_after_sampling)
     return patched, len(patches), unmatched

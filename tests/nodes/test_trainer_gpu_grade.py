@@ -242,3 +242,30 @@ def test_fp16_compute_turns_loss_scaling_on_and_trains(rt, monkeypatch):  # noqa
     assert "fp16 compute: dynamic loss scaling on" in summary and "2 steps (2 updated the adapter" in summary, summary
     ups = [v for k, v in rt.captured()["adapter"].items() if "lora_up" in k]
     assert all(torch.isfinite(v).all() for v in ups) and any(float(v.abs().sum()) > 0 for v in ups)
+
+
+def test_apply_node_drops_its_device_copies_of_the_adapter_after_sampling(rt, monkeypatch):  # noqa: F811
+    """The gate caches the LoRA on the sampling device (one copy per device, not one transfer per call); those
+    copies are outside ComfyUI's memory accounting, so they must be gone when the sampler call ends."""
+    import comfy.patcher_extension
+
+    from graphs import base_graph, gated, ksampler, run_latent
+
+    weight_delta = pack_module("nodes.gate").WeightDelta
+    call, cached = weight_delta.__call__, []
+
+    def counting(self, weight):
+        out = call(self, weight)
+        cached.append(len(self._on_device))
+        return out
+
+    monkeypatch.setattr(weight_delta, "__call__", counting)
+    g, model, pos, neg, latent = base_graph("wan21")
+    patched = gated(g, model, "identity_wan21.safetensors")
+    g.capture(patched, "patched")
+    run_latent(rt, g, ksampler(g, patched, pos, neg, latent))
+    assert cached and max(cached) == 1, "the gate must use its device copy while sampling"
+    wrappers = rt.captured()["patched"].wrappers[comfy.patcher_extension.WrappersMP.APPLY_MODEL]
+    gates = [fn.__self__ for fns in wrappers.values() for fn in fns if hasattr(fn, "__self__")]
+    assert len(gates) == 1 and gates[0].deltas
+    assert all(not delta._on_device for delta in gates[0].deltas.values()), "device copies left after sampling"
