@@ -248,7 +248,6 @@ def test_apply_node_drops_its_device_copies_of_the_adapter_after_sampling(rt, mo
     """The gate caches the LoRA on the sampling device (one copy per device, not one transfer per call); those
     copies are outside ComfyUI's memory accounting, so they must be gone when the sampler call ends."""
     import comfy.patcher_extension
-
     from graphs import base_graph, gated, ksampler, run_latent
 
     weight_delta = pack_module("nodes.gate").WeightDelta
