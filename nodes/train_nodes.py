@@ -21,7 +21,7 @@ from ..training.adapter.lora import LoRAParameters
 from ..training.loop.trainer import Trainer, TrainSettings, summarize
 from . import paths
 from .adapter_nodes import model_family
-from .gate import IdentityGate, WeightDelta
+from .gate import IdentityGate, WeightDelta, layer_weight_scale
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
@@ -51,6 +51,8 @@ def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: in
     gate (the trainer switches it per branch with ``gate.force``)."""
     params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
     deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
+    for key, delta in deltas.items():
+        delta.weight_scale = layer_weight_scale(comfy.utils.get_attr(model.model, key.rpartition(".")[0]))
     gate = IdentityGate(start_percent, "steps", deltas)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
