@@ -1,7 +1,7 @@
 """Attention with a backward pass during training, whatever kernel ComfyUI was started with.
 
 Sage attention's kernel has no backward, and flash attention's custom op registers none: with them the q/k/v
-adapters get no gradient and only the output projection would train, silently. ComfyUI (0.3.6x and later)
+adapters get no gradient and only the output projection would train, silently. ComfyUI (0.3.75 has it)
 lets ``transformer_options["optimized_attention_override"]`` take over every call of its attention functions
 (``comfy.ldm.modules.attention.wrap_attn``), also where a model module bound ``optimized_attention`` at import
 time, so the training model's options carry an override: kernels known to be differentiable run as they are
@@ -44,9 +44,10 @@ class TrainingAttention:
     def __init__(self):
         self.replaced: set[str] = set()
         self._sdpa = _inner(attention.attention_pytorch)
+        self._differentiable = _differentiable_kernels()
 
     def __call__(self, func, *args, **kwargs):
-        if _inner(func) in _differentiable_kernels():
+        if _inner(func) in self._differentiable:
             return func(*args, **kwargs)
         if _name(func) not in self.replaced:
             self.replaced.add(_name(func))
