@@ -49,9 +49,15 @@ class LossScale:
             self.scale, self.good_steps = float(state["scale"]), int(state["good_steps"])
 
 
+# Layers a text-to-video run does not use by design: Wan 2.1 i2v's image-embedding projections (k_img, v_img)
+# act only with CLIP-vision features, which training from noise and text does not give.
+UNUSED_WITHOUT_IMAGE = ("_img.",)
+
+
 def layers_without_gradient(pairs: dict) -> list[str]:
-    """Keys of adapted layers whose ``up`` got no gradient in the last backward: outside the loss's graph."""
-    return [k for k, (up, _) in pairs.items() if up.grad is None]
+    """Keys of adapted layers whose ``up`` got no gradient in the last backward: outside the loss's graph
+    (layers unused without image conditioning are not counted)."""
+    return [k for k, (up, _) in pairs.items() if up.grad is None and not any(t in k for t in UNUSED_WITHOUT_IMAGE)]
 
 
 def no_gradient_error(cut: list[str], total: int) -> RuntimeError:

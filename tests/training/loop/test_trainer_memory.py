@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PersonalVideo.training.adapter.lora import LoRAParameters
 from PersonalVideo.training.loop.trainer import Trainer
 from test_trainer_unit import ToyModel, make, toy_identity
 
@@ -130,3 +131,13 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     resumed = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck)
     resumed.load_checkpoint()
     assert resumed.loss_scale.state() == trainer.loss_scale.state()
+
+
+def test_layers_outside_the_graph_are_found_except_image_projections():
+    from PersonalVideo.training.loop.gradients import layers_without_gradient
+
+    params = LoRAParameters({"blocks.0.attn.q.weight": (2, 2), "blocks.0.attn.o.weight": (2, 2),
+                             "blocks.0.cross_attn.k_img.weight": (2, 2)}, rank=1, alpha=1.0, seed=0)
+    pairs = params.pairs()
+    (pairs["blocks.0.attn.o.weight"][0] * 2).sum().backward()  # only o is in the graph
+    assert layers_without_gradient(pairs) == ["blocks.0.attn.q.weight"]
