@@ -114,6 +114,15 @@ class IdentityGate:
             for module, attr, previous in reversed(installed):
                 setattr(module, attr, previous)
 
+    def release_after_sampling(self, executor, *args, **kwargs):
+        """OUTER_SAMPLE wrapper: the LoRA copies the deltas cached on the sampling device are dropped when the
+        sampler call ends, so no adapter tensors stay on the card outside ComfyUI's memory accounting."""
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            for delta in self.deltas.values():
+                delta.release()
+
 
 class WeightDelta:
     """Weight function ``W -> W + s·ΔW``, out of place, in ComfyUI's LoRA arithmetic."""
@@ -123,6 +132,7 @@ class WeightDelta:
         ``calculate_weight`` at ``strength``."""
         self.key, self.low_rank, self.adapter, self.strength = key, low_rank, adapter, strength
         self._on_device: dict[torch.device, tuple] = {}
+        self.weight_scale = 1.0  # scaled-fp8 layers store W / scale_weight: the delta is divided alike
 
     @classmethod
     def from_adapter(cls, key: str, adapter, strength: float) -> "WeightDelta":
@@ -139,10 +149,15 @@ class WeightDelta:
         """The same weight function over parameters being trained (autograd reaches ``up`` and ``down``)."""
         return cls(key, low_rank=(up, down, scale))
 
+    def release(self) -> None:
+        """Drop the per-device copies (the next call makes them again)."""
+        self._on_device.clear()
+
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         if self.low_rank is None:
             patch = [(self.strength, self.adapter, 1.0, None, None)]
-            return comfy.lora.calculate_weight(patch, weight.to(torch.float32, copy=True), self.key).to(weight.dtype)
+            merged = comfy.lora.calculate_weight(patch, weight.to(torch.float32, copy=True) * self.weight_scale, self.key)
+            return (merged / self.weight_scale).to(weight.dtype)
         up, down, scale = self.low_rank
         if up.requires_grad or down.requires_grad:
             up, down = up.to(weight.device), down.to(weight.device)
@@ -150,7 +165,7 @@ class WeightDelta:
             if weight.device not in self._on_device:
                 self._on_device[weight.device] = (up.to(weight.device), down.to(weight.device))
             up, down = self._on_device[weight.device]
-        merged = torch.addmm(weight.flatten(1).float(), up, down, alpha=scale)
+        merged = torch.addmm(weight.flatten(1).float(), up, down, alpha=scale / self.weight_scale)
         return merged.reshape(weight.shape).to(weight.dtype)
 
 
@@ -193,7 +208,20 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
                              "whole weight and cannot be gated. Use a plain LoRA, or core LoraLoaderModelOnly "
                              "for an always-on DoRA.")
         deltas[key] = WeightDelta.from_adapter(key, adapter, strength)
+        deltas[key].weight_scale = layer_weight_scale(module)
     return deltas
+
+
+def layer_weight_scale(module) -> float:
+    """The factor a layer multiplies its stored weight by (scaled-fp8 checkpoints: ``scale_weight``), else 1."""
+    scale = getattr(module, "scale_weight", None)
+    if not isinstance(scale, torch.Tensor):
+        return 1.0
+    if scale.numel() != 1:
+        raise ValueError(f"identity adapter: layer {type(module).__name__} has a per-channel fp8 scale "
+                         f"{tuple(scale.shape)}; only per-tensor scaled fp8 is supported. Load the model with "
+                         "weight_dtype default (a bf16/fp16 file) to use the adapter.")
+    return float(scale)
 
 
 def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, gate_start: float,
@@ -222,4 +250,5 @@ def apply_gated_adapter(model_patcher, lora_sd: dict, strength: float, gate_star
         sampler_sample = getattr(comfy.patcher_extension.WrappersMP, "SAMPLER_SAMPLE", None)
         if sampler_sample is not None:  # without it the gate is decided per call from the schedule alone
             patched.add_wrapper_with_key(sampler_sample, key, gate.sampler_sample_wrapper)
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, key, gate.release_after_sampling)
     return patched, len(patches), unmatched

@@ -21,6 +21,8 @@ import comfy.samplers
 from ..training.loop.block_checkpoint import checkpointed_blocks
 from ..training.loop.inplace_safety import norm_inputs_copied
 from .gate import IdentityGate
+from .train_attention import use_differentiable_attention
+from .weight_path import same_weight_path
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,25 @@ def training_mode():
 def encode(clip, text: str):
     """CONDITIONING for ``text``, as core CLIPTextEncode makes it."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def conditioning_to(cond, device):
+    """CONDITIONING with every tensor (embeddings, pooled output, ...) moved to ``device``."""
+    def move(v):
+        return v.to(device) if isinstance(v, torch.Tensor) else v
+    return [[move(t), {k: move(v) for k, v in extra.items()}] for t, extra in cond]
+
+
+def release_model(patcher) -> bool:
+    """Unload ``patcher``'s model from the device now (ComfyUI would otherwise keep it until memory runs short).
+    Returns whether it was loaded."""
+    for i, loaded in enumerate(mm.current_loaded_models):
+        if loaded.model is patcher:
+            loaded.model_unload()
+            mm.current_loaded_models.pop(i)
+            mm.soft_empty_cache()
+            return True
+    return False
 
 
 def make_trainable(module: torch.nn.Module, *holders) -> int:
@@ -135,11 +156,26 @@ class ComfyBackend:
         self.latent_shape = (1, channels, self.latent_frames, height // 8, width // 8)
         self._conds: dict[str, object] = {}
         self.negative = negative
+        self.attention = use_differentiable_attention(patcher)  # sage/flash have no backward
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
 
+    def encode_prompts(self, texts) -> int:
+        """Encode every text (the bank's prompts and the negative) once, before training, keep the conditioning on
+        ComfyUI's intermediate device (CPU: samplers move it per call) and unload the text encoder: a multi-GB
+        encoder is not loaded again mid-run. Returns how many texts were encoded."""
+        device = mm.intermediate_device()
+        todo = [t for t in dict.fromkeys([*texts, self.negative]) if t not in self._conds]
+        with torch.no_grad():
+            for text in todo:
+                self._conds[text] = conditioning_to(encode(self.clip, text), device)
+        if getattr(self.clip, "patcher", None) is not None and release_model(self.clip.patcher):
+            log.info("PersonalVideo training: %d prompts encoded; text encoder unloaded for the run", len(todo))
+        return len(todo)
+
     def _cond(self, text: str):
-        if text not in self._conds:
+        if text not in self._conds:  # a text outside the bank (encode_prompts covers the bank)
+            log.warning("PersonalVideo training: encoding %r mid-run (not in the pre-encoded prompts)", text[:60])
             self._conds[text] = encode(self.clip, text)
         return self._conds[text]
 
@@ -173,7 +209,7 @@ class ComfyBackend:
                 return model_sampling.inverse_noise_scaling(run_sigmas[-1], out)
 
             diffusion_model = self.patcher.model.diffusion_model
-            with norm_inputs_copied(diffusion_model), \
+            with norm_inputs_copied(diffusion_model), same_weight_path(self.patcher.model, self.gate.deltas), \
                     checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, sample, x, sigmas)
             return x

@@ -22,7 +22,7 @@ from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
 from .adapter_nodes import model_family
-from .gate import IdentityGate, WeightDelta
+from .gate import IdentityGate, WeightDelta, layer_weight_scale
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
@@ -52,11 +52,21 @@ def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: in
     gate (the trainer switches it per branch with ``gate.forced``)."""
     params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
     deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
+    for key, delta in deltas.items():
+        delta.weight_scale = layer_weight_scale(comfy.utils.get_attr(model.model, key.rpartition(".")[0]))
     gate = IdentityGate(gate_start, "steps", deltas)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
                                  f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
     return params, gate, patched
+
+
+def computes_in_fp16(model, vae) -> bool:
+    """The diffusion model or the VAE computes in fp16 (cards without bf16, --fp16-unet, --fp16-vae): the
+    backward pass then needs loss scaling (training/loop/gradients.py)."""
+    base = model.model
+    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    return torch.float16 in (compute, getattr(vae, "vae_dtype", None))
 
 
 def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:
@@ -155,7 +165,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
-                                 backprop_last_k=backprop_last_k)
+                                 backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae))
         checkpoint = paths.training_checkpoint_path(run_name)
         device = mm.get_torch_device()
         shapes = lora_targets(model, layers)
@@ -165,6 +175,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
             ref = reference.embedding
 
             def on_step(record, preview):
@@ -190,6 +201,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                               extra={"trained_steps": len(result.history), "layers": layers}, expert="")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
+        if settings.loss_scaling:
+            summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
         log.info("PersonalVideo training done:\n%s", summary)
         return io.NodeOutput(adapter, training_chart(result.history), summary)
 

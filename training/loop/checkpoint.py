@@ -19,25 +19,28 @@ RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed")
 
 
 def save_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,
-                    settings, result: TrainResult) -> Path:
-    """Write the run's state to ``path`` atomically (a crash mid-write leaves the previous file)."""
+                    settings, result: TrainResult, extra: dict[str, str] | None = None) -> Path:
+    """Write the run's state to ``path`` atomically (a crash mid-write leaves the previous file); ``extra`` are
+    more header fields (str -> str)."""
     tensors = {f"adapter.{k}": v for k, v in params.lora_state_dict().items()}
     for pid, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
-            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().to("cpu", copy=True)  # no device alloc
     meta = {
         "personalvideo.checkpoint": "1",
         "step": str(step),
         "settings": json.dumps(asdict(settings)),
         "history": json.dumps([asdict(r) for r in result.history], allow_nan=True),
         "skipped_non_finite": str(result.skipped_non_finite),
+        **(extra or {}),
     }
     return save_safetensors_atomic(path, tensors, meta)
 
 
 def load_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, settings,
-                    result: TrainResult) -> int:
-    """Restore the adapter, the optimiser state and ``result`` from ``path``; returns the step to continue at.
+                    result: TrainResult) -> tuple[int, dict[str, str]]:
+    """Restore the adapter, the optimiser state and ``result`` from ``path``; returns the step to continue at and
+    the file's header (for the caller's own fields).
 
     Refuses a file that is not a training checkpoint, or one trained with other ``RESUME_MUST_MATCH`` settings.
     """
@@ -63,4 +66,4 @@ def load_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.O
     optimizer.load_state_dict(opt)
     result.history = [StepRecord(**r) for r in json.loads(meta["history"])]
     result.skipped_non_finite = int(meta.get("skipped_non_finite", 0))
-    return int(meta["step"])
+    return int(meta["step"]), meta

@@ -26,12 +26,13 @@ checkpointed gated model calls. One step, as calls::
     │           │  ├─ identity_reward(frames)                           identity/reward.py  (ICR)
     │           │  └─ semantic_score(frames, prompt) -> scr_kl_loss     semantic/reward.py  (SCR)
     │           └─ loss.backward()   recomputes the checkpointed gated calls (and blocks) -> adapter grads
-    ├─ clip_grad_norm_ + optimizer.step()    (or skip: non-finite, no face)
+    ├─ clip_grad_norm_ + optimizer.step()    (or skip: non-finite, no face; fp16: loss scaling, gradients.py)
     └─ StepRecord -> TrainResult.history, on_step(record, preview)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
 from ..semantic.reward import scr_kl_loss
 from .checkpoint import load_checkpoint, save_checkpoint
+from .gradients import LossScale, layers_without_gradient, no_gradient_error
+from .memory import TrainingOutOfMemory, is_out_of_memory, out_of_memory_error, release_failed_step
 from .records import Preview, StepDraw, StepRecord, TrainResult
 from .rollout import Denoise, Rollout, Sample, gated_rollout
 
@@ -71,6 +74,7 @@ class TrainSettings:
     checkpoint_every: int = 50
     max_grad_norm: float = 1.0
     backprop_last_k: int = 0  # 0: gradient through every gated step
+    loss_scaling: bool = False  # dynamic loss scaling: on when the model or VAE computes in fp16 (gradients.py)
 
 
 class Backend(Protocol):
@@ -97,12 +101,6 @@ class RewardTerms:
     independent_source: float = float("nan")  # the same for the source frames
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    text = str(error).lower()
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
@@ -123,6 +121,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params.parameters(), lr=settings.learning_rate, weight_decay=0.0)
         self.result = TrainResult()
         self.step = 0
+        self.updating = False  # inside clip + optimizer step (see train())
+        self.loss_scale = LossScale(settings.loss_scaling)
         self.preview: Preview | None = None
 
     @property
@@ -177,9 +177,10 @@ class Trainer:
             return "non-finite loss"
         if not terms.loss.requires_grad or (terms.icr.frames_with_face == 0 and not self.scr_on):
             return "no face in any reward frame"
-        terms.loss.backward()
-        grads = [p.grad for p in self.params.parameters() if p.grad is not None]
-        return "" if all(torch.isfinite(g).all() for g in grads) else "non-finite gradient"
+        self.loss_scale.scaled(terms.loss).backward()
+        if cut := layers_without_gradient(self.params.pairs()):  # would silently never train
+            raise no_gradient_error(cut, len(self.params.keys))
+        return "" if self.loss_scale.unscale(self.params.parameters()) else "non-finite gradient"
 
     def train_step(self, step: int) -> StepRecord:
         draw = self.draw(step)
@@ -196,8 +197,10 @@ class Trainer:
                 self.result.skipped_non_finite += 1
                 log.warning("training step %d skipped: %s (the adapter is unchanged)", step, skipped)
         else:
+            self.updating = True  # a failure from here to the end of the step leaves a half-updated adapter
             torch.nn.utils.clip_grad_norm_(self.params.parameters(), self.settings.max_grad_norm)
             self.optimizer.step()
+            self.updating = False
         icr = terms.icr
         n = icr.frames_with_face + icr.frames_without_face
         record = StepRecord(step, draw.prompt, float(terms.loss.detach()), float(icr.loss.detach()),
@@ -218,25 +221,25 @@ class Trainer:
         s = self.settings
         try:
             while self.step < s.steps:
-                try:
-                    self.train_step(self.step)
-                except (torch.OutOfMemoryError, RuntimeError) as e:
-                    if not is_out_of_memory(e):
-                        raise
-                    raise MemoryError(
-                        f"out of memory at training step {self.step}: lower width/height/frames, "
-                        f"frames_per_reward (now {s.frames_per_reward}) or sampling_steps (now "
-                        f"{s.sampling_steps}), or set backprop_last_k (now {s.backprop_last_k}) to 1 or 2; "
-                        "what was trained so far is in the checkpoint and resumes") from e
+                self.train_step(self.step)
                 self.step += 1
                 if self.checkpoint_file and s.checkpoint_every and self.step % s.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.on_step:  # after the step is counted: a cancel raised here loses nothing
                     self.on_step(self.result.history[-1], self.preview)
-        except BaseException:  # cancel, OOM, any error: keep what was trained
-            if self.checkpoint_file and self.step > 0:
+        except BaseException as error:  # cancel, OOM, any error: keep what was trained
+            oom = is_out_of_memory(error)
+            if oom:
+                self.optimizer.zero_grad(set_to_none=True)
+                release_failed_step(error)
+            if self.updating:
+                log.warning("training stopped inside the optimizer step of step %d; the adapter may be half "
+                            "updated, so the checkpoint on disk (if any) is kept as it is", self.step)
+            elif self.checkpoint_file and self.step > 0:
                 self.save_checkpoint()
                 log.info("training stopped at step %d; checkpoint kept at %s", self.step, self.checkpoint_file)
+            if oom and not isinstance(error, TrainingOutOfMemory):
+                raise out_of_memory_error(error, self.step, s) from error
             raise
         if self.checkpoint_file:
             self.save_checkpoint()
@@ -244,7 +247,9 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         return save_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.step, self.settings,
-                               self.result)
+                               self.result, {"loss_scale": json.dumps(self.loss_scale.state())})
 
     def load_checkpoint(self) -> None:
-        self.step = load_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.settings, self.result)
+        self.step, meta = load_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.settings,
+                                          self.result)
+        self.loss_scale.load_state(json.loads(meta.get("loss_scale", "{}")))

@@ -1,0 +1,133 @@
+"""fp8 base weights in training and in the apply node, in real ComfyUI on the CPU (issue 11): UNETLoader's fp8
+weight dtypes, ComfyUI's fp8-compute path (its own --supports-fp8-compute switch) and a scaled-fp8 checkpoint.
+Same tiny models and stand-ins as test_trainer_comfy.py (its ``rt`` fixture and ``train_graph``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from graphs import pack_module
+from test_trainer_comfy import rt, train_graph  # noqa: F401 (rt is a fixture)
+
+
+@pytest.fixture
+def fp8_compute(monkeypatch):
+    """What ComfyUI does on a card with fp8 compute (Ada/Hopper), here via its own switch
+    (``--supports-fp8-compute`` sets ``SUPPORT_FP8_OPS``): UNETLoader's fp8_e4m3fn_fast then builds ``fp8_ops``
+    layers, which multiply fp8 inputs by fp8 weights (torch runs that on the CPU too), the path without gradient."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "SUPPORT_FP8_OPS", True)
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast"])
+def test_fp8_weights_fresh_adapter_equals_source_and_the_adapter_trains(rt, fp8_compute, monkeypatch,  # noqa: F811
+                                                                        weight_dtype):
+    trainer = pack_module("training.loop.trainer").Trainer
+    generate, rollouts, layer_types = trainer.generate, [], set()
+
+    def recording(self, *args):
+        rollout = generate(self, *args)
+        rollouts.append((rollout.source.detach().clone(), rollout.tuned.detach().clone()))
+        q = self.backend.patcher.model.diffusion_model.blocks[0].self_attn.q
+        layer_types.add((type(q).__qualname__, q.weight.dtype))
+        return rollout
+
+    monkeypatch.setattr(trainer, "generate", recording)
+    g, tr, model, *_ = train_graph("wan21", steps=2, run_name=f"fp8_{weight_dtype}")
+    g.nodes[model[0]]["inputs"]["weight_dtype"] = weight_dtype
+    g.capture([tr[0], 2], "summary")
+    g.capture(tr, "adapter")
+    rt.run(g.nodes)
+    assert layer_types == {("fp8_ops.Linear" if weight_dtype.endswith("fast") else "manual_cast.Linear",
+                            torch.float8_e4m3fn)}, layer_types
+    source, adapter = rollouts[0]
+    assert torch.isfinite(source).all() and torch.equal(source, adapter), \
+        "step 0: a fresh adapter (up = 0) must give the source branch's video exactly"
+    assert "2 steps (2 updated the adapter" in rt.captured()["summary"], rt.captured()["summary"]
+    assert any(float(v.abs().sum()) > 0 for k, v in rt.captured()["adapter"].items() if "lora_up" in k)
+
+
+@pytest.mark.parametrize("weight_dtype", ["fp8_e4m3fn", "fp8_e4m3fn_fast"])
+def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_compute, weight_dtype):  # noqa: F811
+    from graphs import base_graph, gated, ksampler, run_latent
+    from safetensors.torch import load_file, save_file
+
+    loras = rt.model_dir("loras")
+    zero = {k: torch.zeros_like(v) if "lora_up" in k else v
+            for k, v in load_file(str(loras / "identity_wan21.safetensors")).items()}
+    save_file(zero, str(loras / "zero_wan21.safetensors"))
+    out = {}
+    for name in ("base", "zero", "identity"):
+        g, model, pos, neg, latent = base_graph("wan21")
+        g.nodes[model[0]]["inputs"]["weight_dtype"] = weight_dtype
+        m = model if name == "base" else gated(g, model, f"{name}_wan21.safetensors")
+        out[name] = run_latent(rt, g, ksampler(g, m, pos, neg, latent))
+    assert torch.isfinite(out["base"]).all() and torch.equal(out["zero"], out["base"])
+    assert not torch.equal(out["identity"], out["base"]), "a non-zero adapter must act after the gate"
+
+
+def _write_scaled_fp8(rt):  # noqa: F811
+    """The tiny Wan as ComfyUI's "fp8_scaled" files are (Comfy-Org's Wan 2.2 fp8 releases): every Linear weight
+    stored as fp8 W/s with a per-tensor ``scale_weight`` s, and the ``scaled_fp8`` marker key. Also the same
+    weights dequantised (W = fp8 · s, exact in fp32): the exact reference for what the scaled model computes."""
+    from safetensors.torch import load_file, save_file
+
+    folder = rt.model_dir("diffusion_models")
+    scaled, dequantised = folder / "tiny_wan21_fp8_scaled.safetensors", folder / "tiny_wan21_dequantised.safetensors"
+    if not scaled.exists():
+        sd, out, ref = load_file(str(folder / "tiny_wan21.safetensors")), {}, {}
+        for k, v in sd.items():
+            if k.endswith(".weight") and v.ndim == 2:  # every Linear: scaled_fp8_ops stores them all in fp8
+                s = v.abs().max().clamp_min(1e-12) / 448.0
+                out[k], out[k[: -len("weight")] + "scale_weight"] = (v / s).to(torch.float8_e4m3fn), s.reshape(())
+                ref[k] = out[k].float() * s
+            else:
+                out[k] = ref[k] = v
+        out["scaled_fp8"] = torch.tensor([], dtype=torch.float8_e4m3fn)
+        save_file(out, str(scaled))
+        save_file(ref, str(dequantised))
+    return scaled.name, dequantised.name
+
+
+def test_scaled_fp8_apply_node_adds_the_lora_at_full_size(rt):  # noqa: F811
+    """Scaled-fp8 layers multiply their stored weight by scale_weight after the weight functions: the gate's
+    delta must be divided by it first, or the adapter acts at scale_weight (~1e-4) of its size. With the gate
+    open from step 0, the scaled model + apply node must change the result as core LoraLoader changes the
+    dequantised model."""
+    from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
+
+    scaled, dequantised = _write_scaled_fp8(rt)
+    out = {}
+    for name, unet, build in (("gated", scaled, lambda g, m: gated(g, m, "identity_wan21.safetensors", start=0.0)),
+                              ("reference", dequantised, lambda g, m: lora(g, m, "identity_wan21.safetensors")),
+                              ("base", dequantised, lambda g, m: m), ("scaled_base", scaled, lambda g, m: m)):
+        g, model, pos, neg, latent = base_graph("wan21")
+        g.nodes[model[0]]["inputs"]["unet_name"] = unet
+        out[name] = run_latent(rt, g, ksampler(g, build(g, model), pos, neg, latent))
+    assert rel_err(out["reference"], out["base"]) > 1e-2, "the LoRA must matter for the check to mean anything"
+    # The scaled model computes the base slightly differently (x·s times W/s: 1.4e-3 relative here), so the
+    # adapter's effect is compared: scaled + apply node minus scaled base vs core LoRA minus base, in fp32.
+    effect, reference_effect = out["gated"] - out["scaled_base"], out["reference"] - out["base"]
+    assert rel_err(effect, reference_effect) < 0.05, rel_err(effect, reference_effect)  # unscaled delta: ~1.0
+
+
+def test_scaled_fp8_with_fp8_compute_trains_from_an_exact_start(rt, fp8_compute, monkeypatch):  # noqa: F811
+    """Scaled fp8 on a card with fp8 compute runs fp8 matmuls (no gradient) whatever the layer's mode; the training
+    run must still give a fresh adapter equal to the source branch and a gradient that updates the adapter."""
+    scaled, _ = _write_scaled_fp8(rt)
+    trainer = pack_module("training.loop.trainer").Trainer
+    generate, rollouts = trainer.generate, []
+
+    def recording(self, *args):
+        rollout = generate(self, *args)
+        rollouts.append((rollout.source.detach().clone(), rollout.tuned.detach().clone()))
+        return rollout
+
+    monkeypatch.setattr(trainer, "generate", recording)
+    g, tr, model, *_ = train_graph("wan21", steps=2, run_name="fp8_scaled")
+    g.nodes[model[0]]["inputs"]["unet_name"] = scaled
+    g.capture([tr[0], 2], "summary")
+    rt.run(g.nodes)
+    assert torch.equal(*rollouts[0]) and torch.isfinite(rollouts[0][0]).all()
+    assert "2 steps (2 updated the adapter" in rt.captured()["summary"], rt.captured()["summary"]
