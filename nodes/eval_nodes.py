@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..evaluation.metrics import evaluate_video
 from . import paths
-from .evaluator_nodes import FaceEvaluator
+from .evaluator_nodes import FaceEvaluator, evaluator_reference
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_chart import line_chart
 
@@ -39,15 +39,6 @@ def report_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluator_reference(face_evaluator, reference):
-    """The independent evaluator's reference descriptor, from the reference's unaligned context crops (it detects
-    and aligns faces its own way); None without an evaluator."""
-    if face_evaluator is None:
-        return None
-    images = reference.context_crops if reference.context_crops is not None else reference.crops
-    return face_evaluator.reference_descriptor(images)
-
-
 class EvaluateVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -62,14 +53,14 @@ class EvaluateVideo(io.ComfyNode):
                 io.Image.Input("images", tooltip="The video's frames, e.g. from VAE Decode or a loaded video."),
                 Reference.Input("reference", tooltip="From Load Reference Faces."),
                 IdentityReward.Input("identity_reward",
-                                     tooltip="Face detector + recogniser. For an honest check, use one that was "
+                                     tooltip="Face detector + recognizer. For an honest check, use one that was "
                                              "not the training reward (another pack)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The prompt the video was generated from (for CLIP-T)."),
                 io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0,
                                tooltip="Frame rate of the video; flow is measured at about 8 fps, as VBench."),
                 IdentityReward.Input("second_identity_reward", optional=True,
-                                     tooltip="Another recogniser (e.g. another insightface pack) for a second Face "
+                                     tooltip="Another recognizer (e.g. another insightface pack) for a second Face "
                                              "Sim that the training reward did not optimise."),
                 FaceEvaluator.Input("face_evaluator", optional=True,
                                     tooltip="A recognizer of another lineage (Load Face Evaluator (dlib)): a Face Sim "

@@ -11,6 +11,24 @@ CATEGORY = f"{paths.CATEGORY}/Evaluation"
 FaceEvaluator = io.Custom("PERSONALVIDEO_FACE_EVALUATOR")
 
 
+def evaluator_reference(face_evaluator, reference):
+    """The independent evaluator's reference descriptor, from the reference's unaligned context crops (it detects
+    and aligns faces its own way); None without an evaluator."""
+    if face_evaluator is None:
+        return None
+    images = reference.context_crops if reference.context_crops is not None else reference.crops
+    return face_evaluator.reference_descriptor(images)
+
+
+def independent_similarity(face_evaluator, reference):
+    """frames -> closeness to the reference by the independent evaluator (the trainer's reward-hacking guard),
+    or None without an evaluator."""
+    if face_evaluator is None:
+        return None
+    descriptor = evaluator_reference(face_evaluator, reference)
+    return lambda frames: face_evaluator.closeness(frames, descriptor)
+
+
 class LoadDlibFaceEvaluator(io.ComfyNode):
     @classmethod
     def define_schema(cls):

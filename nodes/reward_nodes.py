@@ -64,11 +64,11 @@ class LoadIdentityRewardModel(io.ComfyNode):
             display_name="Load Identity Reward Model",
             category=CATEGORY,
             description="Loads an insightface pack as the identity reward: its SCRFD face detector (onnxruntime) and "
-                        "its ArcFace recogniser as a differentiable torch module.",
+                        "its ArcFace recognizer as a differentiable torch module.",
             inputs=[
                 io.Combo.Input("pack", options=paths.insightface_packs(),
                                tooltip="Folder under models/insightface/models/ (antelopev2, buffalo_l, buffalo_s, "
-                                       "...) holding an SCRFD detector with landmarks and an ArcFace recogniser."),
+                                       "...) holding an SCRFD detector with landmarks and an ArcFace recognizer."),
                 io.Int.Input("det_size", default=640, min=160, max=1280, step=32,
                              tooltip="Detector input size in pixels; frames are resized to fit it (640 as insightface)."),
                 io.Float.Input("det_threshold", default=0.5, min=0.05, max=0.95, step=0.05,

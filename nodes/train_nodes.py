@@ -22,6 +22,7 @@ from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
 from .adapter_nodes import model_family
+from .evaluator_nodes import FaceEvaluator, independent_similarity
 from .gate import IdentityGate, WeightDelta, layer_weight_scale
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
@@ -145,6 +146,10 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  tooltip="Continue from this run's checkpoint if it exists (same settings)."),
                 SemanticReward.Input("semantic_reward", optional=True,
                                      tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
+                FaceEvaluator.Input("face_evaluator", optional=True,
+                                    tooltip="Load Face Evaluator (dlib): watches both videos of every step and the "
+                                            "summary warns when only the reward's ArcFace sees a gain (reward "
+                                            "hacking). It never trains anything; about 0.5 s per frame on a CPU."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -157,7 +162,8 @@ class TrainIdentityAdapter(io.ComfyNode):
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
-                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
+                face_evaluator=None) -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
@@ -188,7 +194,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                 backend, params, prompt_bank, settings,
                 identity_reward=lambda f: identity_reward.reward(f, ref),
                 semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
-                checkpoint_file=checkpoint, on_step=on_step)
+                checkpoint_file=checkpoint, on_step=on_step,
+                independent_similarity=independent_similarity(face_evaluator, reference))
             # Reward models stay on the device from forward through backward (moving their weights
             # in between would leave autograd with tensors on the wrong device).
             with reward_models_on(device, identity_reward.recognizer,

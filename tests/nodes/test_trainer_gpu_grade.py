@@ -13,7 +13,7 @@ from test_trainer_comfy import _checkpoint_step, rt, train_graph  # noqa: F401 (
 def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkeypatch):  # noqa: F811
     """Forced OOM: a wrapper around the backend's decode raises torch.OutOfMemoryError (what CUDA raises) at the
     5th decode, i.e. step 2's adapter frames, after that step's rollout ran (nothing can really run out of
-    memory on this machine). ComfyUI must recognise it as OOM (its OOM tip in the message, its unload of all
+    memory on this machine). ComfyUI must recognize it as OOM (its OOM tip in the message, its unload of all
     models), the message must name the settings, and the checkpoint of step 2 (two good steps) must resume."""
     import comfy.model_management as mm
 

@@ -1,6 +1,6 @@
 """Out of memory in a training step, reported so that ComfyUI still treats it as out of memory.
 
-ComfyUI's executor recognises OOM by type (``isinstance(ex, comfy.model_management.OOM_EXCEPTION)``, which is
+ComfyUI's executor recognizes OOM by type (``isinstance(ex, comfy.model_management.OOM_EXCEPTION)``, which is
 ``torch.cuda.OutOfMemoryError`` = ``torch.OutOfMemoryError``) and then unloads every model, so the next prompt
 starts on an empty card. A ``MemoryError`` or a plain ``RuntimeError`` skips that. So the trainer re-raises any
 out-of-memory failure (CUDA's exception, or the RuntimeError text of the CPU/MPS allocators) as

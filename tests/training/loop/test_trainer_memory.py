@@ -15,7 +15,7 @@ def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(
     """Nothing can safely run out of memory on this machine (no GPU, no swap), so the backend raises at step 2
     what torch raises when an allocation fails: the CPU allocator's RuntimeError text, or CUDA's
     torch.OutOfMemoryError. Either way the trainer's error must still be a torch.OutOfMemoryError (ComfyUI
-    recognises OOM by that type and unloads models; tests/nodes/test_trainer_comfy.py checks it in ComfyUI)."""
+    recognizes OOM by that type and unloads models; tests/nodes/test_trainer_comfy.py checks it in ComfyUI)."""
     s, params, backend, bank = make(steps=5)
     run = backend.run
 
