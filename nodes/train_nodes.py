@@ -22,6 +22,7 @@ from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
 from .adapter_nodes import model_family
+from .expert_split import DEFAULT_BOUNDARY, HighNoiseExpert
 from .gate import IdentityGate, WeightDelta
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
@@ -88,7 +89,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                         "from noise for the bank's prompts and back-propagates the face reward (ICR) and the "
                         "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a checkpoint.",
             inputs=[
-                io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...)."),
+                io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...; "
+                                                "Wan 2.2 A14B: the low-noise expert)."),
                 io.Clip.Input("clip", tooltip="The model's text encoder: encodes the bank's prompts."),
                 io.Vae.Input("vae", tooltip="The model's VAE: decodes the reward frames (with gradient)."),
                 Reference.Input("reference", tooltip="From Load Reference Faces."),
@@ -135,6 +137,14 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  tooltip="Continue from this run's checkpoint if it exists (same settings)."),
                 SemanticReward.Input("semantic_reward", optional=True,
                                      tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
+                io.Model.Input("high_noise_model", optional=True,
+                               tooltip="Wan 2.2 A14B: the high-noise expert (with its ModelSamplingSD3, as in the "
+                                       "template). It samples the steps before expert_boundary, without the "
+                                       "adapter; 'model' is then the low-noise expert, the only one trained."),
+                _float("expert_boundary", DEFAULT_BOUNDARY, 0.01, 0.99, 0.001,
+                       "With high_noise_model: steps whose timestep is at least this fraction of the range go to "
+                       "the high-noise expert (official Wan 2.2 T2V: 0.875; ComfyUI's template splits 20 steps "
+                       "at 10, which 0.9 gives with shift 8)."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -147,7 +157,8 @@ class TrainIdentityAdapter(io.ComfyNode):
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
-                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None, high_noise_model=None,
+                expert_boundary=DEFAULT_BOUNDARY) -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
@@ -165,6 +176,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            if high_noise_model is not None:  # refuses a gate start in the high-noise steps, before any step
+                backend.use_high_noise_expert(HighNoiseExpert(high_noise_model, expert_boundary), gate_start)
             ref = reference.embedding
 
             def on_step(record, preview):
@@ -184,10 +197,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                                   semantic_reward.holder if semantic_reward is not None else None):
                 result = trainer.train(resume=resume)
         tensors = params.lora_state_dict()
-        # The adapter carries its gate start and expert ("" = unknown: a one-model family, or an expert the
-        # node cannot tell; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
+        # The adapter carries its gate start and expert: low_noise when a high-noise expert was connected ("" =
+        # unknown: a one-model family; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
         meta = build_metadata(tensors, gate_start, model_family(model), __version__,
-                              extra={"trained_steps": len(result.history), "layers": layers}, expert="")
+                              extra={"trained_steps": len(result.history), "layers": layers},
+                              expert="low_noise" if high_noise_model is not None else "")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
         log.info("PersonalVideo training done:\n%s", summary)
