@@ -60,15 +60,15 @@ class HighNoiseExpert:
                              "(0, 1) (Wan 2.2 T2V A14B: 0.875)")
         self.patcher, self.boundary = patcher, float(boundary)
 
-    def split_step(self, low_patcher, steps: int, sampler: str, scheduler: str) -> int:
-        """b for this sampling: the low-noise expert's schedule (the one the adapter is gated on)."""
+    def split_step(self, low_patcher, steps: int, sampler: str, scheduler: str) -> tuple[int, int]:
+        """(b, N) for this sampling: the low-noise expert's schedule (the one the adapter is gated on) of N steps."""
         low = ksampler_sigmas(low_patcher, steps, sampler, scheduler)
         high = ksampler_sigmas(self.patcher, steps, sampler, scheduler)
         if not torch.allclose(low, high):
             log.warning("the two experts have different sigma schedules (different shift?); the trainer splits "
                         "where the low-noise expert's schedule crosses the boundary, as two KSamplerAdvanced "
                         "with the same step count would")
-        return boundary_step(low_patcher.get_model_object("model_sampling"), low, self.boundary)
+        return boundary_step(low_patcher.get_model_object("model_sampling"), low, self.boundary), len(low) - 1
 
     def check_gate(self, gate_start: float, b: int, num_steps: int) -> None:
         """Refuse a gate start whose first gated step falls in the high-noise expert's steps."""

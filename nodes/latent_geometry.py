@@ -27,10 +27,6 @@ class LatentGeometry:
     def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int, int]:
         return (1, self.channels, self.latent_frames(frames), height // self.spatial, width // self.spatial)
 
-    def latent_index(self, frame: int) -> int:
-        """Latent frame that pixel frame ``frame`` decodes from (frame 0 alone, then groups of ``temporal``)."""
-        return 0 if frame == 0 else (frame - 1) // self.temporal + 1
-
 
 def latent_geometry(patcher, vae) -> LatentGeometry:
     """The geometry of ``patcher``'s latents decoded by ``vae``; ValueError when the two do not belong together."""

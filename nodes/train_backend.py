@@ -194,9 +194,7 @@ class ComfyBackend:
     def use_high_noise_expert(self, expert: HighNoiseExpert, gate_start: float) -> int:
         """Sample the steps before the expert boundary with ``expert`` (this backend's model is the low-noise
         one); refuses a gate start in the high-noise steps. Returns the boundary step b."""
-        b = expert.split_step(self.patcher, self.sampling_steps, self.sampler, self.scheduler)
-        num_steps = len(comfy.samplers.KSampler(self.patcher, self.sampling_steps, self.patcher.load_device,
-                                                sampler=self.sampler, scheduler=self.scheduler).sigmas) - 1
+        b, num_steps = expert.split_step(self.patcher, self.sampling_steps, self.sampler, self.scheduler)
         expert.check_gate(gate_start, b, num_steps)
         self.high_noise, self.boundary_step = expert, b
         return b

@@ -141,10 +141,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                                tooltip="Wan 2.2 A14B: the high-noise expert (with its ModelSamplingSD3, as in the "
                                        "template). It samples the steps before expert_boundary, without the "
                                        "adapter; 'model' is then the low-noise expert, the only one trained."),
-                _float("expert_boundary", DEFAULT_BOUNDARY, 0.01, 0.99, 0.001,
-                       "With high_noise_model: steps whose timestep is at least this fraction of the range go to "
-                       "the high-noise expert (official Wan 2.2 T2V: 0.875; ComfyUI's template splits 20 steps "
-                       "at 10, which 0.9 gives with shift 8)."),
+                io.Float.Input("expert_boundary", default=DEFAULT_BOUNDARY, min=0.01, max=0.99, step=0.001,
+                               optional=True,
+                               tooltip="With high_noise_model: steps whose timestep is at least this fraction of "
+                                       "the range go to the high-noise expert (official Wan 2.2 T2V: 0.875; "
+                                       "ComfyUI's template splits 20 steps at 10, which 0.9 gives with shift 8)."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -166,7 +167,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
-                                 backprop_last_k=backprop_last_k)
+                                 backprop_last_k=backprop_last_k,
+                                 expert_boundary=expert_boundary if high_noise_model is not None else None)
         checkpoint = paths.training_checkpoint_path(run_name)
         device = mm.get_torch_device()
         shapes = lora_targets(model, layers)

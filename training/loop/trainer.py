@@ -71,6 +71,7 @@ class TrainSettings:
     checkpoint_every: int = 50
     max_grad_norm: float = 1.0
     backprop_last_k: int = 0  # 0: gradient through every gated step
+    expert_boundary: float | None = None  # two-expert models (Wan 2.2 A14B): the boundary; None: one model
 
 
 class Backend(Protocol):
