@@ -183,3 +183,32 @@ def test_a_gradient_reaches_the_adapter_through_the_low_noise_part_only(loaded):
     # ComfyUI's loaded weights require grad, so a high-noise part run with gradient would leave one here
     high = list(loaded["high_noise"].model.diffusion_model.parameters())
     assert any(p.requires_grad for p in high) and all(p.grad is None for p in high)
+
+
+def test_trainer_node_refuses_a_gate_start_in_the_high_noise_steps_before_training(rt):
+    import shutil
+
+    from dev.comfy_runtime import GraphError
+    from dev.face_assets import make_pack, photo_path
+
+    make_pack(rt.model_dir("insightface") / "models", "vectron_s")
+    shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
+    g = Graph()
+    experts, clip = _loaders(g)
+    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_s", det_size=640, det_threshold=0.05)
+    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=g.add("LoadImage", image="obama.jpg"),
+                augmentations=2, crop_jitter=0.05, colour_jitter=0.1, seed=0)
+    bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt="blurry",
+                 use_built_in=True)
+    tr = g.add("PersonalVideoTrainIdentityAdapter", model=experts["low_noise"], clip=clip,
+               vae=g.add("VAELoader", vae_name="tiny_wan_vae.safetensors"), reference=ref, identity_reward=idm,
+               prompt_bank=bank, steps=1, learning_rate=1e-2, rank=4, alpha=4.0, layers="attention", gate_start=0.25,
+               sampling_steps=STEPS, sampler_name="euler", scheduler="simple", cfg=CFG, width=64, height=64, frames=9,
+               frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name="a14b_refused",
+               resume=False, high_noise_model=experts["high_noise"])  # expert_boundary: the default 0.875
+    g.capture(tr, "adapter")
+    with pytest.raises(GraphError, match=r"gate_start: got 0\.25, which opens the gate at step 5 of 20, but steps "
+                                         r"0-10 belong to the high-noise expert \(expert_boundary 0\.875\)"):
+        rt.run(g.nodes)
+    assert not (rt.base_dir / "output" / "personalvideo_training" / "a14b_refused.safetensors").exists()
