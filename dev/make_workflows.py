@@ -143,6 +143,7 @@ def wan22_a14b_nodes() -> dict:
     graph["train"]["inputs"] |= {"model": ["low_shift", 0], "high_noise_model": ["high_shift", 0],
                                  "expert_boundary": f["boundary"], "sampling_steps": f["steps"], "cfg": f["cfg"],
                                  "sampler_name": f["sampler"], "scheduler": "simple", "run_name": "identity_wan22_a14b"}
+    graph["summary"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
     graph["save"] = {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
         "adapter": ["train", 0], "filename_prefix": "personalvideo/identity_wan22_a14b", "gate_start": 0.75,
         "model": ["low_shift", 0], "override_gate_start": False, "expert": "from adapter"}}
@@ -161,7 +162,7 @@ def wan22_a14b_nodes() -> dict:
     return graph | gen
 
 
-COLUMNS = {"high_model": 0, "high_shift": 1, "low_shift": 1, "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
+COLUMNS = {"summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1, "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
            "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
            "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}

@@ -206,6 +206,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                               expert="low_noise" if high_noise_model is not None else "")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
+        if high_noise_model is not None:
+            b = backend.boundary_step
+            summary += (f"\nexperts: high-noise steps 0-{b - 1} (no adapter), low-noise steps {b}-"
+                        f"{sampling_steps - 1} (trained; adapter saved as expert low_noise), boundary "
+                        f"{expert_boundary:g}")
         log.info("PersonalVideo training done:\n%s", summary)
         return io.NodeOutput(adapter, training_chart(result.history), summary)
 

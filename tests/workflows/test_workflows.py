@@ -100,7 +100,7 @@ def test_workflow_runs(rt, path):
         face_sim = float(table.split("Face Sim (x100, 16 frames)")[1].split()[0])
         assert face_sim > 50, table  # the video shows the reference person (another photo of him)
     if path.stem == "train_and_generate_wan22_a14b":
-        check_a14b(rt, prompt)
+        check_a14b(rt, prompt, outputs)
     if path.stem.startswith("train_identity_adapter_"):
         family = path.stem.removeprefix("train_identity_adapter_")
         assert list((rt.model_dir("loras") / "personalvideo").glob(f"identity_{family}_*.safetensors"))
@@ -116,7 +116,7 @@ def model_chain(prompt: dict, link) -> list[tuple[str, dict]]:
     return chain
 
 
-def check_a14b(rt, prompt: dict) -> None:
+def check_a14b(rt, prompt: dict, outputs: dict) -> None:
     """The A14B graph: the adapter is trained, saved and gated for the low-noise expert only, and the trainer
     samples like the graph's two KSamplerAdvanced (the bit-for-bit check is tests/nodes/test_trainer_a14b.py,
     on a graph built like this one)."""
@@ -132,6 +132,8 @@ def check_a14b(rt, prompt: dict) -> None:
     assert model_chain(prompt, train["high_noise_model"]) == high and model_chain(prompt, train["model"]) == low[1:]
     for key in ("cfg", "sampler_name", "scheduler"):
         assert all(s[key] == train[key] for s in samplers.values()), key
+    summary = next(o["text"][0] for o in outputs.values() if "text" in o and "experts:" in o["text"][0])
+    assert "high-noise steps 0-3 (no adapter), low-noise steps 4-7" in summary, summary  # 8 tiny steps, split at 4
     saved = sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan22_a14b_*.safetensors"))
     assert saved, "the A14B workflow must save the adapter"
     with safe_open(str(saved[-1]), "pt") as f:

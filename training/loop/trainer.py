@@ -154,7 +154,7 @@ class Trainer:
         if full_sigmas is not None and gate_sigma is not None and gate_sigma > float(sigmas[0]) * (1 + 1e-4):
             raise ValueError(f"gate_start: got {self.settings.gate_start:g}, which opens the gate before this "
                              f"model's part of the sampling (it starts at sigma {float(sigmas[0]):.4g}, the gate at "
-                             f"{gate_sigma:.4g}); raise gate_start")
+                             f"{gate_sigma:.4g}), expected a gate inside it; raise gate_start")
         return gated_rollout(sample, denoise, x, gate_sigma, self.settings.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
