@@ -87,7 +87,7 @@ def training_nodes(family: str) -> dict:
             "scheduler": "simple", "cfg": FAMILIES[family]["train_cfg"], "width": 480, "height": 272, "frames": 33,
             "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
-            "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True}},
+            "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
         "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
         "faces": {"class_type": "PreviewImage", "inputs": {"images": ["reference", 1]}},
     }
@@ -120,7 +120,49 @@ def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
     }
 
 
-COLUMNS = {"model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
+NOTE_A14B = """PersonalVideo: train an identity adapter on Wan 2.2 T2V A14B (two experts) and generate with it, in one graph.
+
+Built like ComfyUI's own Wan 2.2 14B template: the high-noise expert samples steps 0-10 of 20 (KSamplerAdvanced, leftover noise), the low-noise expert steps 10-20. The trainer does the same: high_noise_model samples the steps before expert_boundary (0.9 splits 20 steps at shift 8 at step 10, as the template; the official Wan 2.2 value 0.875 gives step 11), without the adapter; 'model', the low-noise expert, is the only one trained, saved (expert: low_noise) and gated.
+The gate counts the steps of the whole sampling: gate_start 0.75 = steps 15-19, all in the low-noise expert (a gate start in the high-noise steps is refused).
+Face models, HPS checkpoint and prompts: see the notes of the Wan 2.1 training workflow."""
+
+A14B = dict(high="wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+            low="wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", vae="wan_2.1_vae.safetensors",
+            clip=FAMILIES["wan21"]["clip"], shift=8.0, steps=20, split=10, boundary=0.9, cfg=3.5, sampler="euler",
+            width=640, height=640)
+
+
+def wan22_a14b_nodes() -> dict:
+    """The A14B train-and-generate graph (ComfyUI's Wan 2.2 14B T2V template + the trainer + the gate)."""
+    f = A14B
+    graph = base_nodes(dict(unet=f["low"], vae=f["vae"], clip=f["clip"]))
+    graph["high_model"] = {"class_type": "UNETLoader", "inputs": {"unet_name": f["high"], "weight_dtype": "default"}}
+    for key, source in (("high_shift", "high_model"), ("low_shift", "model")):
+        graph[key] = {"class_type": "ModelSamplingSD3", "inputs": {"model": [source, 0], "shift": f["shift"]}}
+    graph |= training_nodes("wan21")
+    graph["train"]["inputs"] |= {"model": ["low_shift", 0], "high_noise_model": ["high_shift", 0],
+                                 "expert_boundary": f["boundary"], "sampling_steps": f["steps"], "cfg": f["cfg"],
+                                 "sampler_name": f["sampler"], "scheduler": "simple", "run_name": "identity_wan22_a14b"}
+    graph["summary"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
+    graph["save"] = {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
+        "adapter": ["train", 0], "filename_prefix": "personalvideo/identity_wan22_a14b", "gate_start": 0.75,
+        "model": ["low_shift", 0], "override_gate_start": False, "expert": "from adapter"}}
+    gen = generation_nodes(dict(FAMILIES["wan21"], width=f["width"], height=f["height"], cfg=f["cfg"]),
+                           ["train", 0], "wan22_a14b")
+    del gen["style"], gen["sampler"]
+    gen["gated"]["inputs"]["model"] = ["low_shift", 0]
+    for key, model, start, end, first in (("sampler_high", "high_shift", 0, f["split"], True),
+                                          ("sampler", "gated", f["split"], 10000, False)):
+        gen[key] = {"class_type": "KSamplerAdvanced", "inputs": {
+            "model": [model, 0], "add_noise": "enable" if first else "disable", "noise_seed": 42,
+            "steps": f["steps"], "cfg": f["cfg"], "sampler_name": f["sampler"], "scheduler": "simple",
+            "positive": ["positive", 0], "negative": ["negative", 0],
+            "latent_image": ["latent", 0] if first else ["sampler_high", 0], "start_at_step": start,
+            "end_at_step": end, "return_with_leftover_noise": "enable" if first else "disable"}}
+    return graph | gen
+
+
+COLUMNS = {"summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1, "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
            "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
            "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}
@@ -158,6 +200,7 @@ def workflows() -> dict[str, tuple[dict, str]]:
     }, NOTE_EVALUATE)
     both = base_nodes(f) | training_nodes("wan21") | generation_nodes(f, ["train", 0], "wan21")
     out["train_and_generate_wan21"] = (both, NOTE_BOTH.format(name=f["name"]))
+    out["train_and_generate_wan22_a14b"] = (wan22_a14b_nodes(), NOTE_A14B)
     return out
 
 

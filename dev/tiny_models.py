@@ -82,6 +82,37 @@ def write_wan_vae(path: Path | str, seed: int = 0) -> Path:
     return path
 
 
+# ComfyUI's VAE loader builds every Wan 2.2 VAE at the full size (dim 160, dec_dim 256: 705 M parameters) whatever
+# the file holds; the tiny one loads only while ``tiny_wan22_vae_sizes`` is active.
+TINY_WAN22_VAE = dict(dim=8, dec_dim=16)
+
+
+def write_wan22_vae(path: Path | str, seed: int = 0) -> Path:
+    """A tiny Wan 2.2 VAE (z_dim 48, 16x spatial, 4x temporal): the real ``comfy.ldm.wan.vae2_2`` class."""
+    from comfy.ldm.wan.vae2_2 import WanVAE
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vae = WanVAE(z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0, **TINY_WAN22_VAE)
+    save_file(_randomize(vae, seed, std=0.05), str(path))
+    return path
+
+
+def tiny_wan22_vae_sizes(monkeypatch) -> None:
+    """Make ComfyUI's VAE loader build Wan 2.2 VAEs at the tiny sizes (pytest ``monkeypatch``; undone after the
+    test). Everything else of the loader (detection, geometry, dtype, patcher) runs as it is."""
+    import comfy.ldm.wan.vae2_2 as vae2_2
+
+    full = vae2_2.WanVAE
+
+    class TinySizedWanVAE(full):
+        def __init__(self, **config):
+            super().__init__(**(config | TINY_WAN22_VAE))
+
+    monkeypatch.setattr(vae2_2, "WanVAE", TinySizedWanVAE)
+
+
 def lora_targets(family: str, **overrides) -> list[str]:
     """Module paths (``diffusion_model.<path>``) of the 2-D linear weights inside transformer blocks."""
     model = build_diffusion_model(family, **overrides)
@@ -148,6 +179,9 @@ WORKFLOW_FILES = {
     "wan21": ("wan2.1_t2v_1.3B_fp16.safetensors", "wan_2.1_vae.safetensors"),
     "hunyuan_video": ("hunyuan_video_t2v_720p_bf16.safetensors", "hunyuan_video_vae_bf16.safetensors"),
 }
+# Wan 2.2 A14B's two experts: tiny Wan 2.1-architecture models with two seeds (ComfyUI loads both as WAN21).
+WORKFLOW_EXPERTS = {"wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": 21,
+                    "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": 22}
 WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length": 9, "sampling_steps": 8,
                    "frames_per_reward": 2}
 
@@ -162,6 +196,9 @@ def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
         if not (models / "diffusion_models" / unet).exists():
             write_diffusion_model(family, models / "diffusion_models" / unet)
             write_wan_vae(models / "vae" / vae)
+    for name, seed in WORKFLOW_EXPERTS.items():
+        if not (models / "diffusion_models" / name).exists():
+            write_diffusion_model("wan21", models / "diffusion_models" / name, seed=seed)
     register_tiny_hps_config(scratch)
     (models / "hpsv2").mkdir(parents=True, exist_ok=True)
     write_tiny_hps_checkpoint(models / "hpsv2" / "HPS_v2.1_compressed.pt")
@@ -191,5 +228,10 @@ def for_tiny_models(prompt: dict, steps: int | None = None) -> dict:
                 if key in inputs and not isinstance(inputs[key], list):
                     inputs[key] = value
         elif node["class_type"] == "KSampler":
+            inputs["steps"] = 8
+        elif node["class_type"] == "KSamplerAdvanced":  # 20 steps split at 10 -> 8 split at 4 (same fraction)
+            for key in ("start_at_step", "end_at_step"):
+                if inputs[key] < inputs["steps"]:
+                    inputs[key] = inputs[key] * 8 // inputs["steps"]
             inputs["steps"] = 8
     return prompt

@@ -10,6 +10,7 @@ training/loop/rollout.py). The two runs switch the same ``IdentityGate`` the app
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
@@ -20,9 +21,11 @@ import comfy.samplers
 
 from ..training.loop.block_checkpoint import checkpointed_blocks
 from ..training.loop.inplace_safety import norm_inputs_copied
+from .expert_split import HighNoiseExpert
 from .gate import IdentityGate
 from .train_attention import use_differentiable_attention
 from .weight_path import same_weight_path
+from .latent_geometry import latent_geometry
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +153,10 @@ class ComfyBackend:
         self.checkpoint_blocks = checkpoint_blocks
         self.cfg, self.sampling_steps = cfg, sampling_steps
         self.sampler, self.scheduler = sampler, scheduler
-        self.latent_frames = (frames - 1) // 4 + 1
-        self.num_frames = 4 * (self.latent_frames - 1) + 1
-        channels = patcher.model.latent_format.latent_channels
-        self.latent_shape = (1, channels, self.latent_frames, height // 8, width // 8)
+        self.geometry = latent_geometry(patcher, vae)  # channels, spatial and temporal compression
+        self.latent_frames = self.geometry.latent_frames(frames)
+        self.num_frames = self.geometry.pixel_frames(frames)
+        self.latent_shape = self.geometry.latent_shape(width, height, frames)
         self._conds: dict[str, object] = {}
         self.negative = negative
         self.attention = use_differentiable_attention(patcher)  # sage/flash have no backward
@@ -185,6 +188,9 @@ class ComfyBackend:
         # KSampler's schedule (it adds and drops a step for uni_pc and dpm_2).
         sigmas = comfy.samplers.KSampler(self.patcher, self.sampling_steps, self.patcher.load_device,
                                          sampler=self.sampler, scheduler=self.scheduler, denoise=1.0).sigmas
+        if self.high_noise is not None:  # Wan 2.2 A14B: the template's two sampler calls (nodes/expert_split.py)
+            latent, noise, sigmas, full_sigmas = self._after_high_noise_part(prompt, seed, noise, latent, sigmas)
+            fn = functools.partial(fn, full_sigmas=full_sigmas)
         sampler = comfy.samplers.sampler_object(self.sampler)
         model_sampling = self.patcher.get_model_object("model_sampling")
         # k-diffusion's samplers are decorated with no_grad; the undecorated function is differentiable.
@@ -218,10 +224,32 @@ class ComfyBackend:
                       disable_pbar=True)
         return result["out"]
 
+    # -- Wan 2.2 A14B: the high-noise expert (nodes/expert_split.py) --------------------------------------
+    high_noise: HighNoiseExpert | None = None
+
+    def use_high_noise_expert(self, expert: HighNoiseExpert, gate_start: float) -> int:
+        """Sample the steps before the expert boundary with ``expert`` (this backend's model is the low-noise
+        one); refuses a gate start in the high-noise steps. Returns the boundary step b."""
+        b, num_steps = expert.split_step(self.patcher, self.sampling_steps, self.sampler, self.scheduler)
+        expert.check_gate(gate_start, b, num_steps)
+        self.high_noise, self.boundary_step = expert, b
+        return b
+
+    def _after_high_noise_part(self, prompt, seed, noise, latent, sigmas):
+        """The first KSamplerAdvanced (high-noise expert, steps 0..b, leftover noise); returns what the second
+        one (low-noise expert, add_noise off) starts from: its latent, zero noise, the schedule from b, and
+        the full schedule for the trainer's gate (global step ceil(gate_start·N))."""
+        b = self.boundary_step
+        latent = self.high_noise.high_noise_part(noise, latent, self._cond(prompt), self._cond(self.negative),
+                                                 self.cfg, self.sampling_steps, self.sampler, self.scheduler, b,
+                                                 seed)
+        noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
+        return latent, noise, sigmas[b:], sigmas
+
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
         """Decode only the latent frames the requested pixel frames depend on, with gradient."""
         latent = self.patcher.model.process_latent_out(latent)
-        last = max(latent_index(f) for f in frame_indices)
+        last = max(latent_index(f, self.geometry.temporal) for f in frame_indices)
         # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so
         # making room for the VAE must not unload it (ComfyUI then loads what fits, the rest cast per layer).
         mm.load_models_gpu([self.patcher, self.vae.patcher])

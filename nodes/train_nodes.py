@@ -23,6 +23,7 @@ from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
 from .adapter_nodes import model_family
 from .evaluator_nodes import FaceEvaluator, independent_similarity
+from .expert_split import DEFAULT_BOUNDARY, HighNoiseExpert
 from .gate import IdentityGate, WeightDelta, layer_weight_scale
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
@@ -99,7 +100,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                         "from noise for the bank's prompts and back-propagates the face reward (ICR) and the "
                         "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a checkpoint.",
             inputs=[
-                io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...)."),
+                io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...; "
+                                                "Wan 2.2 A14B: the low-noise expert)."),
                 io.Clip.Input("clip", tooltip="The model's text encoder: encodes the bank's prompts."),
                 io.Vae.Input("vae", tooltip="The model's VAE: decodes the reward frames (with gradient)."),
                 Reference.Input("reference", tooltip="From Load Reference Faces."),
@@ -150,6 +152,15 @@ class TrainIdentityAdapter(io.ComfyNode):
                                     tooltip="Load Face Evaluator (dlib): watches both videos of every step and the "
                                             "summary warns when only the reward's ArcFace sees a gain (reward "
                                             "hacking). It never trains anything; about 0.5 s per frame on a CPU."),
+                io.Model.Input("high_noise_model", optional=True,
+                               tooltip="Wan 2.2 A14B: the high-noise expert (with its ModelSamplingSD3, as in the "
+                                       "template). It samples the steps before expert_boundary, without the "
+                                       "adapter; 'model' is then the low-noise expert, the only one trained."),
+                io.Float.Input("expert_boundary", default=DEFAULT_BOUNDARY, min=0.01, max=0.99, step=0.001,
+                               optional=True,
+                               tooltip="With high_noise_model: steps whose timestep is at least this fraction of "
+                                       "the range go to the high-noise expert (official Wan 2.2 T2V: 0.875; "
+                                       "ComfyUI's template splits 20 steps at 10, which 0.9 gives with shift 8)."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -163,7 +174,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
                 max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
-                face_evaluator=None) -> io.NodeOutput:
+                face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY) -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
@@ -171,7 +182,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
-                                 backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae))
+                                 backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae),
+                                 expert_boundary=expert_boundary if high_noise_model is not None else None)
         checkpoint = paths.training_checkpoint_path(run_name)
         device = mm.get_torch_device()
         shapes = lora_targets(model, layers)
@@ -181,6 +193,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            if high_noise_model is not None:  # refuses a gate start in the high-noise steps, before any step
+                backend.use_high_noise_expert(HighNoiseExpert(high_noise_model, expert_boundary), gate_start)
             backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
             ref = reference.embedding
 
@@ -202,14 +216,20 @@ class TrainIdentityAdapter(io.ComfyNode):
                                   semantic_reward.holder if semantic_reward is not None else None):
                 result = trainer.train(resume=resume)
         tensors = params.lora_state_dict()
-        # The adapter carries its gate start and expert ("" = unknown: a one-model family, or an expert the
-        # node cannot tell; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
+        # The adapter carries its gate start and expert: low_noise when a high-noise expert was connected ("" =
+        # unknown: a one-model family; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
         meta = build_metadata(tensors, gate_start, model_family(model), __version__,
-                              extra={"trained_steps": len(result.history), "layers": layers}, expert="")
+                              extra={"trained_steps": len(result.history), "layers": layers},
+                              expert="low_noise" if high_noise_model is not None else "")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
         summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
         if settings.loss_scaling:
             summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
+        if high_noise_model is not None:
+            b = backend.boundary_step
+            summary += (f"\nexperts: high-noise steps 0-{b - 1} (no adapter), low-noise steps {b}-"
+                        f"{sampling_steps - 1} (trained; adapter saved as expert low_noise), boundary "
+                        f"{expert_boundary:g}")
         log.info("PersonalVideo training done:\n%s", summary)
         return io.NodeOutput(adapter, training_chart(result.history), summary)
 

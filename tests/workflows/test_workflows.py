@@ -92,15 +92,56 @@ def test_workflow_runs(rt, path):
     outputs = rt.run(prompt)
     assert outputs, f"{path.name}: no output node produced anything"
     if "generate" in path.stem:
-        videos = list((rt.base_dir / "output" / "personalvideo").glob("wan21_*.webp"))
+        prefix = "wan22_a14b" if "wan22_a14b" in path.stem else "wan21"
+        videos = list((rt.base_dir / "output" / "personalvideo").glob(f"{prefix}_*.webp"))
         assert videos, "the generate workflows must write a video"
     if path.stem == "evaluate_video":
         table = next(o["text"][0] for o in outputs.values() if "text" in o)
         face_sim = float(table.split("Face Sim (x100, 16 frames)")[1].split()[0])
         assert face_sim > 50, table  # the video shows the reference person (another photo of him)
+    if path.stem == "train_and_generate_wan22_a14b":
+        check_a14b(rt, prompt, outputs)
     if path.stem.startswith("train_identity_adapter_"):
         family = path.stem.removeprefix("train_identity_adapter_")
         assert list((rt.model_dir("loras") / "personalvideo").glob(f"identity_{family}_*.safetensors"))
+
+
+def model_chain(prompt: dict, link) -> list[tuple[str, dict]]:
+    """The nodes a MODEL link passes through, from the sampler back to its loader."""
+    chain = []
+    while link is not None:
+        node = prompt[link[0]]
+        chain.append((node["class_type"], node["inputs"]))
+        link = node["inputs"].get("model")
+    return chain
+
+
+def check_a14b(rt, prompt: dict, outputs: dict) -> None:
+    """The A14B graph: the adapter is trained, saved and gated for the low-noise expert only, and the trainer
+    samples like the graph's two KSamplerAdvanced (the bit-for-bit check is tests/nodes/test_trainer_a14b.py,
+    on a graph built like this one)."""
+    from safetensors import safe_open
+
+    samplers = {n["inputs"]["start_at_step"]: n["inputs"] for n in prompt.values()
+                if n["class_type"] == "KSamplerAdvanced"}
+    train = next(n["inputs"] for n in prompt.values() if n["class_type"] == "PersonalVideoTrainIdentityAdapter")
+    high, low = (model_chain(prompt, samplers[k]["model"]) for k in sorted(samplers))
+    assert [t for t, _ in high] == ["ModelSamplingSD3", "UNETLoader"] and "high_noise" in high[-1][1]["unet_name"]
+    assert [t for t, _ in low] == ["PersonalVideoApplyIdentityAdapter", "ModelSamplingSD3", "UNETLoader"]
+    assert "low_noise" in low[-1][1]["unet_name"]
+    assert model_chain(prompt, train["high_noise_model"]) == high and model_chain(prompt, train["model"]) == low[1:]
+    for key in ("cfg", "sampler_name", "scheduler"):
+        assert all(s[key] == train[key] for s in samplers.values()), key
+    summary = next(o["text"][0] for o in outputs.values() if "text" in o and "experts:" in o["text"][0])
+    assert "high-noise steps 0-3 (no adapter), low-noise steps 4-7" in summary, summary  # 8 tiny steps, split at 4
+    saved = sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan22_a14b_*.safetensors"))
+    assert saved, "the A14B workflow must save the adapter"
+    with safe_open(str(saved[-1]), "pt") as f:
+        meta, keys = f.metadata(), list(f.keys())
+    assert meta["personalvideo.expert"] == "low_noise", meta
+    # one set of LoRA weights, for one expert's attention layers (both experts have the same layer names)
+    targets = [t for t in tiny_models.lora_targets("wan21") if "attn" in t]
+    assert len(keys) == 2 * len(targets) + len([k for k in keys if k.endswith(".alpha")]), keys
 
 
 def test_broken_workflows_fail_naming_the_node(rt):

@@ -15,7 +15,7 @@ from ..adapter.lora import LoRAParameters
 from .records import StepRecord, TrainResult
 
 # Settings a resumed run must share with the checkpoint: other values would continue another experiment.
-RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed")
+RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed", "expert_boundary")
 
 
 def save_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,

@@ -75,6 +75,7 @@ class TrainSettings:
     max_grad_norm: float = 1.0
     backprop_last_k: int = 0  # 0: gradient through every gated step
     loss_scaling: bool = False  # dynamic loss scaling: on when the model or VAE computes in fp16 (gradients.py)
+    expert_boundary: float | None = None  # two-expert models (Wan 2.2 A14B): the boundary; None: one model
 
 
 class Backend(Protocol):
@@ -82,7 +83,9 @@ class Backend(Protocol):
 
     def run(self, prompt: str, seed: int, fn: Callable[[Denoise, Sample, torch.Tensor, torch.Tensor], T]) -> T:
         """Condition on ``prompt``, draw the noise for ``seed``, and call ``fn(denoise, sample, x_T, sigmas)``:
-        ``sample(model_fn, x)`` runs the configured sampler over ``sigmas`` calling ``model_fn``."""
+        ``sample(model_fn, x)`` runs the configured sampler over ``sigmas`` calling ``model_fn``. When the
+        trained model samples only the last part of the schedule (a two-expert model), ``x_T`` is the latent
+        at its first step and ``fn`` also gets ``full_sigmas=`` the whole schedule."""
 
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
         """Frames ``frame_indices`` of ``latent`` as [M, H, W, 3] in [0, 1], differentiable."""
@@ -140,9 +143,18 @@ class Trainer:
         frames = sorted(torch.randperm(self.backend.num_frames, generator=gen)[:m].tolist())
         return StepDraw(prompt, noise_seed, frames)
 
-    def generate(self, denoise: Denoise, sample: Sample, x: torch.Tensor, sigmas: torch.Tensor) -> Rollout:
-        """Source and tuned videos sharing one pre-gate trajectory (loop/rollout.py)."""
-        gate_sigma = step_gate_sigma(sigmas, self.settings.gate_start)
+    def generate(self, denoise: Denoise, sample: Sample, x: torch.Tensor, sigmas: torch.Tensor,
+                 full_sigmas: torch.Tensor | None = None) -> Rollout:
+        """Source and tuned videos sharing one pre-gate trajectory (loop/rollout.py).
+
+        ``full_sigmas``: the whole sampling's schedule when ``sigmas`` is its last part (Wan 2.2 A14B: the
+        low-noise expert's steps); the gate counts the steps of the whole sampling, as the apply node does.
+        """
+        gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, self.settings.gate_start)
+        if full_sigmas is not None and gate_sigma is not None and gate_sigma > float(sigmas[0]) * (1 + 1e-4):
+            raise ValueError(f"gate_start: got {self.settings.gate_start:g}, which opens the gate before this "
+                             f"model's part of the sampling (it starts at sigma {float(sigmas[0]):.4g}, the gate at "
+                             f"{gate_sigma:.4g}), expected a gate inside it; raise gate_start")
         return gated_rollout(sample, denoise, x, gate_sigma, self.settings.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
@@ -186,8 +198,8 @@ class Trainer:
         draw = self.draw(step)
         self.optimizer.zero_grad(set_to_none=True)
 
-        def generate_and_backprop(denoise, sample, x, sigmas) -> tuple[RewardTerms, str]:
-            terms = self.reward_terms(self.generate(denoise, sample, x, sigmas), draw)
+        def generate_and_backprop(denoise, sample, x, sigmas, **kwargs) -> tuple[RewardTerms, str]:
+            terms = self.reward_terms(self.generate(denoise, sample, x, sigmas, **kwargs), draw)
             return terms, self._backprop(terms)
 
         terms, skipped = self.backend.run(draw.prompt, draw.noise_seed, generate_and_backprop)
