@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from .. import __version__
 from ..training.adapter.files import IdentityAdapter, build_metadata
 from ..training.adapter.lora import LoRAParameters
+from ..training.loop.causal_decode import DECODE_MODES
 from ..training.loop.trainer import Trainer, TrainSettings, summarize
 from . import paths
 from .adapter_nodes import model_family
@@ -133,6 +134,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  tooltip="Continue from this run's checkpoint if it exists (same settings)."),
                 SemanticReward.Input("semantic_reward", optional=True,
                                      tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
+                io.Combo.Input("decode_gradient", options=list(DECODE_MODES), default="checkpointed", optional=True,
+                               tooltip="How the reward frames' VAE decode carries the gradient (Wan VAEs). "
+                                       "checkpointed: exact, one latent frame's decoder activations at a time "
+                                       "(recomputed in backward). truncated: least memory and compute, but "
+                                       "approximate: no gradient through the VAE's cache of earlier latent "
+                                       "frames. plain: exact, whole decode kept (fastest, most memory). Other "
+                                       "VAEs (HunyuanVideo's) always decode plain."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -145,7 +153,8 @@ class TrainIdentityAdapter(io.ComfyNode):
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, start_percent, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
-                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None) -> io.NodeOutput:
+                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
+                decode_gradient="checkpointed") -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=start_percent, sampling_steps=sampling_steps, sampler=sampler_name,
@@ -163,6 +172,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
+            backend.decode_gradient, backend.reward_device = decode_gradient, device
             ref = reference.embedding
 
             def on_step(record, preview):
