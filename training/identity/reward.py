@@ -204,7 +204,7 @@ def load_identity_reward_model(pack_dir: str | os.PathLike, det_size: int = 640,
                                offload_device: torch.device | str = "cpu") -> IdentityRewardModel:
     """Load an insightface pack folder: SCRFD detector in onnxruntime, ArcFace recogniser in torch."""
     (det_path, det_model), (rec_path, rec_model) = find_pack_models(pack_dir)
-    detector = SCRFDDetector(det_path, det_model, det_size=det_size)
+    detector = SCRFDDetector(det_path, det_model, det_size=det_size, device=load_device)
     recognizer = ArcFaceTorch(rec_model, rec_path.name)
     log.info("identity reward: pack %s, detector %s (%s), recogniser %s (%d-d)", Path(pack_dir).name,
              det_path.name, detector.providers[0], rec_path.name, recognizer.embedding_dim)
