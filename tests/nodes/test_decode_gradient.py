@@ -13,6 +13,7 @@ import torch
 
 from dev import tiny_models
 from graphs import MODEL_FILES, install_models, pack_module
+from test_trainer_comfy import rt, train_graph  # noqa: F401  (rt: the trainer tests' model/reward setup fixture)
 
 FRAMES = [0, 6, 11, 16]  # latent frames 0, 2, 3, 4 of a 5-latent-frame (17-frame) clip; latent frame 1 holds none
 
@@ -127,3 +128,24 @@ def test_frames_go_to_the_reward_device(backend):
             backend.reward_device = None
     assert out.device.type == "meta" and out.shape == (2, 64, 64, 3) and out.dtype == torch.float32
     assert backend.vae.device.type == "cpu"
+
+
+@pytest.mark.parametrize("family", tiny_models.FAMILIES)
+def test_trainer_node_adapter_gradient_is_the_plain_decodes(rt, family, monkeypatch):
+    """Through the trainer node: the first step's adapter gradient with decode_gradient checkpointed (default)
+    equals plain's (both tiny families decode with the tiny Wan VAE here)."""
+    grads = {}
+
+    def record(params, *args, _clip=torch.nn.utils.clip_grad_norm_, **kwargs):
+        params = list(params)
+        grads[mode] = [p.grad.detach().clone() for p in params]
+        return _clip(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", record)
+    for mode in ("plain", "checkpointed"):
+        g, tr, *_ = train_graph(family, steps=1, run_name=f"decode_{family}_{mode}", decode_gradient=mode)
+        g.capture(tr, "adapter")
+        rt.run(g.nodes)
+    assert sum(float(gr.abs().sum()) for gr in grads["plain"]) > 0
+    for got, want in zip(grads["checkpointed"], grads["plain"], strict=True):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
