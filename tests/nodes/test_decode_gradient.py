@@ -149,3 +149,30 @@ def test_trainer_node_adapter_gradient_is_the_plain_decodes(rt, family, monkeypa
     assert sum(float(gr.abs().sum()) for gr in grads["plain"]) > 0
     for got, want in zip(grads["checkpointed"], grads["plain"], strict=True):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
+def test_wan22_vae_walk_equals_its_own_decode(comfy):
+    """Wan 2.2's VAE (TI2V-5B; first_chunk on frame 0, unpatchify after) built tiny from ComfyUI's class with random
+    weights (not through VAELoader: no tiny 2.2 VAE file is made here): the walk gives its decode's frames and
+    gradient."""
+    from comfy.ldm.wan.vae2_2 import WanVAE
+
+    vae_decode = pack_module("nodes.vae_decode")
+    torch.manual_seed(0)
+    vae = WanVAE(dim=8, dec_dim=8, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    for p in vae.parameters():  # ComfyUI's layers skip their own init: set small random values
+        torch.nn.init.normal_(p, std=0.05)
+    frames = [0, 3, 9]  # latent frames 0, 1, 3 of 4
+
+    def run(walk: bool):
+        z = torch.randn(1, 48, 4, 4, 4, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        with torch.inference_mode(False), torch.enable_grad():
+            out = vae_decode.causal_vae_frames(vae, z, frames, "checkpointed") if walk else vae.decode(z)[:, :, frames]
+            out.pow(2).sum().backward()
+        return out.detach(), z.grad
+
+    (want, want_grad), (got, grad) = run(False), run(True)
+    assert got.shape == want.shape == (1, 3, 3, 64, 64) and want_grad.abs().sum() > 0
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-5 * float(want_grad.abs().max()))

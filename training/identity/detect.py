@@ -3,8 +3,9 @@
 Detection never needs gradients (it only chooses where to crop), so it runs in onnxruntime: on the GPU
 provider (onnxruntime-gpu's CUDA, onnxruntime-rocm's ROCm) on ComfyUI's GPU when both are there, on the CPU
 otherwise. The pack requires neither onnxruntime wheel (installing one over the other breaks it): the user
-has, or installs, the one that fits the machine; ``import_onnxruntime`` says which when neither is there. Post-processing follows insightface's
-``SCRFD``: anchor-centre decoding of distances, score threshold, NMS at IoU 0.4.
+has, or installs, the one that fits the machine; ``import_onnxruntime`` says which when neither is there.
+Post-processing follows insightface's ``SCRFD``: anchor-centre decoding of distances, score threshold, NMS at
+IoU 0.4.
 """
 
 from __future__ import annotations
