@@ -3,6 +3,10 @@
 Used by the tests and the demo. The ComfyUI is the one ``scripts/setup_env.sh`` put in
 ``.comfyui/ComfyUI`` (0.3.75 from PyPI) unless ``COMFYUI_PATH`` names another checkout.
 ``ComfyRuntime.boot()`` is once per process: ComfyUI keeps its state in module globals.
+
+It boots with ``--cpu`` unless ``PERSONALVIDEO_COMFY_DEVICE=cuda`` (then ComfyUI picks its GPU as it does for
+users; benchmarks/gpu_check.sh runs the tests and its measurements that way). ``PERSONALVIDEO_COMFY_ARGS``
+adds ComfyUI arguments (e.g. ``--cpu-vae``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "PersonalVideo"
 DEV_NODES = REPO / "dev" / "standin_nodes"
+DEVICE_ENV = "PERSONALVIDEO_COMFY_DEVICE"
+ARGS_ENV = "PERSONALVIDEO_COMFY_ARGS"
 
 log = logging.getLogger(__name__)
+
+
+def device_args() -> list[str]:
+    """ComfyUI's device arguments: ``$PERSONALVIDEO_COMFY_DEVICE`` (``cpu``, the default, or ``cuda``) and any
+    extra arguments in ``$PERSONALVIDEO_COMFY_ARGS``."""
+    import shlex
+
+    device = os.environ.get(DEVICE_ENV, "cpu").strip().lower() or "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"{DEVICE_ENV}: got {device!r}, expected 'cpu' or 'cuda'")
+    return (["--cpu"] if device == "cpu" else []) + shlex.split(os.environ.get(ARGS_ENV, ""))
 
 
 def comfyui_path() -> Path:
@@ -46,7 +63,8 @@ class ComfyRuntime:
 
     @classmethod
     def boot(cls, base_dir: Path | str, with_dev_nodes: bool = True, cache: bool = False) -> "ComfyRuntime":
-        """Start ComfyUI in-process on the CPU with ``base_dir`` as its base directory.
+        """Start ComfyUI in-process (on the CPU unless $PERSONALVIDEO_COMFY_DEVICE=cuda) with ``base_dir`` as its
+        base directory.
 
         ``base_dir`` gets ``custom_nodes/PersonalVideo`` (a link to this repository) and, with
         ``with_dev_nodes``, the test/demo stand-in nodes. Models go under ``base_dir/models``.
@@ -69,7 +87,7 @@ class ComfyRuntime:
             _link(custom / "personalvideo_dev_standins", DEV_NODES)
 
         sys.argv = [
-            str(comfy_dir / "main.py"), "--cpu", "--base-directory", str(base_dir),
+            str(comfy_dir / "main.py"), *device_args(), "--base-directory", str(base_dir),
             "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
         ]
         if str(comfy_dir) not in sys.path:

@@ -70,13 +70,14 @@ def write_diffusion_model(family: str, path: Path | str, seed: int = 0, **overri
     return path
 
 
-def write_wan_vae(path: Path | str, seed: int = 0) -> Path:
-    """A tiny Wan 2.1 VAE (z_dim 16; also decodes HunyuanVideo-shaped latents) for core VAELoader."""
+def write_wan_vae(path: Path | str, seed: int = 0, dim: int = 8) -> Path:
+    """A tiny Wan 2.1 VAE (z_dim 16; also decodes HunyuanVideo-shaped latents) for core VAELoader; ``dim`` 96 is
+    the real Wan 2.1 VAE's shape (benchmarks/gpu_check)."""
     from comfy.ldm.wan.vae import WanVAE
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+    vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
     save_file(_randomize(vae, seed, std=0.05), str(path))
     return path

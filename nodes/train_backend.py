@@ -19,6 +19,7 @@ import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 
+from ..training.devices import to_reward_device
 from ..training.loop.block_checkpoint import checkpointed_blocks
 from ..training.loop.inplace_safety import norm_inputs_copied
 from .expert_split import HighNoiseExpert
@@ -26,6 +27,7 @@ from .gate import IdentityGate
 from .train_attention import use_differentiable_attention
 from .weight_path import same_weight_path
 from .latent_geometry import latent_geometry
+from .vae_decode import causal_vae_frames
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +247,28 @@ class ComfyBackend:
                                                  seed)
         noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
         return latent, noise, sigmas[b:], sigmas
+    # How the decode carries the gradient (training/loop/causal_decode.py: "checkpointed" exact and bounded,
+    # "truncated" approximate and least, "plain" today's whole-graph autograd), and where the decoded frames go:
+    # the device the reward models are on (None: ComfyUI's torch device, where the trainer node puts them).
+    # Class attributes, set by the trainer node on its instance.
+    decode_gradient: str = "checkpointed"
+    reward_device: torch.device | str | None = None
 
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
-        """Decode only the latent frames the requested pixel frames depend on, with gradient."""
+        """Frames ``frame_indices`` as [M, H, W, 3] in [0, 1] on the reward device, with gradient. Only the
+        latent frames the requested pixel frames depend on are decoded; Wan's causal VAEs latent frame by latent
+        frame as ``decode_gradient`` says, other VAEs (HunyuanVideo's, ...) whole, with plain autograd."""
         latent = self.patcher.model.process_latent_out(latent)
         last = max(latent_index(f, self.geometry.temporal) for f in frame_indices)
         # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so
         # making room for the VAE must not unload it (ComfyUI then loads what fits, the rest cast per layer).
         mm.load_models_gpu([self.patcher, self.vae.patcher])
         z = latent[:, :, : last + 1].to(self.vae.device, self.vae.vae_dtype)
-        pixels = self.vae.first_stage_model.decode(z)  # [1, 3, F, H, W] in [-1, 1]
-        pixels = self.vae.process_output(pixels.float())
-        frames = pixels[0].permute(1, 2, 3, 0)  # [F, H, W, 3]
-        return frames[frame_indices]
+        vae_model = self.vae.first_stage_model
+        picked = None
+        if torch.is_grad_enabled() and self.decode_gradient != "plain":
+            picked = causal_vae_frames(vae_model, z, frame_indices, self.decode_gradient)  # [1, 3, M, H, W]
+        if picked is None:  # no gradient, plain asked for, or a VAE that is not walked per latent frame
+            picked = vae_model.decode(z)[:, :, frame_indices]  # [1, 3, F, H, W] in [-1, 1]
+        frames = self.vae.process_output(picked.float())[0].permute(1, 2, 3, 0)  # [M, H, W, 3]
+        return to_reward_device(frames, self.reward_device or mm.get_torch_device())

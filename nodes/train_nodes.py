@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from .. import __version__
 from ..training.adapter.files import IdentityAdapter, build_metadata
 from ..training.adapter.lora import LoRAParameters
+from ..training.loop.causal_decode import DECODE_MODES
 from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
 from . import paths
@@ -161,6 +162,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                                tooltip="With high_noise_model: steps whose timestep is at least this fraction of "
                                        "the range go to the high-noise expert (official Wan 2.2 T2V: 0.875; "
                                        "ComfyUI's template splits 20 steps at 10, which 0.9 gives with shift 8)."),
+                io.Combo.Input("decode_gradient", options=list(DECODE_MODES), default="checkpointed", optional=True,
+                               tooltip="How the reward frames' VAE decode carries the gradient (Wan VAEs). "
+                                       "checkpointed: exact, one latent frame's decoder activations at a time "
+                                       "(recomputed in backward). truncated: least memory and compute, but "
+                                       "approximate: no gradient through the VAE's cache of earlier latent "
+                                       "frames. plain: exact, whole decode kept (fastest, most memory). Other "
+                                       "VAEs (HunyuanVideo's) always decode plain."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -174,7 +182,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
                 max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
-                face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY) -> io.NodeOutput:
+                face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY,
+                decode_gradient="checkpointed") -> io.NodeOutput:
         reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
@@ -196,6 +205,7 @@ class TrainIdentityAdapter(io.ComfyNode):
             if high_noise_model is not None:  # refuses a gate start in the high-noise steps, before any step
                 backend.use_high_noise_expert(HighNoiseExpert(high_noise_model, expert_boundary), gate_start)
             backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
+            backend.decode_gradient, backend.reward_device = decode_gradient, device
             ref = reference.embedding
 
             def on_step(record, preview):

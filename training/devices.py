@@ -20,6 +20,19 @@ def half_dtype_for(device: torch.device | str) -> torch.dtype:
     return torch.float32
 
 
+def to_reward_device(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Decoded frames moved (differentiably) to the device the reward models run on, in float32.
+
+    The VAE may decode elsewhere than the rewards run (ComfyUI's ``--cpu-vae``, a VAE on another GPU); a
+    reward model held on its device for forward and backward (``DeviceHolder.on_device``) refuses frames
+    from another one. The move is part of the graph: the gradient returns to the VAE's device in backward.
+    """
+    device = torch.device(device)
+    if frames.device == device or _same_device(frames.device, device):
+        return frames.float()
+    return frames.to(device=device, dtype=torch.float32)
+
+
 class DeviceHolder:
     """Owns a frozen module that lives on ``offload_device`` and visits ``load_device`` while used.
 

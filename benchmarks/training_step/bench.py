@@ -36,7 +36,7 @@ SIZES = {
 }
 
 
-def child(variant: str, steps: int, size: str, repeats: int) -> dict:
+def child(variant: str, steps: int, size: str, repeats: int, frames_override: int = 0) -> dict:
     import shutil
 
     import psutil
@@ -50,6 +50,7 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
 
     rt = ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_train_bench_")))
     overrides, (width, height, frames) = SIZES[size]
+    frames = frames_override or frames
     tiny_models.write_diffusion_model("wan21", rt.model_dir("diffusion_models") / "m.safetensors", **overrides)
     tiny_models.write_wan_vae(rt.model_dir("vae") / "v.safetensors")
     make_pack(rt.model_dir("insightface") / "models", "vectron_s")
@@ -61,12 +62,12 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
 
     node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
     pack = sys.modules[node_module.__name__.rsplit(".nodes.", 1)[0]]
-    training = sys.modules[pack.__name__ + ".training.trainer"]
-    rollout = sys.modules[pack.__name__ + ".training.rollout"]
-    gate_rule = sys.modules[pack.__name__ + ".training.gate"]
+    training = sys.modules[pack.__name__ + ".training.loop.trainer"]
+    rollout = sys.modules[pack.__name__ + ".training.loop.rollout"]
+    gate_rule = sys.modules[pack.__name__ + ".training.adapter.gate"]
     backend_mod = sys.modules[pack.__name__ + ".nodes.train_backend"]
-    ident = sys.modules[pack.__name__ + ".training.identity_reward"]
-    reference = sys.modules[pack.__name__ + ".training.reference"]
+    ident = sys.modules[pack.__name__ + ".training.identity.reward"]
+    reference = sys.modules[pack.__name__ + ".training.identity.reference"]
     prompts = sys.modules[pack.__name__ + ".training.prompts"]
 
     class NaiveTrainer(training.Trainer):
@@ -94,17 +95,22 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
                                           cfg=5.0, frames_per_reward=4, seed=0)
         params, gate, patched = node_module.attach_trainable_adapter(
             model, node_module.lora_targets(model, "attention"), 16, 16.0, 0, 0.75, "cpu")
-        # ours: as shipped (transformer blocks checkpointed too); ours_blocks_off: checkpoint_blocks off;
-        # naive: no checkpointing of any kind
+        # ours: as shipped (transformer blocks checkpointed too, decode_gradient "checkpointed");
+        # ours_blocks_off: checkpoint_blocks off; ours_decode_plain / ours_decode_truncated: another
+        # decode_gradient; naive: no checkpointing of any kind (and the whole clip decoded, plain)
         backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0,
-                                           checkpoint_blocks=variant == "ours")
+                                           checkpoint_blocks=variant not in ("ours_blocks_off", "naive"))
+        if variant.startswith("ours_decode_"):
+            backend.decode_gradient = variant[len("ours_decode_"):]
+        elif variant == "naive":
+            backend.decode_gradient = "plain"
         bank = prompts.build_prompt_bank("a man", "", "blurry")
         cls = NaiveTrainer if variant == "naive" else training.Trainer
         trainer = cls(backend, params, bank, settings, identity_reward=lambda f: idm.reward(f, ref.embedding))
 
         trainer.train_step(0)  # warm-up (one-time allocations, ONNX sessions, caches)
         proc = psutil.Process()
-        seconds, peaks, skipped = [], [], []
+        seconds, peaks, skipped, last_frames = [], [], [], []
         for step in range(1, repeats + 1):  # timed steps: other prompts and noise, same settings
             before = proc.memory_info().rss
             peak = [before]
@@ -124,15 +130,17 @@ def child(variant: str, steps: int, size: str, repeats: int) -> dict:
             watcher.join()
             peaks.append((peak[0] - before) / 2**20)
             skipped.append(record.skipped)
+            last_frames.append(max(trainer.draws(step)[2]))
     # A step whose reward frames show no face does no backward ("skipped"): not a comparable step.
     full = [t for t, why in zip(seconds, skipped) if not why] or seconds
     return {"variant": variant, "steps": steps, "seconds": statistics.median(full), "all_seconds": seconds,
-            "skipped": skipped, "peak_mb": max(peaks)}
+            "skipped": skipped, "peak_mb": max(peaks), "frames": frames, "last_reward_frames": last_frames}
 
 
-def run_child(variant: str, steps: int, size: str, repeats: int) -> dict:
+def run_child(variant: str, steps: int, size: str, repeats: int, frames: int = 0) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size, str(repeats)], env=env,
+    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size, str(repeats), str(frames)],
+                         env=env,
                          capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
@@ -145,32 +153,41 @@ def main() -> None:
     parser.add_argument("--steps-list", type=int, nargs="+", default=[8, 20, 40])
     parser.add_argument("--size", choices=list(SIZES), default="medium")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per process (median reported)")
-    parser.add_argument("--variants", nargs="+", default=["ours", "naive", "ours_blocks_off"])
-    parser.add_argument("--child", nargs=4, metavar=("VARIANT", "N", "SIZE", "REPEATS"))
+    parser.add_argument("--variants", nargs="+", default=["ours", "naive", "ours_blocks_off"],
+                        help="ours, naive, ours_blocks_off, ours_decode_plain, ours_decode_truncated")
+    parser.add_argument("--frames-list", type=int, nargs="+", default=[0],
+                        help="clip lengths to run (4k+1); 0: the size's own")
+    parser.add_argument("--baseline", default="naive", help="the variant the ratios divide by")
+    parser.add_argument("--child", nargs=5, metavar=("VARIANT", "N", "SIZE", "REPEATS", "FRAMES"))
     args = parser.parse_args()
     if args.child:
-        result = child(args.child[0], int(args.child[1]), args.child[2], int(args.child[3]))
+        result = child(args.child[0], int(args.child[1]), args.child[2], int(args.child[3]), int(args.child[4]))
         print("RESULT " + json.dumps(result), flush=True)
         return
     rows = {}
-    for n in args.steps_list:
-        for variant in args.variants:
-            rows[(variant, n)] = r = run_child(variant, n, args.size, args.repeats)
-            times = ", ".join(f"{t:.2f}" + (" skipped" if why else "") for t, why in zip(r["all_seconds"], r["skipped"]))
-            print(f"{variant:15s} N={n:3d}  median {r['seconds']:7.2f} s ({times})  peak +{r['peak_mb']:8.1f} MB",
-                  flush=True)
+    for frames in args.frames_list:
+        for n in args.steps_list:
+            for variant in args.variants:
+                rows[(variant, n, frames)] = r = run_child(variant, n, args.size, args.repeats, frames)
+                times = ", ".join(f"{t:.2f}" + (" skipped" if why else "")
+                                  for t, why in zip(r["all_seconds"], r["skipped"]))
+                print(f"{variant:22s} N={n:3d} frames={r['frames']:3d}  median {r['seconds']:7.2f} s ({times})  "
+                      f"peak +{r['peak_mb']:8.1f} MB  last reward frames {r['last_reward_frames']}", flush=True)
     print(f"\nsize {args.size}: {SIZES[args.size]}; median of the {args.repeats} timed steps per process that "
-          "ran a backward")
-    print(f"{'variant':15s} {'N':>4} {'s':>8} {'naive s':>8} {'time ratio':>10} {'MB':>9} {'naive MB':>9} {'mem ratio':>9}")
-    for n in args.steps_list:
-        v = rows.get(("naive", n))
-        for variant in args.variants:
-            if variant == "naive" or v is None:
-                continue
-            o = rows[(variant, n)]
-            print(f"{variant:15s} {n:4d} {o['seconds']:8.2f} {v['seconds']:8.2f} {o['seconds'] / v['seconds']:10.3f} "
-                  f"{o['peak_mb']:9.1f} {v['peak_mb']:9.1f} {o['peak_mb'] / max(v['peak_mb'], 1e-9):9.3f}")
-
+          f"ran a backward; ratios to {args.baseline}")
+    base = args.baseline
+    print(f"{'variant':22s} {'frames':>6} {'N':>4} {'s':>8} {'base s':>8} {'time ratio':>10} {'MB':>9} "
+          f"{'base MB':>9} {'mem ratio':>9}")
+    for frames in args.frames_list:
+        for n in args.steps_list:
+            v = rows.get((base, n, frames))
+            for variant in args.variants:
+                if variant == base or v is None:
+                    continue
+                o = rows[(variant, n, frames)]
+                print(f"{variant:22s} {o['frames']:6d} {n:4d} {o['seconds']:8.2f} {v['seconds']:8.2f} "
+                      f"{o['seconds'] / v['seconds']:10.3f} {o['peak_mb']:9.1f} {v['peak_mb']:9.1f} "
+                      f"{o['peak_mb'] / max(v['peak_mb'], 1e-9):9.3f}")
 
 if __name__ == "__main__":
     main()

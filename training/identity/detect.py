@@ -1,8 +1,11 @@
 """SCRFD face detection (insightface's detector with 5 landmarks) in onnxruntime.
 
-Detection never needs gradients (it only chooses where to crop), so it runs in onnxruntime on the
-GPU provider when one is present, on the CPU otherwise. Post-processing follows insightface's
-``SCRFD``: anchor-centre decoding of distances, score threshold, NMS at IoU 0.4.
+Detection never needs gradients (it only chooses where to crop), so it runs in onnxruntime: on the GPU
+provider (onnxruntime-gpu's CUDA, onnxruntime-rocm's ROCm) on ComfyUI's GPU when both are there, on the CPU
+otherwise. The pack requires neither onnxruntime wheel (installing one over the other breaks it): the user
+has, or installs, the one that fits the machine; ``import_onnxruntime`` says which when neither is there.
+Post-processing follows insightface's ``SCRFD``: anchor-centre decoding of distances, score threshold, NMS at
+IoU 0.4.
 """
 
 from __future__ import annotations
@@ -21,12 +24,45 @@ log = logging.getLogger(__name__)
 _LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}
 
 
-def onnx_providers() -> list[str]:
-    """CUDA first when onnxruntime has it, then CPU."""
-    import onnxruntime as ort
+ONNXRUNTIME_MISSING = (
+    "face detection needs onnxruntime, which is not installed in ComfyUI's Python. Install exactly one of: "
+    "'pip install onnxruntime-gpu' (NVIDIA GPU; detection then runs on CUDA) or 'pip install onnxruntime' "
+    "(CPU, Apple, AMD). Not both: the two wheels write the same 'onnxruntime' package and the later one "
+    "replaces the other (a CPU wheel installed over onnxruntime-gpu removes its CUDA provider)."
+)
+GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider")
 
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or available
+
+def import_onnxruntime():
+    """onnxruntime, or ImportError saying which wheel to install (the pack does not require either: see
+    requirements.txt)."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(ONNXRUNTIME_MISSING) from e
+    return onnxruntime
+
+
+def onnx_providers(device: torch.device | str | None = None, available: list[str] | None = None) -> list:
+    """Execution providers for a session that should run on ``device`` (ComfyUI's torch device).
+
+    A GPU device: the GPU provider onnxruntime has (onnxruntime-gpu: CUDA; onnxruntime-rocm: ROCm) on the same
+    device index, then CPU. A CPU device (ComfyUI ``--cpu``): CPU only, even where onnxruntime-gpu is
+    installed. No device: the GPU provider first when there is one. ``available`` defaults to what the
+    installed onnxruntime offers.
+    """
+    if available is None:
+        available = import_onnxruntime().get_available_providers()
+    device = torch.device(device) if device is not None else None
+    cpu = ["CPUExecutionProvider"] if "CPUExecutionProvider" in available else []
+    if device is not None and device.type == "cpu":
+        return cpu or list(available)
+    gpu = [p for p in GPU_PROVIDERS if p in available]
+    if not gpu:
+        return cpu or list(available)
+    if device is not None and device.index is not None:
+        return [(gpu[0], {"device_id": device.index}), *cpu]
+    return [gpu[0], *cpu]
 
 
 def detector_problem(model) -> str | None:
@@ -72,9 +108,10 @@ class SCRFDDetector:
     """An SCRFD ONNX detector: ``detect(image)`` -> faces sorted by score."""
 
     def __init__(self, path: str | os.PathLike, model=None, det_size: int = 640, nms_threshold: float = 0.4,
-                 providers: list[str] | None = None):
+                 providers: list | None = None, device: torch.device | str | None = None):
         import onnx
-        import onnxruntime as ort
+
+        ort = import_onnxruntime()
 
         self.path = os.fspath(path)
         self.name = os.path.basename(self.path)
@@ -86,8 +123,14 @@ class SCRFDDetector:
         self.strides, self.anchors = _LAYOUTS[len(model.graph.output)]
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.providers = providers or onnx_providers()
-        self.session = ort.InferenceSession(self.path, options, providers=self.providers)
+        wanted = providers or onnx_providers(device)
+        self.session = ort.InferenceSession(self.path, options, providers=wanted)
+        self.providers = self.session.get_providers()  # what the session really uses
+        first = wanted[0][0] if isinstance(wanted[0], tuple) else wanted[0]
+        if first in GPU_PROVIDERS and first not in self.providers:
+            log.warning("detector %s: onnxruntime could not start %s (its CUDA/ROCm libraries do not match this "
+                        "machine's) and runs on %s; install the onnxruntime-gpu build for your CUDA version to "
+                        "detect on the GPU", self.name, first, self.providers[0])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -218,7 +218,7 @@ def load_identity_reward_model(pack_dir: str | os.PathLike, det_size: int = 640,
                                offload_device: torch.device | str = "cpu") -> IdentityRewardModel:
     """Load an insightface pack folder: SCRFD detector in onnxruntime, ArcFace recognizer in torch."""
     pack = find_pack_models(pack_dir)
-    detector = SCRFDDetector(pack.detector_path, pack.detector, det_size=det_size)
+    detector = SCRFDDetector(pack.detector_path, pack.detector, det_size=det_size, device=load_device)
     recognizer = ArcFaceTorch(pack.recognizer, pack.recognizer_path.name)
     log.info("identity reward: pack %s, detector %s (%s), recognizer %s (%d-d)", Path(pack_dir).name,
              pack.detector_path.name, detector.providers[0], pack.recognizer_path.name, recognizer.embedding_dim)

@@ -1,0 +1,60 @@
+"""ComfyUI's causal video VAEs as a per-latent-frame ``step`` for training/loop/causal_decode.py.
+
+Wan 2.1's VAE (``comfy.ldm.wan.vae.WanVAE``, also what Wan 2.2 A14B uses) and Wan 2.2's (``vae2_2.WanVAE``,
+TI2V-5B) decode as ``x = conv2(z)`` then ``decoder(x[:, :, i:i+1], feat_cache, feat_idx)`` per latent frame
+(2.2: ``first_chunk`` on frame 0, then ``unpatchify``). Other VAEs (HunyuanVideo's, LTXV's, ...) are not walked
+this way: ``causal_vae_frames`` returns None for them and the caller decodes them whole (plain autograd).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+
+log = logging.getLogger(__name__)
+
+
+def _wan_vae_module(first_stage_model):
+    """ComfyUI's module defining this Wan VAE class (``comfy.ldm.wan.vae`` or ``.vae2_2``), or None.
+    Feature-detected: a ComfyUI version may lack one of them."""
+    import importlib
+
+    for name in ("comfy.ldm.wan.vae2_2", "comfy.ldm.wan.vae"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if type(first_stage_model) is getattr(module, "WanVAE", None):
+            return module
+    return None
+
+
+def supports_walk(first_stage_model) -> bool:
+    """Whether ``causal_vae_frames`` can decode this VAE latent frame by latent frame."""
+    return _wan_vae_module(first_stage_model) is not None
+
+
+def causal_vae_frames(first_stage_model, z: torch.Tensor, frame_indices: list[int],
+                      mode: str) -> torch.Tensor | None:
+    """Pixel frames ``frame_indices`` of latent ``z`` [B, C, T, H, W] as [B, 3, M, H', W'] in the VAE's output
+    range, decoded latent frame by latent frame with the gradient carried as ``mode`` says
+    (training/loop/causal_decode.py); only latent frames up to the last requested one are decoded.
+    None when the VAE is not one this walks (decode it whole instead)."""
+    module = _wan_vae_module(first_stage_model)
+    if module is None:
+        return None
+    wan22 = module.__name__.endswith("vae2_2")
+    decoder = first_stage_model.decoder
+    needed = {latent_frame_of(f)[0] for f in frame_indices}
+    x = first_stage_model.conv2(z[:, :, : max(needed) + 1])
+
+    def step(i: int, cache: list) -> torch.Tensor:
+        extra = {"first_chunk": True} if wan22 and i == 0 else {}
+        out = decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], **extra)
+        return module.unpatchify(out, patch_size=2) if wan22 else out
+
+    outputs = causal_decode(step, max(needed) + 1, module.count_conv3d(decoder), needed, mode)
+    return select_frames(outputs, frame_indices)
