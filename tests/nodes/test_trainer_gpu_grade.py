@@ -36,6 +36,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
     assert "OutOfMemory" in err.message and "ran out of memory on your GPU" in err.message, err.message
     assert unloads, "ComfyUI unloads all models on OOM; it did not, so it did not see an OOM"
     for setting in ("step 2", "frames_per_reward (now 2)", "sampling_steps (now 8)", "backprop_last_k (now 0)",
+                    "decode_gradient (now checkpointed)",
                     "resume"):
         assert setting in err.message, (setting, err.message)
     assert _checkpoint_step(rt, "oom") == 2

@@ -34,13 +34,18 @@ def release_failed_step(error: BaseException) -> None:
     traceback.clear_frames(error.__traceback__)
 
 
-def out_of_memory_error(error: BaseException, step: int, settings) -> TrainingOutOfMemory:
+def out_of_memory_error(error: BaseException, step: int, settings,
+                        decode_gradient: str | None = None) -> TrainingOutOfMemory:
     """The error to raise instead of ``error``: names the step and the settings that lower memory, with their
-    current values, and says where the work done so far is."""
+    current values, and says where the work done so far is. ``decode_gradient``: the backend's decode mode,
+    when it has one (the VAE decode with gradient is the peak for long clips)."""
     s = settings
+    decode = "" if decode_gradient is None else (
+        f" The VAE decode with gradient is the peak for long clips: keep decode_gradient (now {decode_gradient}) "
+        "at checkpointed (exact), or set it to truncated (least memory, approximate gradient).")
     return TrainingOutOfMemory(
         f"out of memory at training step {step} ({type(error).__name__}: {str(error).strip()[:300]}). "
         f"Lower width/height/frames, frames_per_reward (now {s.frames_per_reward}) or sampling_steps (now "
         f"{s.sampling_steps}), set backprop_last_k (now {s.backprop_last_k}) to 1 or 2, turn checkpoint_blocks on, "
-        f"or lower rank (now {s.rank}). The steps trained so far are in the run's checkpoint; run again with "
+        f"or lower rank (now {s.rank}).{decode} The steps trained so far are in the run's checkpoint; run again with "
         "resume on to continue from it.")

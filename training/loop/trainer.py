@@ -251,7 +251,8 @@ class Trainer:
                 self.save_checkpoint()
                 log.info("training stopped at step %d; checkpoint kept at %s", self.step, self.checkpoint_file)
             if oom and not isinstance(error, TrainingOutOfMemory):
-                raise out_of_memory_error(error, self.step, s) from error
+                decode = getattr(self.backend, "decode_gradient", None)
+                raise out_of_memory_error(error, self.step, s, decode) from error
             raise
         if self.checkpoint_file:
             self.save_checkpoint()
