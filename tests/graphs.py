@@ -34,6 +34,23 @@ def install_models(comfy) -> None:
             tiny_models.write_random_lora(family, lora_dir / f"style_{family}.safetensors", seed=2, std=0.12)
 
 
+# Wan 2.2 A14B in tests: two tiny Wan 2.1-architecture experts (ComfyUI loads the real ones as WAN21_T2V too)
+EXPERTS = {"high_noise": 21, "low_noise": 22}  # expert -> seed of its tiny random weights
+
+
+def expert_file(expert: str) -> str:
+    return f"tiny_wan22_{expert}.safetensors"
+
+
+def install_experts(comfy) -> None:
+    """The tiny models, plus the two Wan 2.2 A14B experts (once per session)."""
+    install_models(comfy)
+    for expert, seed in EXPERTS.items():
+        path = comfy.model_dir("diffusion_models") / expert_file(expert)
+        if not path.exists():
+            tiny_models.write_diffusion_model("wan21", path, seed=seed)
+
+
 class Graph:
     """An API-format prompt under construction: ``g.add("KSampler", model=..., ...)`` returns a link."""
 

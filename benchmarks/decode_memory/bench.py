@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,11 +25,11 @@ MODES = ("plain", "checkpointed", "truncated")
 
 
 def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
-    import psutil
     import torch
 
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from dev import tiny_models
+    from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
     from graphs import pack_module
 
@@ -47,6 +46,7 @@ def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
         tb.make_trainable(vae.first_stage_model)
     backend = object.__new__(tb.ComfyBackend)  # only what decode() reads
     backend.patcher, backend.vae, backend.decode_gradient = model, vae, mode
+    backend.geometry = pack_module("nodes.latent_geometry").latent_geometry(model, vae)
     latent_frames = (frames - 1) // 4 + 1
     picks = [0, frames // 3, 2 * frames // 3, frames - 1]
     gen = torch.Generator().manual_seed(0)
@@ -60,23 +60,11 @@ def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
         return z.grad
 
     step()  # warm-up: one-time allocations
-    proc = psutil.Process()
-    before = proc.memory_info().rss
-    peak, stop = [before], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    t0 = time.perf_counter()
-    grad = step()
-    seconds = time.perf_counter() - t0
-    stop.set()
-    watcher.join()
-    return {"mode": mode, "frames": frames, "peak_mb": (peak[0] - before) / 2**20, "seconds": seconds,
+    with Peak() as peak:
+        t0 = time.perf_counter()
+        grad = step()
+        seconds = time.perf_counter() - t0
+    return {"mode": mode, "frames": frames, "peak_mb": peak.rise_mb, "seconds": seconds,
             "grad_norm": float(grad.norm())}
 
 

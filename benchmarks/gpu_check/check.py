@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -47,45 +46,6 @@ TRAIN_ROWS = [  # label, checkpoint_blocks, UNETLoader weight_dtype, decode_grad
     ("train step: blocks on, decode plain", True, "default", "plain"),
 ]
 CPU_VAE_ROW = "train step: blocks on, --cpu-vae"
-
-
-class Peak:
-    """Peak memory in MB while the context lasts: CUDA max allocated, or the sampled process resident set."""
-
-    def __init__(self, cuda: bool):
-        self.cuda, self.mb = cuda, float("nan")
-
-    def __enter__(self):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        import psutil
-
-        proc = psutil.Process()
-        self._peak, self._stop = proc.memory_info().rss, threading.Event()
-
-        def watch():
-            while not self._stop.is_set():
-                self._peak = max(self._peak, proc.memory_info().rss)
-                time.sleep(0.002)
-
-        self._thread = threading.Thread(target=watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.mb = self._peak / 2**20
 
 
 def setup(base: Path, mode: str, write: bool):
@@ -114,6 +74,7 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
 
     import comfy.model_management as mm
     import nodes
+    from dev.peak_memory import Peak
     from graphs import pack_module
 
     cfg = MODES[mode]
@@ -141,6 +102,7 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
                                   checkpoint_blocks=blocks)
         backend.decode_gradient, backend.reward_device = decode, device
         bank = prompts.build_prompt_bank("a man", "", "blurry")
+        backend.encode_prompts(bank.prompts)  # as the trainer node does: all before the first step
         trainer = trainer_mod.Trainer(backend, params, bank, settings,
                                       identity_reward=lambda f: idm.reward(f, ref.embedding))
         with rn.reward_models_on(device, idm.recognizer):
@@ -164,6 +126,7 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
 
 def sampling_rows(rt, mode: str) -> dict[str, dict]:
     import comfy.model_management as mm
+    from dev.peak_memory import Peak
     from graphs import Graph
 
     cfg = MODES[mode]
@@ -174,7 +137,7 @@ def sampling_rows(rt, mode: str) -> dict[str, dict]:
         m = g.add("UNETLoader", unet_name="check.safetensors", weight_dtype="default")
         if gated:
             adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name="check_identity.safetensors")
-            m = g.add("PersonalVideoApplyIdentityAdapter", model=m, adapter=adapter, strength=1.0, start_percent=0.75,
+            m = g.add("PersonalVideoApplyIdentityAdapter", model=m, adapter=adapter, strength=1.0, gate_start=0.75,
                       gate_mode="steps")
         enc = dict(width=4096, pooled_width=0, tokens=cfg["tokens"])
         pos = g.add("PersonalVideoDevTextEncodeStandIn", text="a man walking on a beach", **enc)

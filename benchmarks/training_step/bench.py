@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,12 +38,12 @@ SIZES = {
 def child(variant: str, steps: int, size: str, repeats: int, frames_override: int = 0) -> dict:
     import shutil
 
-    import psutil
     import torch
 
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
     import conftest  # noqa: F401  (puts the PersonalVideo package on sys.path)
     from dev import tiny_models
+    from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
     from dev.face_assets import make_pack, photo_path
 
@@ -71,13 +70,13 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
     prompts = sys.modules[pack.__name__ + ".training.prompts"]
 
     class NaiveTrainer(training.Trainer):
-        def generate(self, denoise, sample, x, sigmas):
-            threshold = gate_rule.step_gate_sigma(sigmas, self.s.gate_start)
+        def generate(self, denoise, sample, x, sigmas, full_sigmas=None):
+            threshold = gate_rule.step_gate_sigma(sigmas, self.settings.gate_start)
             with torch.no_grad():
                 source = sample(lambda v, sigma, **kw: denoise(v, sigma, False, **kw), x)
             # from noise again, graph kept through every gated call
-            adapter = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, threshold), **kw), x)
-            return rollout.Rollout(None, source, adapter, 0)
+            tuned = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, threshold), **kw), x)
+            return rollout.Rollout(None, source, tuned, 0)
 
         def decode_frames(self, latent, frames):
             return self.backend.decode(latent, list(range(self.backend.num_frames)))[frames]
@@ -105,32 +104,20 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
         elif variant == "naive":
             backend.decode_gradient = "plain"
         bank = prompts.build_prompt_bank("a man", "", "blurry")
+        backend.encode_prompts(bank.prompts)  # as the trainer node does: all before the first step
         cls = NaiveTrainer if variant == "naive" else training.Trainer
         trainer = cls(backend, params, bank, settings, identity_reward=lambda f: idm.reward(f, ref.embedding))
 
         trainer.train_step(0)  # warm-up (one-time allocations, ONNX sessions, caches)
-        proc = psutil.Process()
         seconds, peaks, skipped, last_frames = [], [], [], []
         for step in range(1, repeats + 1):  # timed steps: other prompts and noise, same settings
-            before = proc.memory_info().rss
-            peak = [before]
-            stop = threading.Event()
-
-            def watch():
-                while not stop.is_set():
-                    peak[0] = max(peak[0], proc.memory_info().rss)
-                    time.sleep(0.001)
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            t0 = time.perf_counter()
-            record = trainer.train_step(step)
-            seconds.append(time.perf_counter() - t0)
-            stop.set()
-            watcher.join()
-            peaks.append((peak[0] - before) / 2**20)
+            with Peak() as peak:
+                t0 = time.perf_counter()
+                record = trainer.train_step(step)
+                seconds.append(time.perf_counter() - t0)
+            peaks.append(peak.rise_mb)
             skipped.append(record.skipped)
-            last_frames.append(max(trainer.draws(step)[2]))
+            last_frames.append(max(trainer.draw(step).frames))
     # A step whose reward frames show no face does no backward ("skipped"): not a comparable step.
     full = [t for t, why in zip(seconds, skipped) if not why] or seconds
     return {"variant": variant, "steps": steps, "seconds": statistics.median(full), "all_seconds": seconds,

@@ -35,6 +35,7 @@ def backend(comfy):
     # Only what decode() reads: the model (latent format, loading) and the VAE; the sampler parts are not used.
     b = object.__new__(tb.ComfyBackend)
     b.patcher, b.vae = model, vae
+    b.geometry = pack_module("nodes.latent_geometry").latent_geometry(model, vae)
     return b
 
 

@@ -15,25 +15,15 @@ import logging
 import pytest
 import torch
 
-from dev import tiny_models
-from graphs import base_graph, gated, install_models, lora, rel_err, run_latent
+from graphs import base_graph, expert_file, gated, install_experts, lora, rel_err, run_latent
 
 STEPS, SPLIT, SHIFT, CFG = 20, 10, 8.0, 3.5
-EXPERTS = {"high_noise": 21, "low_noise": 22}  # expert -> seed of its tiny random weights
 IDENT = "identity_wan21.safetensors"
-
-
-def expert_file(expert: str) -> str:
-    return f"tiny_wan22_{expert}.safetensors"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def models(comfy):
-    install_models(comfy)
-    for expert, seed in EXPERTS.items():
-        path = comfy.model_dir("diffusion_models") / expert_file(expert)
-        if not path.exists():
-            tiny_models.write_diffusion_model("wan21", path, seed=seed)
+    install_experts(comfy)
 
 
 def load_expert(g, expert):

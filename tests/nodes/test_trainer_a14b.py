@@ -16,25 +16,16 @@ import pytest
 import torch
 
 from dev import tiny_models
-from graphs import Graph, install_models, pack_module, rel_err
+from graphs import EXPERTS, Graph, expert_file, install_experts, pack_module, rel_err
 
 STEPS, SHIFT, CFG, SEED = 20, 8.0, 3.5, 7
 PROMPT, NEGATIVE = "a man dancing in the rain", "blurry"
-EXPERTS = {"high_noise": 21, "low_noise": 22}  # the same tiny experts as tests/nodes/test_gate_split.py
 TEMPLATE_BOUNDARY = 0.9  # splits 20 steps at shift 8 at step 10, as the template does
-
-
-def expert_file(expert: str) -> str:
-    return f"tiny_wan22_{expert}.safetensors"
 
 
 @pytest.fixture(scope="module")
 def rt(comfy):
-    install_models(comfy)
-    for expert, seed in EXPERTS.items():
-        path = comfy.model_dir("diffusion_models") / expert_file(expert)
-        if not path.exists():
-            tiny_models.write_diffusion_model("wan21", path, seed=seed)
+    install_experts(comfy)
     vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
     if not vae.exists():
         tiny_models.write_wan_vae(vae)

@@ -79,23 +79,10 @@ def test_other_runtime_errors_are_not_reported_as_memory(tmp_path):
         Trainer(backend, params, bank, s, toy_identity).train()
 
 
-class HalfToyModel(ToyModel):
-    """The toy model computing in fp16, as the diffusion model does on cards without bf16 (``--fp16-unet``): the
-    gradient crosses fp16 activations on its way to the (float32) adapter."""
-
-    def denoise(self, x, sigma, adapter_on):
-        self.calls.append((float(sigma), adapter_on))
-        w = self.weight
-        if adapter_on:
-            up, down = self.params.pairs()["lin.weight"]
-            w = torch.addmm(w, up, down, alpha=self.params.scale)
-        return torch.tanh(torch.einsum("oc,bcthw->bothw", w.half(), x.half())).float()
-
-
 def _first_gradient(half: bool, loss_scaling: bool, icr_weight: float):
     s, params, backend, bank = make(steps=1, icr_weight=icr_weight, loss_scaling=loss_scaling)
     if half:
-        backend.model = HalfToyModel(params)
+        backend.model = ToyModel(params, compute_dtype=torch.float16)
     trainer = Trainer(backend, params, bank, s, toy_identity)
     trainer.train_step(0)
     return params.up[0].grad.clone(), trainer
@@ -117,7 +104,7 @@ def test_fp16_compute_loss_scaling_prevents_silent_underflow():
 
 def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_path):
     s, params, backend, bank = make(steps=12, loss_scaling=True)
-    backend.model = HalfToyModel(params)
+    backend.model = ToyModel(params, compute_dtype=torch.float16)
     ck = tmp_path / "ck.safetensors"
     trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
     trainer.loss_scale.scale = 2.0**24  # overflows fp16 (max 65504) in backward, so it has to come down
@@ -127,7 +114,7 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     assert trainer.loss_scale.scale == 2.0 ** (24 - result.skipped_non_finite)
     assert all(torch.isfinite(p).all() for p in params.parameters())
     s2, params2, backend2, bank2 = make(steps=14, loss_scaling=True)
-    backend2.model = HalfToyModel(params2)
+    backend2.model = ToyModel(params2, compute_dtype=torch.float16)
     resumed = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck)
     resumed.load_checkpoint()
     assert resumed.loss_scale.state() == trainer.loss_scale.state()

@@ -33,11 +33,14 @@ def euler_sample(sigmas: torch.Tensor):
 class ToyModel:
     """denoised = tanh(W_eff · x) per position; W_eff = W + scale·up@down when the adapter is on."""
 
-    def __init__(self, params: LoRAParameters, seed=0):
+    def __init__(self, params: LoRAParameters, seed=0, compute_dtype: torch.dtype | None = None):
         g = torch.Generator().manual_seed(seed)
         self.weight = torch.randn(C, C, generator=g) * 0.5  # frozen base weight
         self.params = params
         self.calls = []
+        # fp16: as the diffusion model computes on cards without bf16 (--fp16-unet): the gradient crosses fp16
+        # activations on its way to the (float32) adapter
+        self.compute_dtype = compute_dtype
 
     def denoise(self, x, sigma, adapter_on):
         self.calls.append((float(sigma), adapter_on))
@@ -45,7 +48,10 @@ class ToyModel:
         if adapter_on:
             up, down = self.params.pairs()["lin.weight"]
             w = torch.addmm(w, up, down, alpha=self.params.scale)
-        return torch.tanh(torch.einsum("oc,bcthw->bothw", w, x))
+        if self.compute_dtype is None:
+            return torch.tanh(torch.einsum("oc,bcthw->bothw", w, x))
+        dt = self.compute_dtype
+        return torch.tanh(torch.einsum("oc,bcthw->bothw", w.to(dt), x.to(dt))).float()
 
 
 class ToyBackend:
