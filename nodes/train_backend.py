@@ -25,6 +25,7 @@ from ..training.loop.inplace_safety import norm_inputs_copied
 from .expert_split import HighNoiseExpert
 from .gate import IdentityGate
 from .train_attention import use_differentiable_attention
+from .train_memory import reserve_training_memory
 from .weight_path import same_weight_path
 from .latent_geometry import latent_geometry
 from .vae_decode import causal_vae_frames
@@ -164,6 +165,8 @@ class ComfyBackend:
         self.attention = use_differentiable_attention(patcher)  # sage/flash have no backward
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
+        # ComfyUI loads the model leaving room for backward, not only for a forward (nodes/train_memory.py)
+        self.memory_factor = reserve_training_memory(patcher, checkpoint_blocks)
 
     def encode_prompts(self, texts) -> int:
         """Encode every text (the bank's prompts and the negative) once, before training, keep the conditioning on
