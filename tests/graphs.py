@@ -21,8 +21,14 @@ def pack_module(name: str):
     return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
 
 
+WAN_VAE = "tiny_wan_vae.safetensors"
+
+
 def install_models(comfy) -> None:
-    """Write the tiny random models into the runtime's models folders (once per session)."""
+    """Write the tiny random models (diffusion models, LoRAs, the Wan VAE) into the runtime's models folders (once
+    per session)."""
+    if not (comfy.model_dir("vae") / WAN_VAE).exists():
+        tiny_models.write_wan_vae(comfy.model_dir("vae") / WAN_VAE)
     for family, name in MODEL_FILES.items():
         path = comfy.model_dir("diffusion_models") / name
         if not path.exists():

@@ -23,9 +23,6 @@ def backend(comfy):
     import nodes
 
     install_models(comfy)
-    vae_file = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
-    if not vae_file.exists():
-        tiny_models.write_wan_vae(vae_file)
     tb = pack_module("nodes.train_backend")
     with tb.training_mode():
         model = nodes.UNETLoader().load_unet(MODEL_FILES["wan21"], "default")[0]

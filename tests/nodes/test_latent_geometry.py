@@ -26,9 +26,6 @@ WAN22_5B = "tiny_wan22_5b.safetensors"
 @pytest.fixture(scope="module")
 def loaded(comfy):
     install_models(comfy)
-    vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
-    if not vae.exists():
-        tiny_models.write_wan_vae(vae)
     if not (comfy.model_dir("diffusion_models") / WAN22_5B).exists():
         tiny_models.write_diffusion_model("wan21", comfy.model_dir("diffusion_models") / WAN22_5B, in_dim=48,
                                           out_dim=48)

@@ -26,9 +26,6 @@ TEMPLATE_BOUNDARY = 0.9  # splits 20 steps at shift 8 at step 10, as the templat
 @pytest.fixture(scope="module")
 def rt(comfy):
     install_experts(comfy)
-    vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
-    if not vae.exists():
-        tiny_models.write_wan_vae(vae)
     return comfy
 
 

@@ -30,9 +30,6 @@ def rt(comfy):
     install_models(comfy)
     make_pack(comfy.model_dir("insightface") / "models", PACK)
     shutil.copy(photo_path("obama.jpg"), comfy.base_dir / "input" / "obama.jpg")
-    vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
-    if not vae.exists():
-        tiny_models.write_wan_vae(vae)
     return comfy
 
 

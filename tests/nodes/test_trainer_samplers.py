@@ -29,9 +29,6 @@ STEPS, CFG, SEED, PROMPT, NEGATIVE = 8, 3.0, 11, "a man dancing in the rain", "b
 @pytest.fixture(scope="module")
 def rt(comfy):
     install_models(comfy)
-    vae = comfy.model_dir("vae") / "tiny_wan_vae.safetensors"
-    if not vae.exists():
-        tiny_models.write_wan_vae(vae)
     return comfy
 
 
