@@ -3,7 +3,9 @@
 Wan 2.1's VAE (``comfy.ldm.wan.vae.WanVAE``, also what Wan 2.2 A14B uses) and Wan 2.2's (``vae2_2.WanVAE``,
 TI2V-5B) decode as ``x = conv2(z)`` then ``decoder(x[:, :, i:i+1], feat_cache, feat_idx)`` per latent frame
 (2.2: ``first_chunk`` on frame 0, then ``unpatchify``). Other VAEs (HunyuanVideo's, LTXV's, ...) are not walked
-this way: ``causal_vae_frames`` returns None for them and the caller decodes them whole (plain autograd).
+this way: ``causal_vae_frames`` returns None for them and the caller decodes them whole (plain autograd). The
+walk relies on 0.3.75's decoder cache API (``count_conv3d``, ``feat_cache``/``feat_idx``); ComfyUI 0.33 changed it
+(``cache_list``/``cache_idx``, deferred caches), so there the Wan VAEs decode whole too, said in the log.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def _wan_vae_module(first_stage_model):
         except ImportError:
             continue
         if type(first_stage_model) is getattr(module, "WanVAE", None):
+            if not hasattr(module, "count_conv3d"):  # newer ComfyUI: another cache API (checked on 0.33.0)
+                log.warning("PersonalVideo training: this ComfyUI's %s decoder has a cache API the per-latent-frame "
+                            "decode does not know; the reward frames are decoded whole (exact gradient, more "
+                            "memory)", name)
+                return None
             return module
     return None
 

@@ -36,6 +36,15 @@ def backend(comfy):
     return b
 
 
+@pytest.fixture
+def walked(backend):
+    """The per-latent-frame walk needs ComfyUI 0.3.75's Wan VAE cache API (what setup_env.sh and CI install); a
+    ComfyUI that changed it (0.33) decodes whole instead, so the walk's own claims cannot be checked there."""
+    if not pack_module("nodes.vae_decode").supports_walk(backend.vae.first_stage_model):
+        pytest.skip("this ComfyUI's Wan VAE decoder cache API is not walked (decoded whole); see nodes/vae_decode.py")
+    return backend
+
+
 def _decode(backend, mode, frames=FRAMES, latent_frames=5, seed=0):
     tb = pack_module("nodes.train_backend")
     gen = torch.Generator().manual_seed(seed)
@@ -48,7 +57,7 @@ def _decode(backend, mode, frames=FRAMES, latent_frames=5, seed=0):
     return out.detach(), latent.grad
 
 
-def test_checkpointed_decode_equals_plain_frames_and_gradient(backend):
+def test_checkpointed_decode_equals_plain_frames_and_gradient(walked, backend):
     plain_frames, plain_grad = _decode(backend, "plain")
     frames, grad = _decode(backend, "checkpointed")
     assert frames.shape == (4, 64, 64, 3) and plain_grad.abs().sum() > 0
@@ -58,7 +67,7 @@ def test_checkpointed_decode_equals_plain_frames_and_gradient(backend):
     assert grad[:, :, 1].abs().sum() > 0
 
 
-def test_truncated_decode_same_frames_gradient_only_into_the_frames_latent(backend):
+def test_truncated_decode_same_frames_gradient_only_into_the_frames_latent(walked, backend):
     plain_frames, plain_grad = _decode(backend, "plain")
     frames, grad = _decode(backend, "truncated")
     assert torch.allclose(frames, plain_frames, atol=1e-6)
@@ -71,7 +80,7 @@ def test_truncated_decode_same_frames_gradient_only_into_the_frames_latent(backe
     assert not torch.allclose(grad[:, :, 0], plain_grad[:, :, 0], rtol=1e-3, atol=0)
 
 
-def test_only_latent_frames_up_to_the_last_requested_one_are_decoded(backend, monkeypatch):
+def test_only_latent_frames_up_to_the_last_requested_one_are_decoded(walked, backend, monkeypatch):
     seen = []
     decoder = backend.vae.first_stage_model.decoder
     original = decoder.forward
@@ -86,7 +95,7 @@ def test_only_latent_frames_up_to_the_last_requested_one_are_decoded(backend, mo
     assert len(seen) == 6 and all(t == 1 for t in seen)
 
 
-def test_a_vae_that_is_not_walked_decodes_whole_with_the_same_result(backend):
+def test_a_vae_that_is_not_walked_decodes_whole_with_the_same_result(walked, backend):
     """A VAE class other than Wan's (HunyuanVideo's, LTXV's, ...) is decoded whole with plain autograd. Shown by
     wrapping the real tiny Wan VAE in a module of another class (no tiny HunyuanVideo VAE file is built here)."""
     vae_decode = pack_module("nodes.vae_decode")
@@ -149,7 +158,7 @@ def test_trainer_node_adapter_gradient_is_the_plain_decodes(rt, family, monkeypa
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
 
 
-def test_wan22_vae_walk_equals_its_own_decode(comfy):
+def test_wan22_vae_walk_equals_its_own_decode(comfy, walked):
     """Wan 2.2's VAE (TI2V-5B; first_chunk on frame 0, unpatchify after) built tiny from ComfyUI's class with random
     weights (not through VAELoader: no tiny 2.2 VAE file is made here): the walk gives its decode's frames and
     gradient."""
