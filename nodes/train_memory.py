@@ -46,9 +46,10 @@ def reserve_training_memory(patcher, checkpoint_blocks: bool) -> int | None:
         return None
     factor = training_memory_factor(patcher.model.diffusion_model, checkpoint_blocks)
 
-    def prepare_for_training(executor, model, noise_shape, conds, model_options=None):
+    def prepare_for_training(executor, model, noise_shape, conds, *args, **kwargs):
+        # the other arguments pass through as given: their set differs between versions (0.33 adds force_full_load)
         scaled = [noise_shape[0] * factor] + list(noise_shape[1:])
-        return executor(model, scaled, conds, model_options=model_options)
+        return executor(model, scaled, conds, *args, **kwargs)
 
     patcher.add_wrapper_with_key(kind, f"personalvideo_train_memory_{uuid.uuid4().hex}", prepare_for_training)
     return factor
