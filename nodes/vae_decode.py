@@ -10,6 +10,7 @@ walk relies on 0.3.75's decoder cache API (``count_conv3d``, ``feat_cache``/``fe
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -22,6 +23,12 @@ log = logging.getLogger(__name__)
 def _wan_vae_module(first_stage_model):
     """ComfyUI's module defining this Wan VAE class (``comfy.ldm.wan.vae`` or ``.vae2_2``), or None.
     Feature-detected: a ComfyUI version may lack one of them."""
+    return _module_of_class(type(first_stage_model))
+
+
+@functools.lru_cache(maxsize=None)
+def _module_of_class(vae_class):
+    """Decided once per VAE class: the decode runs twice a training step, the log line below once a run."""
     import importlib
 
     for name in ("comfy.ldm.wan.vae2_2", "comfy.ldm.wan.vae"):
@@ -29,7 +36,7 @@ def _wan_vae_module(first_stage_model):
             module = importlib.import_module(name)
         except ImportError:
             continue
-        if type(first_stage_model) is getattr(module, "WanVAE", None):
+        if vae_class is getattr(module, "WanVAE", None):
             if not hasattr(module, "count_conv3d"):  # newer ComfyUI: another cache API (checked on 0.33.0)
                 log.warning("PersonalVideo training: this ComfyUI's %s decoder has a cache API the per-latent-frame "
                             "decode does not know; the reward frames are decoded whole (exact gradient, more "
