@@ -14,9 +14,11 @@ import torch
 from safetensors.torch import save_file
 
 FAMILIES = ("wan21", "hunyuan_video")
+# HunyuanVideo 1.5, LTX-Video and CogVideoX (dev/tiny_families.py; CogVideoX only where this ComfyUI has it).
+MORE_FAMILIES = ("hunyuan_video_15", "ltxv", "cogvideox")
 # Conditioning width each tiny model expects from the text encoder stand-in (Wan's detector fixes 4096).
-CONTEXT_WIDTH = {"wan21": 4096, "hunyuan_video": 768}
-POOLED_WIDTH = {"wan21": 0, "hunyuan_video": 768}
+CONTEXT_WIDTH = {"wan21": 4096, "hunyuan_video": 768, "hunyuan_video_15": 768, "ltxv": 4096, "cogvideox": 4096}
+POOLED_WIDTH = {"wan21": 0, "hunyuan_video": 768, "hunyuan_video_15": 768, "ltxv": 0, "cogvideox": 0}
 
 
 def build_diffusion_model(family: str, **overrides) -> torch.nn.Module:
@@ -42,7 +44,11 @@ def build_diffusion_model(family: str, **overrides) -> torch.nn.Module:
         for f in dataclasses.fields(HunyuanVideoParams):
             params.setdefault(f.name, False if f.type in (bool, "bool") else None)
         return HunyuanVideo(image_model="hunyuan_video", operations=ops, **(params | overrides))
-    raise ValueError(f"family: got {family!r}, expected one of {FAMILIES}")
+    if family in MORE_FAMILIES:
+        from .tiny_families import build_family_model
+
+        return build_family_model(family, ops, **overrides)
+    raise ValueError(f"family: got {family!r}, expected one of {FAMILIES + MORE_FAMILIES}")
 
 
 def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[str, torch.Tensor]:
