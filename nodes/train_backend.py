@@ -157,6 +157,7 @@ class ComfyBackend:
         self.cfg, self.sampling_steps = cfg, sampling_steps
         self.sampler, self.scheduler = sampler, scheduler
         self.geometry = latent_geometry(patcher, vae)  # channels, spatial and temporal compression
+        self.geometry.check_video_size(width, height, frames)  # e.g. LTX-Video: 8k+1 frames, multiples of 32
         self.latent_frames = self.geometry.latent_frames(frames)
         self.num_frames = self.geometry.pixel_frames(frames)
         self.latent_shape = self.geometry.latent_shape(width, height, frames)

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from .. import __version__
 from ..training.adapter.files import IdentityAdapter, build_metadata
 from ..training.adapter.lora import LoRAParameters
+from ..training.adapter.targets import LAYER_CHOICES, AdapterTargets, select_targets
 from ..training.loop.causal_decode import DECODE_MODES
 from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
@@ -32,21 +33,18 @@ from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
 from .train_chart import training_chart
 
 log = logging.getLogger(__name__)
-LAYER_CHOICES = ("attention", "attention+mlp")
+
+
+def adapter_targets(model, layers: str) -> AdapterTargets:
+    """The weights to adapt, by the model family's native module names (training/adapter/targets.py); ValueError
+    for a family the trainer does not support."""
+    weights = {key: tuple(t.shape) for key, t in model.model.state_dict().items()}
+    return select_targets(model_family(model), weights, layers)
 
 
 def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
-    """2-D weights inside the transformer blocks to adapt: attention projections, or those and the MLPs."""
-    shapes = {}
-    for key, tensor in model.model.state_dict().items():
-        if not key.startswith("diffusion_model.") or not key.endswith(".weight") or tensor.ndim != 2:
-            continue
-        if "blocks." not in key:
-            continue
-        module = key[: -len(".weight")].lower()
-        if "attn" in module or (layers == "attention+mlp" and any(t in module for t in ("mlp", "ffn", "linear"))):
-            shapes[key] = tuple(tensor.shape)
-    return shapes
+    """{weight key: shape} of ``adapter_targets``."""
+    return adapter_targets(model, layers).shapes
 
 
 def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: int, alpha: float, seed: int,
@@ -113,7 +111,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                 _int("rank", 16, 1, 256, "LoRA rank."),
                 _float("alpha", 16.0, 0.1, 1024.0, 0.1, "LoRA alpha (scale = alpha / rank)."),
                 io.Combo.Input("layers", options=list(LAYER_CHOICES), default="attention",
-                               tooltip="Which linear layers of the transformer blocks get the adapter."),
+                               tooltip="Which linear layers of the transformer blocks get the adapter, by the "
+                                       "family's own module names: attention = query, key, value and output "
+                                       "projections (HunyuanVideo: also the single-stream blocks' fused "
+                                       "linear1/linear2); +mlp adds the feed-forward layers. The summary says "
+                                       "how many were adapted."),
                 _float("gate_start", 0.75, 0.0, 1.0, 0.01,
                        "Gate start: the adapter acts from step ceil(gate_start x N). The adapter carries it: "
                        "Save and Apply use it unless told otherwise."),
@@ -125,9 +127,10 @@ class TrainIdentityAdapter(io.ComfyNode):
                                tooltip="Sigma schedule of the training videos (as KSampler's)."),
                 _float("cfg", 5.0, 1.0, 30.0, 0.1, "Classifier-free guidance scale while generating (as KSampler's; "
                        "HunyuanVideo: 1.0, its guidance is embedded; 1.0 also skips the negative prompt's pass)."),
-                _int("width", 480, 16, 4096, "Training video width (pixels, multiple of 16).", 16),
-                _int("height", 272, 16, 4096, "Training video height (pixels, multiple of 16).", 16),
-                _int("frames", 33, 1, 1024, "Training video length in frames (4k+1).", 4),
+                _int("width", 480, 16, 4096, "Training video width (pixels, multiple of 16; of 32 for LTX-Video).", 16),
+                _int("height", 272, 16, 4096, "Training video height (pixels, multiple of 16; of 32 for LTX-Video).",
+                     16),
+                _int("frames", 33, 1, 1024, "Training video length in frames: 4k+1 (LTX-Video: 8k+1).", 4),
                 _int("frames_per_reward", 4, 1, 64, "M: frames per video scored by the rewards (random)."),
                 _float("icr_weight", 1.0, 0.0, 100.0, 0.01, "Weight of the identity reward loss."),
                 _float("scr_weight", 1.0, 0.0, 100.0, 0.01, "Weight of the semantic reward loss (SCR)."),
@@ -195,10 +198,10 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  expert_boundary=expert_boundary if high_noise_model is not None else None)
         checkpoint = paths.training_checkpoint_path(run_name)
         device = mm.get_torch_device()
-        shapes = lora_targets(model, layers)
+        targets = adapter_targets(model, layers)  # refuses an unsupported family before anything runs
         pbar = comfy.utils.ProgressBar(steps)
         with training_mode():
-            params, gate, patched = attach_trainable_adapter(model, shapes, rank, alpha, seed, gate_start,
+            params, gate, patched = attach_trainable_adapter(model, targets.shapes, rank, alpha, seed, gate_start,
                                                              device)
             backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
                                    sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
@@ -232,7 +235,8 @@ class TrainIdentityAdapter(io.ComfyNode):
                               extra={"trained_steps": len(result.history), "layers": layers},
                               expert="low_noise" if high_noise_model is not None else "")
         adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
-        summary = summarize(result, settings, trainer.scr_on) + f"\ncheckpoint: {checkpoint}"
+        summary = summarize(result, settings, trainer.scr_on, adapted=targets.describe()) + \
+            f"\ncheckpoint: {checkpoint}"
         if settings.loss_scaling:
             summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
         if high_noise_model is not None:

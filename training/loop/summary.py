@@ -35,9 +35,9 @@ def reward_hacking_check(rows: list[StepRecord]) -> str | None:
     return line
 
 
-def summarize(result: TrainResult, settings, semantic_on: bool) -> str:
+def summarize(result: TrainResult, settings, semantic_on: bool, adapted: str | None = None) -> str:
     """The run in a few lines: steps, face similarity first -> last fifth against the base model, no-face rate,
-    SCR and the settings that shape the run."""
+    SCR, the settings that shape the run and ``adapted`` (which layers the adapter has, when known)."""
     done = [r for r in result.history if not r.skipped]
     first = result.history[: max(1, len(result.history) // 5)]
     last = result.history[-max(1, len(result.history) // 5):]
@@ -53,5 +53,6 @@ def summarize(result: TrainResult, settings, semantic_on: bool) -> str:
         *filter(None, [reward_hacking_check(last)]),
         f"gate start {settings.gate_start}, {settings.sampling_steps} sampling steps ({settings.sampler}, "
         f"{settings.scheduler}), rank {settings.rank}, lr {settings.learning_rate:g}",
+        *filter(None, [adapted]),
     ]
     return "\n".join(lines)
