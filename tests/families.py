@@ -1,0 +1,93 @@
+"""Graph pieces for the tiny HunyuanVideo 1.5, LTX-Video and CogVideoX models (dev/tiny_families.py).
+
+Each family is loaded as its users load it: HunyuanVideo 1.5 and CogVideoX through UNETLoader + VAELoader,
+LTX-Video from its one-file checkpoint through CheckpointLoaderSimple. Graphs whose VAELoader builds a VAE of
+fixed full size run inside ``tiny_families.tiny_vae_sizes`` (``run``). CogVideoX is in ComfyUI 0.33, not in
+0.3.75: ``AVAILABLE`` lists the families this ComfyUI has, read from its source tree (no import before boot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from dev import tiny_families, tiny_models
+from dev.comfy_runtime import comfyui_path
+from graphs import Graph
+
+MODULE_FILE = {"hunyuan_video_15": "hunyuan_video/model.py", "ltxv": "lightricks/model.py",
+               "cogvideox": "cogvideo/model.py"}
+AVAILABLE = [f for f in tiny_models.MORE_FAMILIES if (comfyui_path() / "comfy" / "ldm" / MODULE_FILE[f]).is_file()
+             and (f != "hunyuan_video_15" or "HunyuanVideo15" in
+                  (comfyui_path() / "comfy" / "supported_models.py").read_text())]
+MODEL_TYPE = {"hunyuan_video_15": "HunyuanVideo15", "ltxv": "LTXV", "cogvideox": "CogVideoX_T2V"}
+# (latent channels, spatial, temporal) of each family's VAE, and a video size that fits it
+GEOMETRY = {"hunyuan_video_15": (32, 16, 4), "ltxv": (128, 32, 8), "cogvideox": (16, 8, 4)}
+FRAMES = {"hunyuan_video_15": 5, "ltxv": 9, "cogvideox": 5}  # two latent frames each
+EMPTY_LATENT = {"hunyuan_video_15": "EmptyHunyuanVideo15Latent", "ltxv": "EmptyLTXVLatentVideo",
+                "cogvideox": "EmptyHunyuanLatentVideo"}  # CogVideoX: 16 channels, 8x, 4x (no node of its own)
+SIZE = 64
+
+
+def model_file(family: str) -> str:
+    return f"tiny_{family}.safetensors"
+
+
+def vae_file(family: str) -> str:
+    return f"tiny_{family}_vae.safetensors"
+
+
+def install(comfy, family: str) -> None:
+    """The family's tiny model (and VAE) and two random LoRAs for it (once per session)."""
+    if family == "ltxv":
+        path = comfy.model_dir("checkpoints") / model_file(family)
+        if not path.exists():
+            tiny_families.write_ltxv_checkpoint(path)
+    else:
+        path = comfy.model_dir("diffusion_models") / model_file(family)
+        if not path.exists():
+            tiny_models.write_diffusion_model(family, path)
+            tiny_families.write_family_vae(family, comfy.model_dir("vae") / vae_file(family))
+    lora = comfy.model_dir("loras") / f"identity_{family}.safetensors"
+    if not lora.exists():
+        tiny_models.write_random_lora(family, lora, seed=1, std=0.15)
+
+
+def loaders(g: Graph, family: str):
+    """(model, vae) links, loaded as users do."""
+    if family == "ltxv":
+        ckpt = g.add("CheckpointLoaderSimple", ckpt_name=model_file(family))
+        return ckpt, [ckpt[0], 2]
+    return (g.add("UNETLoader", unet_name=model_file(family), weight_dtype="default"),
+            g.add("VAELoader", vae_name=vae_file(family)))
+
+
+def clip_standin(g: Graph, family: str):
+    """The text encoder stand-in at the family's width (LTX-Video also needs T5's attention mask)."""
+    return g.add("PersonalVideoDevCLIPStandIn", width=tiny_models.CONTEXT_WIDTH[family],
+                 pooled_width=tiny_models.POOLED_WIDTH[family], tokens=16, attention_mask=family == "ltxv")
+
+
+def conditioning(g: Graph, family: str, prompt: str, negative: str):
+    clip = clip_standin(g, family)
+    return g.add("CLIPTextEncode", clip=clip, text=prompt), g.add("CLIPTextEncode", clip=clip, text=negative)
+
+
+def empty_latent(g: Graph, family: str):
+    return g.add(EMPTY_LATENT[family], width=SIZE, height=SIZE, length=FRAMES[family], batch_size=1)
+
+
+def run(comfy, family: str, g: Graph) -> dict:
+    """Execute ``g`` with the family's tiny VAE sizes in force; returns what the capture nodes kept."""
+    with tiny_families.tiny_vae_sizes(family):
+        comfy.run(g.nodes)
+    return dict(comfy.captured())
+
+
+@contextlib.contextmanager
+def no_grad_training():
+    from graphs import pack_module
+
+    with pack_module("nodes.train_backend").training_mode(), torch.no_grad():
+        yield
