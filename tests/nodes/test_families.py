@@ -68,8 +68,9 @@ def test_loads_as_its_family_and_the_vae_gives_its_geometry(loaded, family):
     bad_frames = families.FRAMES[family] + 2  # 4k+3 / 8k+3
     with pytest.raises(ValueError, match=rf"frames: got {bad_frames}, expected {g.temporal}k\+1"):
         g.check_video_size(families.SIZE, families.SIZE, bad_frames)
-    with pytest.raises(ValueError, match=rf"width: got {g.spatial + 8}, expected a multiple of {g.spatial}"):
-        g.check_video_size(g.spatial + 8, families.SIZE, families.FRAMES[family])
+    odd = g.spatial + g.spatial // 2
+    with pytest.raises(ValueError, match=rf"width: got {odd}, expected a multiple of {g.spatial}"):
+        g.check_video_size(odd, families.SIZE, families.FRAMES[family])
 
 
 # Native names of every family's attention (and MLP) layers in the tiny models: block index N.
@@ -164,3 +165,94 @@ def test_apply_node_at_gate_075_equals_the_two_sampler_reference(rt, family):
     assert torch.isfinite(out).all()
     assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
     assert rel_err(out, base) > 1e-3, "the adapter must change the result after the gate"
+
+
+UP_STD = {"cogvideox": 1.0}  # see families.install: CogVideoX's last quarter needs a stronger adapter to show
+
+
+def _backend(loaded, family, up_std):
+    """The trainer's backend on the family's model with an adapter whose ``up`` is random (``up_std`` 0: fresh)."""
+    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
+    model, vae, clip = loaded[family]
+    with backend_mod.training_mode():
+        params, gate, patched = train_nodes.attach_trainable_adapter(
+            model, train_nodes.lora_targets(model, "attention"), 4, 4.0, 0, 0.75, "cpu")
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(3)
+            for up in params.up:
+                up.copy_(torch.randn(up.shape, generator=gen) * up_std)
+        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, NEGATIVE, families.SIZE, families.SIZE,
+                                           families.FRAMES[family], STEPS, CFG, True, "euler", "simple")
+    return params, backend
+
+
+def _rollout(backend):
+    rollout, gate = pack_module("training.loop.rollout"), pack_module("training.adapter.gate")
+
+    def generate(denoise, sample, x, sigmas):
+        return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
+
+    with pack_module("nodes.train_backend").training_mode(), torch.no_grad():
+        out = backend.run(PROMPT, SEED, generate)
+    to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
+    return to_samples(out.source), to_samples(out.tuned)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded, family):
+    files = pack_module("training.adapter.files")
+    g, link = _sample(rt, family)
+    base = _latent(rt, family, g, link)
+    source, tuned = _rollout(_backend(loaded, family, up_std=0.0)[1])
+    assert torch.equal(source, base), rel_err(source, base)
+    assert torch.equal(tuned, base), "a fresh adapter (up = 0) must equal the base model"
+    params, backend = _backend(loaded, family, up_std=UP_STD.get(family, 0.2))
+    source, tuned = _rollout(backend)
+    name = f"trained_{family}.safetensors"
+    tensors = params.lora_state_dict()
+    files.save_adapter(rt.model_dir("loras") / name, tensors,
+                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family], "test"))
+    gated = _latent(rt, family, *_sample(rt, family, adapter=name))
+    assert torch.equal(source, base), rel_err(source, base)
+    assert torch.equal(tuned, gated), rel_err(tuned, gated)
+    assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
+
+
+@pytest.fixture(scope="module")
+def faces(rt):
+    make_pack(rt.model_dir("insightface") / "models", PACK)
+    shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, loaded, faces, family):
+    g = Graph()
+    model, vae = families.loaders(g, family)
+    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack=PACK, det_size=640, det_threshold=0.05)
+    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=g.add("LoadImage", image="obama.jpg"),
+                augmentations=2, crop_jitter=0.05, colour_jitter=0.1, seed=0)
+    bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt=NEGATIVE,
+                 use_built_in=True)
+    tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=families.clip_standin(g, family), vae=vae,
+               reference=ref, identity_reward=idm, prompt_bank=bank, steps=2, learning_rate=5e-2, rank=4, alpha=4.0,
+               layers="attention", gate_start=0.75, sampling_steps=STEPS, sampler_name="euler", scheduler="simple",
+               cfg=CFG, width=families.SIZE, height=families.SIZE, frames=families.FRAMES[family],
+               frames_per_reward=1, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name=f"family_{family}",
+               resume=False)
+    saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix=f"families/{family}",
+                  gate_start=0.75)
+    g.capture(saved, "name")
+    g.capture([tr[0], 2], "summary")
+    c = families.run(rt, family, g)
+    name, summary = c["name"], c["summary"]
+    n = len(pack_module("nodes.train_nodes").lora_targets(loaded[family][0], "attention"))
+    assert "2 steps (2 updated the adapter; 0 skipped" in summary, summary
+    assert f"adapted layers: {n} ({n} attention) of " in summary, summary
+    # The saved file, reloaded by Load Identity Adapter, drives the apply node: equal to the native reference
+    # with the same file on core LoraLoader from step GATE.
+    out = _latent(rt, family, *_sample(rt, family, adapter=name))
+    ref = two_sampler_reference(rt, family, name)
+    base = _latent(rt, family, *_sample(rt, family))
+    assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
+    assert rel_err(out, base) > 0, "the trained adapter must act after the gate"
