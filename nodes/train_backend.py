@@ -28,6 +28,7 @@ from .train_attention import use_differentiable_attention
 from .train_memory import reserve_training_memory
 from .weight_path import same_weight_path
 from .latent_geometry import latent_geometry
+from .residual_readers import residual_readers_copied
 from .vae_decode import causal_vae_frames
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,8 @@ class ComfyBackend:
                 return model_sampling.inverse_noise_scaling(run_sigmas[-1], out)
 
             diffusion_model = self.patcher.model.diffusion_model
-            with norm_inputs_copied(diffusion_model), same_weight_path(self.patcher.model, self.gate.deltas), \
+            with norm_inputs_copied(diffusion_model), residual_readers_copied(diffusion_model), \
+                    same_weight_path(self.patcher.model, self.gate.deltas), \
                     checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, sample, x, sigmas)
             return x

@@ -8,10 +8,6 @@ fixed full size run inside ``tiny_families.tiny_vae_sizes`` (``run``). CogVideoX
 
 from __future__ import annotations
 
-import contextlib
-
-import torch
-
 from dev import tiny_families, tiny_models
 from dev.comfy_runtime import comfyui_path
 from graphs import Graph
@@ -28,6 +24,8 @@ FRAMES = {"hunyuan_video_15": 5, "ltxv": 9, "cogvideox": 5}  # two latent frames
 EMPTY_LATENT = {"hunyuan_video_15": "EmptyHunyuanVideo15Latent", "ltxv": "EmptyLTXVLatentVideo",
                 "cogvideox": "EmptyHunyuanLatentVideo"}  # CogVideoX: 16 channels, 8x, 4x (no node of its own)
 SIZE = 64
+# The sampling the tests compare: KSampler(Advanced) euler / simple, 8 steps, gate at step 6.
+STEPS, GATE, CFG, SEED, PROMPT, NEGATIVE = 8, 6, 3.0, 7, "a man dancing in the rain", "blurry"
 
 
 def model_file(family: str) -> str:
@@ -86,9 +84,32 @@ def run(comfy, family: str, g: Graph) -> dict:
     return dict(comfy.captured())
 
 
-@contextlib.contextmanager
-def no_grad_training():
-    from graphs import pack_module
+def sample(family, adapter=None, start=0, end=10000, add_noise="enable", start_latent=None, lora=None, g=None):
+    """(graph, KSamplerAdvanced link) over the family's model: with ``adapter`` through Load + Apply Identity
+    Adapter (its recorded gate start), with ``lora`` through core LoraLoaderModelOnly; steps ``start``..``end``."""
+    g = g or Graph()
+    model, _ = loaders(g, family)
+    if adapter:
+        load = g.add("PersonalVideoLoadIdentityAdapter", lora_name=adapter)
+        model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=load, strength=1.0, gate_start=0.75,
+                      gate_mode="steps", override_gate_start=False)
+    if lora:
+        model = g.add("LoraLoaderModelOnly", model=model, lora_name=lora, strength_model=1.0)
+    pos, neg = conditioning(g, family, PROMPT, NEGATIVE)
+    return g, g.add("KSamplerAdvanced", model=model, positive=pos, negative=neg,
+                    latent_image=start_latent or empty_latent(g, family), noise_seed=SEED, steps=STEPS, cfg=CFG,
+                    sampler_name="euler", scheduler="simple", add_noise=add_noise, start_at_step=start,
+                    end_at_step=end, return_with_leftover_noise="enable" if end < STEPS else "disable")
 
-    with pack_module("nodes.train_backend").training_mode(), torch.no_grad():
-        yield
+
+def latent(rt, family, g, link):
+    """Run ``g`` and return the latent at ``link``."""
+    g.capture(link, "out")
+    return run(rt, family, g)["out"]["samples"].clone()
+
+
+def two_sampler_reference(rt, family, lora):
+    """The native way: KSamplerAdvanced steps 0..GATE on the base model, GATE..end with core LoraLoader."""
+    g, first = sample(family, end=GATE)
+    g, second = sample(family, start=GATE, add_noise="disable", start_latent=first, lora=lora, g=g)
+    return latent(rt, family, g, second)

@@ -10,19 +10,13 @@ see test_trainer_comfy.py); LoRAs are random.
 
 from __future__ import annotations
 
-import math
-import shutil
-
 import pytest
 import torch
 
 import families
-from dev.face_assets import make_pack, photo_path
-from graphs import Graph, MODEL_FILES, install_models, pack_module, rel_err
+from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
 
-STEPS, GATE, CFG, SEED, PROMPT, NEGATIVE = 8, math.ceil(0.75 * 8), 3.0, 7, "a man dancing in the rain", "blurry"
 FAMILIES = families.AVAILABLE
-PACK = "vectron_s"
 
 
 @pytest.fixture(scope="module")
@@ -128,131 +122,12 @@ def test_an_unsupported_family_is_refused_by_name(rt):
         pack_module("nodes.train_nodes").adapter_targets(model, "attention")
 
 
-def _sample(rt, family, adapter=None, start=0.0, end=10000, add_noise="enable", latent=None, lora=None, g=None):
-    g = g or Graph()
-    model, _ = families.loaders(g, family)
-    if adapter:
-        load = g.add("PersonalVideoLoadIdentityAdapter", lora_name=adapter)
-        model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=load, strength=1.0, gate_start=0.75,
-                      gate_mode="steps", override_gate_start=False)
-    if lora:
-        model = g.add("LoraLoaderModelOnly", model=model, lora_name=lora, strength_model=1.0)
-    pos, neg = families.conditioning(g, family, PROMPT, NEGATIVE)
-    return g, g.add("KSamplerAdvanced", model=model, positive=pos, negative=neg,
-                    latent_image=latent or families.empty_latent(g, family), noise_seed=SEED, steps=STEPS, cfg=CFG,
-                    sampler_name="euler", scheduler="simple", add_noise=add_noise, start_at_step=start,
-                    end_at_step=end, return_with_leftover_noise="enable" if end < STEPS else "disable")
-
-
-def _latent(rt, family, g, link):
-    g.capture(link, "out")
-    return families.run(rt, family, g)["out"]["samples"].clone()
-
-
-def two_sampler_reference(rt, family, lora):
-    """The native way: KSamplerAdvanced steps 0..GATE on the base model, GATE..end with core LoraLoader."""
-    g, first = _sample(rt, family, end=GATE)
-    g, second = _sample(rt, family, start=GATE, add_noise="disable", latent=first, lora=lora, g=g)
-    return _latent(rt, family, g, second)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_apply_node_at_gate_075_equals_the_two_sampler_reference(rt, family):
     lora = f"identity_{family}.safetensors"
-    out = _latent(rt, family, *_sample(rt, family, adapter=lora))
-    base = _latent(rt, family, *_sample(rt, family))
-    ref = two_sampler_reference(rt, family, lora)
+    out = families.latent(rt, family, *families.sample(family, adapter=lora))
+    base = families.latent(rt, family, *families.sample(family))
+    ref = families.two_sampler_reference(rt, family, lora)
     assert torch.isfinite(out).all()
     assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
     assert rel_err(out, base) > 1e-3, "the adapter must change the result after the gate"
-
-
-UP_STD = {"cogvideox": 1.0}  # see families.install: CogVideoX's last quarter needs a stronger adapter to show
-
-
-def _backend(loaded, family, up_std):
-    """The trainer's backend on the family's model with an adapter whose ``up`` is random (``up_std`` 0: fresh)."""
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
-    model, vae, clip = loaded[family]
-    with backend_mod.training_mode():
-        params, gate, patched = train_nodes.attach_trainable_adapter(
-            model, train_nodes.lora_targets(model, "attention"), 4, 4.0, 0, 0.75, "cpu")
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(3)
-            for up in params.up:
-                up.copy_(torch.randn(up.shape, generator=gen) * up_std)
-        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, NEGATIVE, families.SIZE, families.SIZE,
-                                           families.FRAMES[family], STEPS, CFG, True, "euler", "simple")
-    return params, backend
-
-
-def _rollout(backend):
-    rollout, gate = pack_module("training.loop.rollout"), pack_module("training.adapter.gate")
-
-    def generate(denoise, sample, x, sigmas):
-        return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
-
-    with pack_module("nodes.train_backend").training_mode(), torch.no_grad():
-        out = backend.run(PROMPT, SEED, generate)
-    to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
-    return to_samples(out.source), to_samples(out.tuned)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded, family):
-    files = pack_module("training.adapter.files")
-    g, link = _sample(rt, family)
-    base = _latent(rt, family, g, link)
-    source, tuned = _rollout(_backend(loaded, family, up_std=0.0)[1])
-    assert torch.equal(source, base), rel_err(source, base)
-    assert torch.equal(tuned, base), "a fresh adapter (up = 0) must equal the base model"
-    params, backend = _backend(loaded, family, up_std=UP_STD.get(family, 0.2))
-    source, tuned = _rollout(backend)
-    name = f"trained_{family}.safetensors"
-    tensors = params.lora_state_dict()
-    files.save_adapter(rt.model_dir("loras") / name, tensors,
-                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family], "test"))
-    gated = _latent(rt, family, *_sample(rt, family, adapter=name))
-    assert torch.equal(source, base), rel_err(source, base)
-    assert torch.equal(tuned, gated), rel_err(tuned, gated)
-    assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
-
-
-@pytest.fixture(scope="module")
-def faces(rt):
-    make_pack(rt.model_dir("insightface") / "models", PACK)
-    shutil.copy(photo_path("obama.jpg"), rt.base_dir / "input" / "obama.jpg")
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, loaded, faces, family):
-    g = Graph()
-    model, vae = families.loaders(g, family)
-    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack=PACK, det_size=640, det_threshold=0.05)
-    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=g.add("LoadImage", image="obama.jpg"),
-                augmentations=2, crop_jitter=0.05, colour_jitter=0.1, seed=0)
-    bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt=NEGATIVE,
-                 use_built_in=True)
-    tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=families.clip_standin(g, family), vae=vae,
-               reference=ref, identity_reward=idm, prompt_bank=bank, steps=2, learning_rate=5e-2, rank=4, alpha=4.0,
-               layers="attention", gate_start=0.75, sampling_steps=STEPS, sampler_name="euler", scheduler="simple",
-               cfg=CFG, width=families.SIZE, height=families.SIZE, frames=families.FRAMES[family],
-               frames_per_reward=1, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
-               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name=f"family_{family}",
-               resume=False)
-    saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix=f"families/{family}",
-                  gate_start=0.75)
-    g.capture(saved, "name")
-    g.capture([tr[0], 2], "summary")
-    c = families.run(rt, family, g)
-    name, summary = c["name"], c["summary"]
-    n = len(pack_module("nodes.train_nodes").lora_targets(loaded[family][0], "attention"))
-    assert "2 steps (2 updated the adapter; 0 skipped" in summary, summary
-    assert f"adapted layers: {n} ({n} attention) of " in summary, summary
-    # The saved file, reloaded by Load Identity Adapter, drives the apply node: equal to the native reference
-    # with the same file on core LoraLoader from step GATE.
-    out = _latent(rt, family, *_sample(rt, family, adapter=name))
-    ref = two_sampler_reference(rt, family, name)
-    base = _latent(rt, family, *_sample(rt, family))
-    assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
-    assert rel_err(out, base) > 0, "the trained adapter must act after the gate"
