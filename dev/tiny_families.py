@@ -6,7 +6,8 @@ the file holds (HunyuanVideo 1.5's: block channels 128..1024; CogVideoX's: 128..
 tiny file loads only inside ``tiny_vae_sizes(family)``, which makes the loader build ComfyUI's own class at the
 file's tiny size; everything else of the loader (detection, geometry, dtype, patcher) runs as it is. LTX-Video
 comes as its releases do, one checkpoint with the model and the VAE whose config is in the file's metadata, for
-core CheckpointLoaderSimple (which reads that config on every version), so it needs no patch. CogVideoX exists only in newer ComfyUI (0.33 has it, 0.3.75 not): ``available``.
+core CheckpointLoaderSimple (which reads that config on every version; 0.3.75's VAELoader does not), so it needs
+no patch. CogVideoX exists only in newer ComfyUI (0.33 has it, 0.3.75 not): ``available``.
 """
 
 from __future__ import annotations
