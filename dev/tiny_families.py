@@ -68,7 +68,9 @@ def build_family_model(family: str, ops, **overrides) -> torch.nn.Module:
 
 
 # --- VAEs ----------------------------------------------------------------------------------------------
-TINY_HUNYUAN15_VAE = dict(block_out_channels=[16, 16, 16, 16, 16], num_res_blocks=1)
+# The deepest stage (last) takes the 32-channel latent whole (decoder) and gives its 2x32 moments (encoder) by
+# channel grouping: it needs a multiple of 64 channels; the full-resolution stages stay narrow.
+TINY_HUNYUAN15_VAE = dict(block_out_channels=[16, 16, 16, 16, 64], num_res_blocks=1)
 TINY_COGVIDEOX_VAE = dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1)
 # LTX-Video's VAE config as its files carry it in the safetensors metadata: 32x spatial (patch 4, three 2x
 # stages), 8x temporal, 128 latent channels, one residual layer per stage.

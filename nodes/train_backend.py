@@ -29,7 +29,7 @@ from .train_memory import reserve_training_memory
 from .weight_path import same_weight_path
 from .latent_geometry import latent_geometry
 from .residual_readers import residual_readers_copied
-from .vae_decode import causal_vae_frames
+from .vae_decode import causal_vae_frames, decodes_causally
 
 log = logging.getLogger(__name__)
 
@@ -261,11 +261,14 @@ class ComfyBackend:
     reward_device: torch.device | str | None = None
 
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
-        """Frames ``frame_indices`` as [M, H, W, 3] in [0, 1] on the reward device, with gradient. Only the
-        latent frames the requested pixel frames depend on are decoded; Wan's causal VAEs latent frame by latent
-        frame as ``decode_gradient`` says, other VAEs (HunyuanVideo's, ...) whole, with plain autograd."""
+        """Frames ``frame_indices`` as [M, H, W, 3] in [0, 1] on the reward device, with gradient. With a causal VAE
+        (Wan's, CogVideoX's) only the latent frames the requested pixel frames depend on are decoded, other VAEs
+        decode the whole latent; Wan's latent frame by latent frame as ``decode_gradient`` says, others at once,
+        with plain autograd."""
         latent = self.patcher.model.process_latent_out(latent)
         last = max(latent_index(f, self.geometry.temporal) for f in frame_indices)
+        if not decodes_causally(self.vae.first_stage_model):  # e.g. LTX-Video: frames see later latent frames
+            last = latent.shape[2] - 1
         # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so
         # making room for the VAE must not unload it (ComfyUI then loads what fits, the rest cast per layer).
         mm.load_models_gpu([self.patcher, self.vae.patcher])

@@ -46,6 +46,33 @@ def _module_of_class(vae_class):
     return None
 
 
+# VAEs whose pixel frames depend only on the latent frames up to their own, so a prefix of the latent decodes to
+# the same frames as the whole (tests/nodes/test_families_training.py and test_decode_gradient.py compare).
+CAUSAL_VAES = (("comfy.ldm.wan.vae", "WanVAE"), ("comfy.ldm.wan.vae2_2", "WanVAE"),
+               ("comfy.ldm.cogvideo.vae", "AutoencoderKLCogVideoX"))
+
+
+@functools.lru_cache(maxsize=None)
+def _causal_class(vae_class) -> bool:
+    import importlib
+
+    for module_name, name in CAUSAL_VAES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if vae_class is getattr(module, name, None):
+            return True
+    return False
+
+
+def decodes_causally(first_stage_model) -> bool:
+    """Whether decoding a prefix of the latent gives the whole decode's frames (Wan's and CogVideoX's VAEs). Others
+    decode the whole latent: LTX-Video's decoder pads time on both sides, HunyuanVideo 1.5's attends over all
+    latent frames in its middle block (a prefix changed its first frames by 0.5% on the tiny one)."""
+    return _causal_class(type(first_stage_model))
+
+
 def supports_walk(first_stage_model) -> bool:
     """Whether ``causal_vae_frames`` can decode this VAE latent frame by latent frame."""
     return _wan_vae_module(first_stage_model) is not None

@@ -49,7 +49,7 @@ def loaded(rt):
 UP_STD = {"cogvideox": 1.0}  # see families.install: CogVideoX's last quarter needs a stronger adapter to show
 
 
-def _backend(loaded, family, up_std):
+def _backend(loaded, family, up_std, frames=None):
     """The trainer's backend on the family's model with an adapter whose ``up`` is random (``up_std`` 0: fresh)."""
     train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
     model, vae, clip = loaded[family]
@@ -61,7 +61,7 @@ def _backend(loaded, family, up_std):
             for up in params.up:
                 up.copy_(torch.randn(up.shape, generator=gen) * up_std)
         backend = backend_mod.ComfyBackend(patched, gate, clip, vae, NEGATIVE, families.SIZE, families.SIZE,
-                                           families.FRAMES[family], STEPS, CFG, True, "euler", "simple")
+                                           frames or families.FRAMES[family], STEPS, CFG, True, "euler", "simple")
     return params, backend
 
 
@@ -166,3 +166,18 @@ def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, lo
     base = families.latent(rt, family, *families.sample(family))
     assert rel_err(out, ref) <= 1e-5, rel_err(out, ref)
     assert rel_err(out, base) > 0, "the trained adapter must act after the gate"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reward_frames_are_the_frames_vae_decode_gives_for_the_whole_video(rt, loaded, family):
+    """The trainer decodes only the latent frames a reward frame depends on, except for LTX-Video, whose decoder
+    is not causal in time (its frames near a cut would differ): the frames must be those of core VAE Decode."""
+    vae = loaded[family][1]
+    _, backend = _backend(loaded, family, up_std=0.0, frames=2 * vae.temporal_compression_decode() + 1)  # 3 latent
+    latent = torch.randn(backend.latent_shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        picked = backend.decode(latent, [0, 1]).cpu()  # frames 0 and 1: from the first two latent frames of 3
+        whole = vae.decode(backend.patcher.model.process_latent_out(latent))  # core VAEDecode's call
+    whole = whole.reshape(-1, *whole.shape[-3:])[[0, 1]].float().cpu()
+    assert picked.shape == whole.shape
+    assert rel_err(picked, whole) <= 1e-5, rel_err(picked, whole)
