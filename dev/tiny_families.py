@@ -45,7 +45,7 @@ def build_family_model(family: str, ops, **overrides) -> torch.nn.Module:
         from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
 
         # HunyuanVideo 1.5 as ComfyUI detects it: a vision_in projection of width 1152, 32-channel latent plus 32
-        # image-conditioning channels and a mask (65 in), patch 1, double-stream blocks only, cond-type embedding.
+        # image-conditioning channels and a mask (65 in), patch 1, cond-type embedding; double-stream blocks only.
         params = dict(in_channels=65, out_channels=32, vec_in_dim=None, context_in_dim=768, hidden_size=128,
                       mlp_ratio=4.0, num_heads=1, depth=2, depth_single_blocks=0, axes_dim=[16, 56, 56],
                       theta=256, patch_size=[1, 1, 1], qkv_bias=True, guidance_embed=False, byt5=False,

@@ -8,8 +8,9 @@ HunyuanVideo's single-stream blocks compute attention's q, k, v and the MLP's in
 (rows [3·hidden | mlp_hidden]) and its output and the MLP's output in one fused ``linear2``. They count as
 attention, whole: they are two thirds of HunyuanVideo's blocks (40 of 60), so leaving them out would leave most
 of its attention untouched, and one LoRA pair per weight (the ComfyUI LoRA format every loader reads) cannot
-adapt only the q/k/v rows. The MLP rows come along; they are the same layer. HunyuanVideo 1.5 has only
-double-stream blocks, so there "attention" is the double blocks' q/k/v and output projections alone.
+adapt only the q/k/v rows. The MLP rows come along; they are the same layer. HunyuanVideo 1.5 uses the same
+block classes (same rule); a model without single-stream blocks (the tiny one in the tests) gets the double
+blocks' q/k/v and output projections alone.
 
 Families are named by ComfyUI's model config class (``type(model.model.model_config).__name__``). A family not
 listed is refused with a message naming it and the supported ones: a rule guessed from substrings could adapt
