@@ -77,13 +77,19 @@ def _rollout(backend):
     return to_samples(out.source), to_samples(out.tuned)
 
 
+# ComfyUI 0.33 computes LTX-Video's inference through fused kernels (rms_adaln, fused GELU linear, rope) that it
+# leaves while ``in_training`` is set, as the trainer needs for backward: there the trainer's runs equal KSampler
+# to float rounding (measured 1.5e-7), elsewhere bit for bit (measured 0.0).
+SAME = 1e-6
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded, family):
     files = pack_module("training.adapter.files")
     base = families.latent(rt, family, *families.sample(family))
     source, tuned = _rollout(_backend(loaded, family, up_std=0.0)[1])
-    assert torch.equal(source, base), rel_err(source, base)
-    assert torch.equal(tuned, base), "a fresh adapter (up = 0) must equal the base model"
+    assert rel_err(source, base) <= SAME, rel_err(source, base)
+    assert torch.equal(tuned, source), "a fresh adapter (up = 0) must equal the base model"
     params, backend = _backend(loaded, family, up_std=UP_STD.get(family, 0.2))
     source, tuned = _rollout(backend)
     name = f"trained_{family}.safetensors"
@@ -91,8 +97,8 @@ def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded,
     files.save_adapter(rt.model_dir("loras") / name, tensors,
                        files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family], "test"))
     gated = families.latent(rt, family, *families.sample(family, adapter=name))
-    assert torch.equal(source, base), rel_err(source, base)
-    assert torch.equal(tuned, gated), rel_err(tuned, gated)
+    assert rel_err(source, base) <= SAME, rel_err(source, base)
+    assert rel_err(tuned, gated) <= SAME, rel_err(tuned, gated)
     assert rel_err(gated, base) > 1e-3, "the adapter must change the video for this check to mean anything"
 
 
