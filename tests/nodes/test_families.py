@@ -115,7 +115,7 @@ def test_an_unsupported_family_is_refused_by_name(rt):
     """A Wan 2.1 model whose config class ComfyUI named otherwise (as for an image-to-video variant) is refused."""
     import nodes
 
-    model = nodes.UNETLoader().load_unet(MODEL_FILES["wan21"], "default")[0].clone()
+    model = nodes.UNETLoader().load_unet(MODEL_FILES["wan21"], "default")[0]  # a fresh load, not shared
     renamed = type("WAN21_Vace", (type(model.model.model_config),), {})
     model.model.model_config = renamed(model.model.model_config.unet_config)
     with pytest.raises(ValueError, match=r"got a WAN21_Vace model; .*HunyuanVideo 1.5, .*LTX-Video"):
