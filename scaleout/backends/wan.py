@@ -43,6 +43,8 @@ def lora_targets(transformer: torch.nn.Module, layers: str) -> dict[str, str]:
 class WanBackend:
     """Implements training.loop.trainer.Backend on a diffusers Wan transformer + VAE + text encoder."""
 
+    checkpoint_blocks = True  # block checkpointing in gradient-carrying calls (False: plain autograd)
+
     def __init__(self, pipe, transformer, params: PeftLoRA, spec: ModelSpec, settings, device, dtype,
                  high_noise=None, boundary: float | None = None):
         if settings.sampler not in flow.SAMPLERS or settings.scheduler not in flow.SCHEDULERS:
@@ -140,7 +142,7 @@ class WanBackend:
 
         blocks = types.SimpleNamespace(blocks=self.transformer.blocks)  # block_checkpoint looks for ``blocks``
         try:
-            with checkpointed_blocks(blocks, True, self.params.recompute_state):
+            with checkpointed_blocks(blocks, self.checkpoint_blocks, self.params.recompute_state):
                 return fn(denoise, sample, x, sigmas, **kwargs)
         finally:
             self.params.set_enabled(True)
