@@ -21,6 +21,11 @@ WAN_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=1, attention_he
                        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
 WAN_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                temperal_downsample=[False, True, True])
+# ComfyUI's tiny HunyuanVideo in dev/tiny_models.py has these widths (hidden 128, one head, 1 + 1 blocks)
+HUNYUAN_TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=1, attention_head_dim=128, num_layers=1,
+                           num_single_layers=1, num_refiner_layers=1, mlp_ratio=4.0, patch_size=2, patch_size_t=1,
+                           qk_norm="rms_norm", guidance_embeds=False, text_embed_dim=768, pooled_projection_dim=768,
+                           rope_axes_dim=(16, 56, 56))
 TEXT_ENCODER = dict(vocab_size=len(VOCAB_WORDS) + 3, d_model=4096, d_kv=8, d_ff=16, num_layers=1, num_heads=2,
                     relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
                     dense_act_fn="gelu_new", is_gated_act=True, pad_token_id=0, eos_token_id=1)
@@ -67,6 +72,12 @@ def wan_transformer(seed: int = 0, **overrides):
     from diffusers import WanTransformer3DModel
 
     return _seeded(WanTransformer3DModel(**(WAN_TRANSFORMER | overrides)), seed).eval()
+
+
+def hunyuan_transformer(seed: int = 0, **overrides):
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    return _seeded(HunyuanVideoTransformer3DModel(**(HUNYUAN_TRANSFORMER | overrides)), seed).eval()
 
 
 def wan_vae(seed: int = 0):

@@ -17,6 +17,7 @@ import torch
 from training.adapter.gate import first_gated_step
 from training.loop.block_checkpoint import checkpointed_blocks
 
+from ..export import adapted_modules
 from ..export.wan import export_wan, native_key
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel, flow
@@ -27,17 +28,8 @@ DEFAULT_BOUNDARY = 0.875  # Wan 2.2 T2V A14B's official expert boundary
 
 
 def lora_targets(transformer: torch.nn.Module, layers: str) -> dict[str, str]:
-    """{diffusers module: native weight key} of the linear layers in the blocks the node side adapts
-    (nodes/train_nodes.py: attention projections, or those and the MLPs), judged on the native names."""
-    targets = {}
-    for name, module in transformer.named_modules():
-        if not isinstance(module, torch.nn.Linear) or not name.startswith("blocks."):
-            continue
-        key = native_key(name)
-        native = key.lower()
-        if "attn" in native or (layers == "attention+mlp" and any(t in native for t in ("mlp", "ffn", "linear"))):
-            targets[name] = key
-    return targets
+    """{diffusers module: native weight key} of the layers the node side adapts (keys as the node's adapter's)."""
+    return {name: native_key(name) for name in adapted_modules(transformer, layers, native_key, ("blocks.",))}
 
 
 class WanBackend:
