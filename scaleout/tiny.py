@@ -24,26 +24,45 @@ WAN_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, at
 # ComfyUI's tiny HunyuanVideo in dev/tiny_models.py has these widths (hidden 128, one head, 1 + 1 blocks)
 HUNYUAN_TRANSFORMER = dict(in_channels=16, out_channels=16, num_attention_heads=1, attention_head_dim=128, num_layers=1,
                            num_single_layers=1, num_refiner_layers=1, mlp_ratio=4.0, patch_size=2, patch_size_t=1,
-                           qk_norm="rms_norm", guidance_embeds=False, text_embed_dim=768, pooled_projection_dim=768,
+                           qk_norm="rms_norm", guidance_embeds=True, text_embed_dim=32, pooled_projection_dim=32,
                            rope_axes_dim=(16, 56, 56))
+HUNYUAN_VAE = dict(latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
+LLAMA = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=2,
+             max_position_embeddings=512)  # 3 layers: HunyuanVideo takes the third-from-last hidden state
+CLIP = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, projection_dim=32,
+            max_position_embeddings=77)
 TEXT_ENCODER = dict(vocab_size=len(VOCAB_WORDS) + 3, d_model=4096, d_kv=8, d_ff=16, num_layers=1, num_heads=2,
                     relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
                     dense_act_fn="gelu_new", is_gated_act=True, pad_token_id=0, eos_token_id=1)
 TEXT_TOKENS = 16  # max_sequence_length of the tiny text encoding (real Wan: 512)
 
 
-def tokenizer():
-    """A T5TokenizerFast over VOCAB_WORDS (ids: <pad> 0, </s> 1, <unk> 2), appending </s> like T5's."""
+def _word_level():
+    """A ``tokenizers`` WordLevel model over VOCAB_WORDS (ids: <pad> 0, </s> 1, <unk> 2) appending </s>."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(VOCAB_WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+    return tok
+
+
+def tokenizer():
+    """T5TokenizerFast over the tiny vocabulary (Wan's UMT5 tokenizer stand-in)."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast(tokenizer_object=_word_level(), pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                            extra_ids=0, model_max_length=512)
+
+
+def fast_tokenizer(max_length: int):
+    """PreTrainedTokenizerFast over the tiny vocabulary (HunyuanVideo's Llama and CLIP tokenizer stand-in)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=_word_level(), pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=max_length)
 
 
 def _seeded(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
@@ -97,3 +116,19 @@ def wan_pipeline(seed: int = 0, two_experts: bool = False, boundary: float | Non
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=8.0),
                        transformer=high if two_experts else low, transformer_2=low if two_experts else None,
                        boundary_ratio=boundary if two_experts else None)
+
+
+def hunyuan_pipeline(seed: int = 0, **overrides):
+    """A tiny HunyuanVideoPipeline: tiny Llama + CLIP text encoders, tiny VAE and transformer (guidance-distilled
+    like HunyuanVideo 1.0 T2V: a guidance embedding)."""
+    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    vocab = len(VOCAB_WORDS) + 3
+    llama = LlamaModel(LlamaConfig(vocab_size=vocab, pad_token_id=0, **LLAMA))
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, pad_token_id=0, bos_token_id=0, eos_token_id=1, **CLIP))
+    return HunyuanVideoPipeline(text_encoder=_seeded(llama, seed, 0.5).eval(), tokenizer=fast_tokenizer(512),
+                                transformer=hunyuan_transformer(seed, **overrides),
+                                vae=_seeded(AutoencoderKLHunyuanVideo(**HUNYUAN_VAE), seed, 0.05).eval(),
+                                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                                text_encoder_2=_seeded(clip, seed, 0.5).eval(), tokenizer_2=fast_tokenizer(77))

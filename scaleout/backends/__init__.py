@@ -50,7 +50,8 @@ class ModelSpec:
     negative_prompt: str = ""
     shift: float | None = None  # flow shift of the sigma schedule; None: the family's ComfyUI default (Wan 8)
     layers: str = "attention"  # "attention" or "attention+mlp", as the trainer node's input
-    text_tokens: int | None = None  # text encoder's max_sequence_length; None: 512 (Wan), the tiny one's 16
+    text_tokens: int | None = None  # text encoder's max_sequence_length; None: the family's (Wan 512), tiny 16
+    guidance: float = 6.0  # HunyuanVideo's embedded guidance (ComfyUI's FluxGuidance in its template)
     tiny_options: dict = field(default_factory=dict)  # size overrides for the tiny model (benchmarks)
 
     def __post_init__(self):
@@ -62,7 +63,7 @@ class ModelSpec:
         if self.layers not in ("attention", "attention+mlp"):
             raise ValueError(f"layers: got {self.layers!r}, expected 'attention' or 'attention+mlp'")
         if self.text_tokens is None:
-            self.text_tokens = 16 if self.tiny else 512
+            self.text_tokens = 16 if self.tiny else {"wan": 512, "hunyuan_video": 256, "animatediff": 77}[self.family]
 
 
 @dataclass
@@ -82,8 +83,10 @@ class ScaleoutModel:
     def export_comfyui(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         from .. import export
 
+        # rank/alpha as trained (a fused HunyuanVideo layer has rank n·r, alpha n·alpha: the same scale)
+        trained = {"rank": str(self.params.rank), "alpha": f"{self.params.alpha:g}"}
         return export.write_comfyui_lora(path, self.exporter(self.params), self.gate_start,
-                                         self.base_model, self.expert, metadata)
+                                         self.base_model, self.expert, trained | (metadata or {}))
 
 
 def build_backend(spec: ModelSpec, settings, device: torch.device | str = "cpu",
