@@ -132,3 +132,26 @@ def hunyuan_pipeline(seed: int = 0, **overrides):
                                 vae=_seeded(AutoencoderKLHunyuanVideo(**HUNYUAN_VAE), seed, 0.05).eval(),
                                 scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                                 text_encoder_2=_seeded(clip, seed, 0.5).eval(), tokenizer_2=fast_tokenizer(77))
+
+
+UNET_MOTION = dict(block_out_channels=(32, 64), layers_per_block=2, in_channels=4, out_channels=4,
+                   down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+                   up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), cross_attention_dim=32,
+                   num_attention_heads=4, motion_num_attention_heads=4, norm_num_groups=16)
+SD_VAE = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+
+
+def animatediff_parts(seed: int = 0, **overrides):
+    """A tiny AnimateDiff: UNetMotionModel (SD1.5 layout, 2 levels), SD VAE, CLIP text encoder and tokenizer, with
+    the attribute names of AnimateDiffPipeline (``unet``, ``vae``, ``text_encoder``, ``tokenizer``)."""
+    import types
+
+    from diffusers import AutoencoderKL, UNetMotionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(VOCAB_WORDS) + 3, pad_token_id=0, bos_token_id=0,
+                                        eos_token_id=1, **CLIP))
+    return types.SimpleNamespace(unet=_seeded(UNetMotionModel(**(UNET_MOTION | overrides)), seed).eval(),
+                                 vae=_seeded(AutoencoderKL(**SD_VAE), seed, 0.05).eval(),
+                                 text_encoder=_seeded(clip, seed, 0.5).eval(), tokenizer=fast_tokenizer(77))

@@ -37,7 +37,7 @@ class FlowBackend:
         self.pipe, self.transformer, self.params, self.high_noise = pipe, transformer, params, high_noise
         self.device, self.dtype, self.negative, self.cfg = device, dtype, spec.negative_prompt, settings.cfg
         self.spec = spec
-        self.sigmas = flow.simple_sigmas(spec.shift or self.default_shift, settings.sampling_steps)
+        self.sigmas = flow.simple_schedule(self.sigma_table(), settings.sampling_steps)
         spatial, self.temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
         latent_frames = (spec.num_frames - 1) // self.temporal + 1
         self.num_frames = (latent_frames - 1) * self.temporal + 1
@@ -58,7 +58,24 @@ class FlowBackend:
     def encode(self, text: str):
         raise NotImplementedError
 
+    def sigma_table(self) -> torch.Tensor:
+        """The model's noise levels (ComfyUI's model_sampling.sigmas); flow: shifted."""
+        return flow.sigma_table(self.spec.shift or self.default_shift)
+
+    def x0(self, transformer, x: torch.Tensor, sigma: torch.Tensor, embedding) -> torch.Tensor:
+        """The model's x0 prediction at noise level ``sigma`` (flow: from its velocity)."""
+        return flow.flow_x0(lambda x, t, e: self.velocity(transformer, x, t, e).float(), x, sigma, embedding)
+
+    def start(self, sigma, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The sampler's start from ``noise`` at ``sigma`` over ``latent`` (ComfyUI's noise_scaling)."""
+        return flow.noise_scaling(sigma, noise, latent)
+
+    def finish(self, sigma, x: torch.Tensor) -> torch.Tensor:
+        """ComfyUI's inverse_noise_scaling at the sampler's last ``sigma``."""
+        return flow.inverse_noise_scaling(sigma, x)
+
     def velocity(self, transformer, x: torch.Tensor, timestep: torch.Tensor, embedding) -> torch.Tensor:
+        """A flow model's output at ``timestep`` (1000·sigma)."""
         raise NotImplementedError
 
     def latent_in(self, z: torch.Tensor) -> torch.Tensor:  # ComfyUI's process_latent_in
@@ -89,22 +106,18 @@ class FlowBackend:
     # -- sampling ------------------------------------------------------------------------------------
     def _denoiser(self, transformer, prompt: str):
         cond, uncond = self._embedding(prompt), self._embedding(self.negative)
-
-        def velocity(x, timestep, embedding):
-            return self.velocity(transformer, x, timestep, embedding).float()
-
-        return lambda x, sigma: flow.cfg_denoised(velocity, x, sigma, cond, uncond, self.cfg)
+        return lambda x, sigma: flow.cfg(lambda e: self.x0(transformer, x, sigma, e), cond, uncond, self.cfg)
 
     def _after_high_noise_part(self, prompt: str, noise: torch.Tensor) -> torch.Tensor:
         """Steps 0..b by the high-noise expert (leftover noise), then the second sampler's start from there."""
         b, zeros = self.boundary_step, torch.zeros_like(noise)
-        start = flow.noise_scaling(self.sigmas[0], noise, self.latent_in(zeros))
+        start = self.start(self.sigmas[0], noise, self.latent_in(zeros))
         if b == 0:
             return start
         with torch.no_grad():
             x = flow.euler(self._denoiser(self.high_noise, prompt), start, self.sigmas[: b + 1])
-            latent = self.latent_out(flow.inverse_noise_scaling(self.sigmas[b], x))
-            return flow.noise_scaling(self.sigmas[b], zeros, self.latent_in(latent))
+            latent = self.latent_out(self.finish(self.sigmas[b], x))
+            return self.start(self.sigmas[b], zeros, self.latent_in(latent))
 
     def run(self, prompt: str, seed: int, fn):
         # comfy.sample.prepare_noise: CPU float32 from a generator seeded ``seed``
@@ -115,7 +128,7 @@ class FlowBackend:
             x = self._after_high_noise_part(prompt, noise)
             sigmas, kwargs = sigmas[self.boundary_step:], {"full_sigmas": sigmas}
         else:
-            x = flow.noise_scaling(sigmas[0], noise, self.latent_in(torch.zeros_like(noise)))
+            x = self.start(sigmas[0], noise, self.latent_in(torch.zeros_like(noise)))
         model = self._denoiser(self.transformer, prompt)
 
         def denoise(latent, sigma, adapter_on, **_):
@@ -123,7 +136,7 @@ class FlowBackend:
             return model(latent, sigma)
 
         def sample(model_fn, start):
-            return flow.inverse_noise_scaling(sigmas[-1], flow.euler(model_fn, start, sigmas))
+            return self.finish(sigmas[-1], flow.euler(model_fn, start, sigmas))
 
         blocks = types.SimpleNamespace(**{k: getattr(self.transformer, v) for k, v in self.block_lists.items()})
         try:
