@@ -32,7 +32,8 @@ LLAMA = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_atte
 CLIP = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, projection_dim=32,
             max_position_embeddings=77)
 TEXT_ENCODER = dict(vocab_size=len(VOCAB_WORDS) + 3, d_model=4096, d_kv=8, d_ff=16, num_layers=1, num_heads=2,
-                    relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+                    relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                    feed_forward_proj="gated-gelu",
                     dense_act_fn="gelu_new", is_gated_act=True, pad_token_id=0, eos_token_id=1)
 TEXT_TOKENS = 16  # max_sequence_length of the tiny text encoding (real Wan: 512)
 

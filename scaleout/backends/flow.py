@@ -1,7 +1,8 @@
 """Flow-matching sampling as ComfyUI does it for Wan (ModelSamplingDiscreteFlow + CONST, euler/simple, CFG).
 
 The same arithmetic, step for step, as ComfyUI's k-diffusion ``sample_euler`` over ``simple_scheduler``'s sigmas
-(so the diffusers backend's videos equal the node side's to float rounding, tests/scaleout/test_backend_wan_equals_comfy.py):
+(so the diffusers backend's videos equal the node side's to float rounding:
+tests/scaleout/test_backend_wan_equals_comfy.py):
 the model predicts a velocity v, the sampler works on x0 = x - sigma·v, and one Euler step is
 x + (x - x0)/sigma · (sigma_next - sigma). diffusers' FlowMatchEulerDiscreteScheduler takes the same step in
 v-form (x + v·dt), equal in exact arithmetic but not bitwise; both keep the gradient. Only euler/simple is

@@ -13,7 +13,8 @@ from training.adapter.files import build_metadata, save_adapter
 PACK_VERSION = "0.1.0"  # pyproject's version; scaleout has no ComfyUI entry point to read it from
 
 
-def adapted_modules(transformer: torch.nn.Module, layers: str, native_key, block_prefixes: tuple[str, ...]) -> list[str]:
+def adapted_modules(transformer: torch.nn.Module, layers: str, native_key,
+                    block_prefixes: tuple[str, ...]) -> list[str]:
     """The linear layers inside the blocks that the node side adapts (nodes/train_nodes.py: attention projections,
     or those and the MLPs), judged on their native names (``native_key(name)``) as ComfyUI's model shows them."""
     names = []
