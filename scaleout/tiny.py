@@ -106,14 +106,26 @@ def wan_vae(seed: int = 0):
     return _seeded(AutoencoderKLWan(**WAN_VAE), seed, std=0.05).eval()
 
 
-def wan_pipeline(seed: int = 0, two_experts: bool = False, boundary: float | None = None, **overrides):
-    """A tiny WanPipeline (2.1, or 2.2 A14B with ``two_experts``: ``transformer`` = high-noise expert seeded
-    ``seed + 1``, ``transformer_2`` = low-noise seeded ``seed``, as diffusers' Wan 2.2 folders hold them)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+# Wan 2.2 TI2V-5B's VAE layout (48 latent channels, 16x spatial: 2x2 patches over an 8x VAE), tiny widths
+WAN22_VAE = dict(base_dim=8, decoder_base_dim=16, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                 patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4, latents_mean=[0.0] * 48,
+                 latents_std=[1.0] * 48)
 
+
+def wan_pipeline(seed: int = 0, two_experts: bool = False, boundary: float | None = None, ti2v_5b: bool = False,
+                 **overrides):
+    """A tiny WanPipeline (2.1; 2.2 A14B with ``two_experts``: ``transformer`` = high-noise expert seeded
+    ``seed + 1``, ``transformer_2`` = low-noise seeded ``seed``, as diffusers' Wan 2.2 folders hold them; 2.2
+    TI2V-5B's 48-channel latents and VAE with ``ti2v_5b``)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    if ti2v_5b:
+        overrides = {"in_channels": 48, "out_channels": 48} | overrides
     low = wan_transformer(seed, **overrides)
     high = wan_transformer(seed + 1, **overrides) if two_experts else None
-    return WanPipeline(tokenizer=tokenizer(), text_encoder=text_encoder(seed), vae=wan_vae(seed),
+    vae = _seeded(AutoencoderKLWan(**WAN22_VAE), seed, std=0.05).eval() if ti2v_5b else wan_vae(seed)
+    return WanPipeline(tokenizer=tokenizer(), text_encoder=text_encoder(seed), vae=vae,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=8.0),
                        transformer=high if two_experts else low, transformer_2=low if two_experts else None,
                        boundary_ratio=boundary if two_experts else None)

@@ -104,3 +104,23 @@ def test_refusals_name_the_input():
         ModelSpec("sd3", tiny=True)
     with pytest.raises(ValueError, match="model path: got none for wan"):
         ModelSpec("wan")
+
+
+def test_wan22_ti2v_5b_layout_trains():
+    """Wan 2.2 TI2V-5B's layout (48 latent channels, a 16x VAE): latents, decode and gradient have their shapes.
+    Only the layout is tiny here; the real model's expand_timesteps (one timestep per token) is the same value at
+    every token in text-to-video, so the backend passes the scalar timestep, as ComfyUI does."""
+    from training.adapter.gate import step_gate_sigma
+    from training.loop.rollout import gated_rollout
+
+    model = _build(width=32, height=32, tiny_options={"ti2v_5b": True})
+    assert model.backend.latent_shape == (1, 48, 2, 2, 2) and model.base_model == "WAN22_T2V"
+    _move_ups(model.params)
+
+    def fn(denoise, sample, x, sigmas):
+        frames = model.backend.decode(gated_rollout(sample, denoise, x, step_gate_sigma(sigmas, 0.5)).tuned, [0, 4])
+        (frames ** 2).mean().backward()
+        return frames
+
+    assert model.backend.run("a man", 1, fn).shape == (2, 32, 32, 3)
+    assert all(float(p.grad.abs().sum()) > 0 for p in model.params.parameters())

@@ -112,6 +112,7 @@ def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
             high = nodes.UNETLoader().load_unet(high_name, "default")[0]
             expert = pack_module("nodes.expert_split").HighNoiseExpert(high, boundary)
             assert backend.use_high_noise_expert(expert, gate_start) == model.backend.boundary_step == 3
+            assert model.expert == "low_noise"  # what its exported adapter records, as the node's
         assert params.keys == model.params.keys
         for (_, down_c), (_, down_d) in zip(params.pairs().values(), model.params.pairs().values()):
             assert torch.equal(down_c.detach(), down_d.detach()), "the same init rule gives the same adapter"
