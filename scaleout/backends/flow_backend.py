@@ -149,8 +149,12 @@ class FlowBackend:
         """Frames as [M, H, W, 3] in [0, 1] (ComfyUI's VAE.process_output), with gradient (plain autograd
         through the latent frames the requested pixel frames depend on)."""
         last = max(0 if f == 0 else (f - 1) // self.temporal + 1 for f in frame_indices)
-        video = self.decode_video(self.latent_out(latent)[:, :, : last + 1])[:, :, frame_indices]
-        return ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)[0].permute(1, 2, 3, 0)
+        return to_frames(self.decode_video(self.latent_out(latent)[:, :, : last + 1])[:, :, frame_indices])
+
+
+def to_frames(video: torch.Tensor) -> torch.Tensor:
+    """[1, 3, M, H, W] in [-1, 1] -> [M, H, W, 3] in [0, 1] (ComfyUI's VAE.process_output)."""
+    return ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)[0].permute(1, 2, 3, 0)
 
 
 def prepare(modules, device, dtype, tiny: bool) -> None:

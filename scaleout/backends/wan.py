@@ -11,7 +11,8 @@ from ..export import adapted_modules
 from ..export.wan import export_wan, native_key
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
-from .flow_backend import FlowBackend, prepare
+from .flow_backend import FlowBackend, prepare, to_frames
+from .wan_decode import wan_vae_frames
 
 log = logging.getLogger(__name__)
 DEFAULT_SHIFT = 8.0  # ComfyUI's WAN21_T2V / WAN22_T2V sampling_settings (a ModelSamplingSD3 node changes it)
@@ -50,6 +51,16 @@ class WanBackend(FlowBackend):
 
     def latent_out(self, x):
         return x * self.latents_std + self.latents_mean
+
+    # How the decode carries the gradient (training/loop/causal_decode.py): "checkpointed" (exact, one latent
+    # frame's activations at a time, the node side's default), "truncated" (approximate, least), "plain".
+    decode_gradient = "checkpointed"
+
+    def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
+        if not torch.is_grad_enabled() or self.decode_gradient == "plain":
+            return super().decode(latent, frame_indices)
+        z = self.latent_out(latent)
+        return to_frames(wan_vae_frames(self.pipe.vae, z, frame_indices, self.temporal, self.decode_gradient))
 
 
 def load_pipeline(spec: ModelSpec, dtype):

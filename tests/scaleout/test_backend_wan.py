@@ -124,3 +124,21 @@ def test_wan22_ti2v_5b_layout_trains():
 
     assert model.backend.run("a man", 1, fn).shape == (2, 32, 32, 3)
     assert all(float(p.grad.abs().sum()) > 0 for p in model.params.parameters())
+
+
+@pytest.mark.parametrize("ti2v_5b", [False, True])
+def test_per_latent_frame_decode_equals_the_plain_one(ti2v_5b):
+    """The checkpointed walk (wan_decode.py) gives the plain decode's frames and gradient; truncated the frames."""
+    model = _build(width=32, height=32, num_frames=9, tiny_options={"ti2v_5b": ti2v_5b})
+    latent = torch.randn(model.backend.latent_shape, generator=torch.Generator().manual_seed(3)) * 0.5
+    frames, grads = {}, {}
+    for mode in ("plain", "checkpointed", "truncated"):
+        model.backend.decode_gradient = mode
+        z = latent.clone().requires_grad_(True)
+        frames[mode] = model.backend.decode(z, [2, 7])
+        frames[mode].sum().backward()
+        grads[mode] = z.grad
+    assert torch.allclose(frames["checkpointed"], frames["plain"], atol=1e-6)
+    assert torch.allclose(frames["truncated"], frames["plain"], atol=1e-6)
+    assert float(grads["plain"].abs().sum()) > 0
+    assert torch.allclose(grads["checkpointed"], grads["plain"], rtol=1e-5, atol=1e-7)
