@@ -78,6 +78,9 @@ def build_wan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
     pipe = load_pipeline(spec, dtype)
     high, low = (pipe.transformer, pipe.transformer_2) if pipe.transformer_2 is not None else (None, pipe.transformer)
     boundary = None
+    if high is None and spec.expert_boundary is not None:
+        raise ValueError(f"expert_boundary: got {spec.expert_boundary:g}, but {spec.path} holds one Wan model (no "
+                         "transformer_2); leave it unset, or point path at a Wan 2.2 A14B pipeline folder")
     if high is not None:
         boundary = spec.expert_boundary or getattr(pipe.config, "boundary_ratio", None) or DEFAULT_BOUNDARY
     prepare((pipe.text_encoder, pipe.vae, low, high), device, dtype, spec.tiny)
