@@ -1,4 +1,5 @@
-"""A flow-matching video model on diffusers as the trainer's Backend (Wan, HunyuanVideo: subclasses).
+"""A diffusers video model as the trainer's Backend, sampled as ComfyUI samples it (subclasses: Wan and
+HunyuanVideo, flow models; AnimateDiff overrides the noise levels and the model parametrisation: eps).
 
 Sampling follows ComfyUI's KSampler for these models step for step (flow.py: euler/simple sigmas with the model's
 shift, CFG on x0, the latent (un)scaling of ComfyUI's latent formats), so a step here equals the node side's
