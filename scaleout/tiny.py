@@ -5,7 +5,7 @@ side, not quality. The tiny Wan transformer has the shapes of dev/tiny_models.py
 head, 2 blocks, text_dim 4096: ComfyUI's Wan detector fixes num_heads = dim / 128 and text_dim 4096), so its
 weights convert to a ComfyUI checkpoint one to one. diffusers' own tests fetch tokenizers from the hub, which is
 unreachable here: the tokenizer is a ``tokenizers`` WordLevel model over a small fixed vocabulary wrapped in
-``T5TokenizerFast`` (words outside it become <unk>).
+``PreTrainedTokenizerFast`` (words outside it become <unk>).
 """
 
 from __future__ import annotations
@@ -51,11 +51,9 @@ def _word_level():
 
 
 def tokenizer():
-    """T5TokenizerFast over the tiny vocabulary (Wan's UMT5 tokenizer stand-in)."""
-    from transformers import T5TokenizerFast
-
-    return T5TokenizerFast(tokenizer_object=_word_level(), pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0, model_max_length=512)
+    """Wan's UMT5 tokenizer stand-in over the tiny vocabulary. A PreTrainedTokenizerFast, not a T5TokenizerFast
+    wrapper: a pipeline saved with it loads back from its folder (T5TokenizerFast reloads as a Unigram model)."""
+    return fast_tokenizer(512)
 
 
 def fast_tokenizer(max_length: int):

@@ -142,3 +142,20 @@ def test_per_latent_frame_decode_equals_the_plain_one(ti2v_5b):
     assert torch.allclose(frames["truncated"], frames["plain"], atol=1e-6)
     assert float(grads["plain"].abs().sum()) > 0
     assert torch.allclose(grads["checkpointed"], grads["plain"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_pipeline_folder_loads_like_the_tiny_model_and_refuses_a_boundary_for_one_model(tmp_path):
+    """``path``: diffusers' from_pretrained on a saved (tiny) WanPipeline folder samples as the in-code model."""
+    from scaleout import tiny
+
+    tiny.wan_pipeline().save_pretrained(tmp_path)
+    loaded, built = _build(tiny=False, path=str(tmp_path), text_tokens=16), _build()
+
+    def source(model):
+        return model.backend.run("a man", 0, lambda denoise, sample, x, sigmas:
+                                 sample(lambda latent, sigma: denoise(latent, sigma, False), x))
+
+    with torch.no_grad():
+        assert torch.equal(source(loaded), source(built))
+    with pytest.raises(ValueError, match="expert_boundary: got 0.875, but .* holds one Wan model"):
+        _build(tiny=False, path=str(tmp_path), expert_boundary=0.875)
