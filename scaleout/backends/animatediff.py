@@ -85,7 +85,7 @@ def build_animatediff(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel
     else:
         from diffusers import AnimateDiffPipeline
 
-        pipe = AnimateDiffPipeline.from_pretrained(spec.path, torch_dtype=dtype)
+        pipe = AnimateDiffPipeline.from_pretrained(spec.path, dtype=dtype)
     pipe = types.SimpleNamespace(unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder,
                                  tokenizer=pipe.tokenizer, vae_scale_factor_spatial=8, vae_scale_factor_temporal=1)
     unet = pipe.unet

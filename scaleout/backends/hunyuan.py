@@ -71,7 +71,7 @@ def build_hunyuan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
     else:
         from diffusers import HunyuanVideoPipeline
 
-        pipe = HunyuanVideoPipeline.from_pretrained(spec.path, torch_dtype=dtype)
+        pipe = HunyuanVideoPipeline.from_pretrained(spec.path, dtype=dtype)
     transformer = pipe.transformer
     prepare((pipe.text_encoder, pipe.text_encoder_2, pipe.vae, transformer), device, dtype, spec.tiny)
     names = adapted_modules(transformer, spec.layers, native_key, BLOCK_PREFIXES)

@@ -71,7 +71,7 @@ def load_pipeline(spec: ModelSpec, dtype):
         return tiny.wan_pipeline(spec.seed, two_experts=two, boundary=spec.expert_boundary, **spec.tiny_options)
     from diffusers import WanPipeline
 
-    return WanPipeline.from_pretrained(spec.path, torch_dtype=dtype)
+    return WanPipeline.from_pretrained(spec.path, dtype=dtype)
 
 
 def build_wan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
