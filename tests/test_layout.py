@@ -43,3 +43,19 @@ def test_entry_point_is_light_and_v3_only():
     source = (REPO / "__init__.py").read_text()
     assert "comfy_entrypoint" in source and "NODE_CLASS_MAPPINGS" not in source
     assert _imports(REPO / "__init__.py") <= {"__future__"}
+
+
+TRAIN_EXTRA = {"scaleout", "diffusers", "peft", "accelerate", "transformers"}
+
+
+def test_scaleout_stays_outside_the_node_pack():
+    """The node pack (entry point, nodes/, training/, evaluation/) never imports the scale-out trainer or its extra
+    dependencies, and scaleout/ runs without ComfyUI."""
+    pack = [REPO / "__init__.py",
+            *(p for folder in ("nodes", "training", "evaluation") for p in (REPO / folder).rglob("*.py"))]
+    offenders = {str(p.relative_to(REPO)): sorted(_imports(p) & TRAIN_EXTRA)
+                 for p in pack if _imports(p) & TRAIN_EXTRA}
+    assert offenders == {}, f"the node pack must not import the scale-out trainer's dependencies: {offenders}"
+    comfy_users = {str(p.relative_to(REPO)): sorted(_imports(p) & COMFY_MODULES)
+                   for p in (REPO / "scaleout").rglob("*.py") if _imports(p) & COMFY_MODULES}
+    assert comfy_users == {}, f"scaleout/ must not import ComfyUI modules: {comfy_users}"
