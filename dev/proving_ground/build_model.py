@@ -34,6 +34,10 @@ from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces  # no
 from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe  # noqa: E402
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
 def _save(state: dict, path: Path) -> None:
     """Atomic safetensors write (a crash leaves no half file under the final name)."""
     from safetensors.torch import save_file
@@ -80,7 +84,7 @@ def _progress_bars(recipe: Recipe):
     return progress
 
 
-def train_and_save(recipe: Recipe, folder: Path, say=print) -> dict:
+def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     from dev.proving_ground import train
 
     torch.manual_seed(recipe.seed)
@@ -143,7 +147,7 @@ def _save_strip(clips: list[torch.Tensor], path: Path) -> None:
     Image.fromarray((rows * 255).round().byte().numpy()).save(path)
 
 
-def build(rt, recipe: Recipe = recipes.FULL, force: bool = False, say=print) -> Path:
+def build(rt, recipe: Recipe = recipes.FULL, force: bool = False, say=_say) -> Path:
     """The build folder of ``recipe``, trained and evaluated now unless a complete one is cached."""
     folder = recipes.build_dir(recipe)
     if not force and recipes.cached(recipe) is not None:
@@ -170,7 +174,7 @@ def main() -> int:
     args = parser.parse_args()
     from dev.comfy_runtime import ComfyRuntime
 
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    recipes.set_threads()
     rt = ComfyRuntime.boot(recipes.cache_root() / "comfy")
     folder = build(rt, recipes.SMOKE if args.smoke else recipes.FULL, force=args.force)
     manifest = recipes.read_manifest(folder)

@@ -120,7 +120,7 @@ def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None =
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         if progress:
-            progress("vae", step, float(loss))
+            progress("vae", step, float(loss.detach()))
     return vae.eval()
 
 
@@ -170,5 +170,5 @@ def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, prog
             for e, p in zip(ema.parameters(), dit.parameters()):
                 e.lerp_(p, 1 - decay)
         if progress:
-            progress("dit", step, float(loss))
+            progress("dit", step, float(loss.detach()))
     return ema.eval()
