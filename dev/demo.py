@@ -38,8 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from dev import tiny_models  # noqa: E402
 from dev.comfy_runtime import ComfyRuntime  # noqa: E402
-from dev.proving_ground import demo_mode, recipe as proving_ground  # noqa: E402
 from dev.face_assets import make_pack, photo_path  # noqa: E402
+from dev.proving_ground import demo_mode  # noqa: E402
+from dev.proving_ground import recipe as proving_ground  # noqa: E402
 from dev.ui_workflow import ui_to_api  # noqa: E402
 
 

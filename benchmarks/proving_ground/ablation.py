@@ -32,15 +32,16 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dev.proving_ground import recipe as recipes, sampling  # noqa: E402
-from dev.proving_ground.clips import MOTIONS, SUBJECT, prompt_for  # noqa: E402
-from dev.proving_ground.faces import REFERENCE  # noqa: E402
+from dev.proving_ground import recipe as recipes
+from dev.proving_ground import sampling
+from dev.proving_ground.clips import MOTIONS, SUBJECT, prompt_for
+from dev.proving_ground.faces import REFERENCE
 
 PACK = "vectron_s"
 ARMS = {"base": None, "gate 0.75": (0.75, True), "all steps": (0.0, True), "gate 0.75, no SCR": (0.75, False)}
-TRAIN = dict(learning_rate=2e-3, rank=8, alpha=8.0, layers="attention+mlp", sampler_name="euler",
-             scheduler="simple", frames_per_reward=4, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0,
-             backprop_last_k=0, checkpoint_blocks=False, max_grad_norm=1.0, checkpoint_every=0, resume=False)
+TRAIN = {"learning_rate": 2e-3, "rank": 8, "alpha": 8.0, "layers": "attention+mlp", "sampler_name": "euler",
+         "scheduler": "simple", "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
+         "backprop_last_k": 0, "checkpoint_blocks": False, "max_grad_norm": 1.0, "checkpoint_every": 0, "resume": False}
 
 
 def install(rt) -> bool:
@@ -62,7 +63,7 @@ def install(rt) -> bool:
         return False
 
 
-def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, train_seed: int = 0):
+def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, motions=MOTIONS, train_seed: int = 0):
     """One graph: (train, apply,) then per prompt and seed: sample, decode, evaluate; returns (graph, keys)."""
     from dev.tiny_models import TINY_HPS_ARCH
 
@@ -92,7 +93,7 @@ def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, 
         model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=trained, strength=1.0,
                       gate_start=gate_start, gate_mode="steps", override_gate_start=True)
     keys["clips"] = []
-    for motion in MOTIONS:
+    for motion in motions:
         for seed in seeds:
             frames = sampling.sample(g, model, vae, recipe, prompt_for(motion), seed=seed)
             report = g.add("PersonalVideoEvaluateVideo", images=frames, reference=ref, identity_reward=idm,
@@ -104,10 +105,10 @@ def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, 
     return g, keys
 
 
-def run_arm(rt, recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, det) -> dict:
+def run_arm(rt, recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, det, motions=MOTIONS) -> dict:
     from dev.proving_ground.motion import measure
 
-    g, keys = arm_graph(recipe, arm, train_steps, seeds, dlib)
+    g, keys = arm_graph(recipe, arm, train_steps, seeds, dlib, motions)
     started = time.perf_counter()
     rt.run(g.nodes)
     got = rt.captured()
@@ -133,8 +134,9 @@ def _stat(values) -> str:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| arm | Face Sim ArcFace (×100) | Face Sim dlib (×100) | dynamic degree | mean flow (px) | "
-            "follows prompt | no-face rate | clips |", "|---|---|---|---|---|---|---|---|"]
+    header = ("| arm | Face Sim ArcFace (×100) | Face Sim dlib (×100) | dynamic degree | mean flow (px) | "
+              "follows prompt | no-face rate | clips |")
+    rows = [header, "|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["clips"]
         rows.append(f"| {r['arm']} | {_stat(x['face_sim'] for x in c)} | {_stat(x['face_sim_dlib'] for x in c)} | "
@@ -143,7 +145,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def run(rt, recipe, folder: Path, train_steps: int, seeds: int, arms: list[str], output: Path) -> Path:
+def run(rt, recipe, folder: Path, train_steps: int, seeds: int, arms: list[str], output: Path,
+        motions=MOTIONS) -> Path:
     """Every arm on the build in ``folder``, in the running ComfyUI ``rt``; returns the ablation.json written."""
     from dev.proving_ground.faces import detector
 
@@ -151,7 +154,7 @@ def run(rt, recipe, folder: Path, train_steps: int, seeds: int, arms: list[str],
     dlib = install(rt)
     det = detector()
     started = time.perf_counter()
-    results = [run_arm(rt, recipe, arm, train_steps, list(range(seeds)), dlib, det) for arm in arms]
+    results = [run_arm(rt, recipe, arm, train_steps, list(range(seeds)), dlib, det, motions) for arm in arms]
     output.mkdir(parents=True, exist_ok=True)
     out = output / "ablation.json"
     out.write_text(json.dumps({"recipe_hash": recipe.digest(), "train_steps": train_steps, "seeds": seeds,

@@ -26,12 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
+import torch
 
-from dev.proving_ground import recipe as recipes  # noqa: E402
-from dev.proving_ground.clips import MOTIONS, prompt_for  # noqa: E402
-from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces  # noqa: E402
-from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe  # noqa: E402
+from dev.proving_ground import recipe as recipes
+from dev.proving_ground.clips import MOTIONS, prompt_for
+from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
+from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
 
 
 def _say(message: str) -> None:
@@ -89,7 +89,7 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
 
     torch.manual_seed(recipe.seed)
     faces = find_faces(PRETRAIN_PHOTOS)
-    say(f"{len(faces)} faces from {len(set(f.source for f in faces))} photos (Obama held out)")
+    say(f"{len(faces)} faces from {len({f.source for f in faces})} photos (Obama held out)")
     estimate = estimate_seconds(recipe, faces)
     say(f"estimated build time: {estimate / 60:.1f} min on this machine now "
         f"({os.cpu_count()} cores; longer while other jobs run)")

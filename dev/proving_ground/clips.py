@@ -51,7 +51,7 @@ def canvas(face: FaceCrop, res: int, fill: float) -> torch.Tensor:
     ``fill`` of the frame's side at zoom 1. Photo borders are mirrored."""
     x1, y1, x2, y2 = face.box
     cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, face.size / fill
-    pad = int(math.ceil(half)) + 2
+    pad = math.ceil(half) + 2
     padded = np.pad(face.image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     box = (cx - half + pad, cy - half + pad, cx + half + pad, cy + half + pad)
     side = CANVAS_SCALE * res

