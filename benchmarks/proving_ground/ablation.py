@@ -171,13 +171,20 @@ def main(argv=None) -> int:
     parser.add_argument("--build", action="store_true", help="build the proving-ground model if not cached")
     parser.add_argument("--smoke", action="store_true", help="the smoke recipe (tests; its model draws no faces)")
     parser.add_argument("--output", type=Path, default=None, help="ablation.json goes here (default: the build)")
+    parser.add_argument("--comfy-base", type=Path, default=None,
+                        help="ComfyUI base folder (default <cache>/comfy); one per process to run arms in parallel")
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="only print the table of these ablation.json files (e.g. arms run in parallel)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table([arm for f in args.table for arm in json.loads(f.read_text())["arms"]]))
+        return 0
     from dev.comfy_runtime import ComfyRuntime
     from dev.proving_ground.build_model import build
 
     recipe = recipes.SMOKE if args.smoke else recipes.FULL
     recipes.set_threads()
-    rt = ComfyRuntime.boot(recipes.cache_root() / "comfy")
+    rt = ComfyRuntime.boot(args.comfy_base or recipes.cache_root() / "comfy")
     folder = recipes.cached(recipe)
     if folder is None:
         if not args.build:
