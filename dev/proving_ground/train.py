@@ -41,7 +41,7 @@ def _init_(module: torch.nn.Module, gen: torch.Generator) -> None:
     for name, p in module.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         with torch.no_grad():
-            if leaf in ("gamma",) or (leaf == "weight" and p.ndim == 1):
+            if leaf == "gamma" or (leaf == "weight" and p.ndim == 1):
                 p.fill_(1.0)
             elif leaf == "bias":
                 p.zero_()
