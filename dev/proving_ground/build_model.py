@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 import torch
 
 from dev.proving_ground import recipe as recipes
-from dev.proving_ground.clips import MOTIONS, prompt_for
+from dev.proving_ground.clips import MOTIONS, cached_canvas, prompt_for
 from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
 from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
 
@@ -52,6 +52,8 @@ def estimate_seconds(recipe: Recipe, faces) -> float:
     from dev.proving_ground import train
 
     probe = Recipe(**{**recipe.__dict__, "vae_steps": 2, "dit_steps": 2, "clips": 8, "seed": recipe.seed + 99})
+    for face in faces:  # cut once per build, not per step: keep it out of the per-step timing
+        cached_canvas(face, recipe.res)
     t0 = time.perf_counter()
     vae = train.train_vae(probe, faces)
     t1 = time.perf_counter()
