@@ -63,8 +63,8 @@ def proving_ground_model(rt: ComfyRuntime, build: bool) -> Path | None:
         proving_ground.set_threads()
         folder = build_model(rt)
     if folder is None:
-        print("No proving-ground model cached (.cache/proving_ground/): running the quick tiny random model, "
-              "which draws no faces. Build the face model once with: bash scripts/run_demo.sh "
+        print(f"No proving-ground model cached in {proving_ground.cache_root()}: running the quick tiny random "
+              "model, which draws no faces. Build the face model once with: bash scripts/run_demo.sh "
               "--build-proving-ground", flush=True)
         return None
     m = proving_ground.read_manifest(folder)
