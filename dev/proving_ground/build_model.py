@@ -1,6 +1,6 @@
 """Build the proving-ground model: a tiny Wan 2.1 (ComfyUI's classes) trained here, from scratch, on face clips.
 
-    .venv/bin/python dev/proving_ground/build_model.py            # full recipe (cached; ~20 min on 2 idle cores)
+    .venv/bin/python dev/proving_ground/build_model.py            # full recipe (cached; 27 min on the busy 2-core machine)
     .venv/bin/python dev/proving_ground/build_model.py --smoke    # seconds: same code, tiny step counts
 
 Data: real face photos from PyPI packages (dev/proving_ground/faces.py; Obama held out), cut into 9-frame

@@ -8,8 +8,8 @@
 | ``scikit-image`` wheel (BSD-3-Clause; the image is NASA's, public domain) | ``skimage.data.astronaut()`` | Eileen Collins |
 | ``scrfd==0.3.0`` sdist (Apache-2.0) | images/solvay_conference_1927.jpg (public domain) | 29 physicists |
 
-Obama is held out of pre-training: the ablation personalises the model to him from one photo (obama.jpg) and
-scores with the other two as an independent check. Photos stay in site-packages or the git-ignored cache.
+Obama is held out of pre-training: the ablation personalises the model to him from one photo (obama.jpg).
+Photos stay in site-packages or the git-ignored cache.
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ THREADS_ENV = "PERSONALVIDEO_PROVING_GROUND_THREADS"
 
 def set_threads() -> int:
     """Torch CPU threads for the build and the ablation: ``$PERSONALVIDEO_PROVING_GROUND_THREADS``, default 1. On a
-    shared machine two OpenMP threads wait on each other (measured: a VAE step took 26 s with 2 threads and 2.5 s
-    with 1 under load 12 on 2 cores); on an idle machine set it to the core count."""
+    shared machine two OpenMP threads wait on each other (measured under load 12 on 2 cores: a VAE step took 3.5 s
+    with 2 threads, 2.0 s with 1); on an idle machine set it to the core count."""
     import torch
 
     threads = int(os.environ.get(THREADS_ENV, "1"))
