@@ -1,0 +1,62 @@
+"""The proving-ground model in ComfyUI: make its files loadable, and the API graph that samples one clip.
+
+Sampling always goes through ComfyUI's own nodes (UNETLoader, VAELoader, EmptyHunyuanLatentVideo, KSampler,
+VAEDecode), with the dev text stand-in for the prompt: the numbers are about the model as ComfyUI runs it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
+from dev.proving_ground.train import TEXT_TOKENS, TEXT_WIDTH
+
+NEGATIVE = ""  # the model learnt the empty prompt as its unconditional branch
+
+
+def register(folder: Path) -> None:
+    """Let UNETLoader / VAELoader of the running ComfyUI find the files in a build folder."""
+    import folder_paths
+
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    folder_paths.add_model_folder_path("vae", str(folder))
+
+
+class Graph:
+    """An API-format prompt: ``g.add(class_type, **inputs)`` returns the link to the node's first output."""
+
+    def __init__(self):
+        self.nodes: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, class_type: str, **inputs) -> list:
+        node_id = str(next(self._ids))
+        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
+        return [node_id, 0]
+
+
+def text(g: Graph, prompt: str) -> list:
+    return g.add("PersonalVideoDevTextEncodeStandIn", text=prompt, width=TEXT_WIDTH, pooled_width=0,
+                 tokens=TEXT_TOKENS)
+
+
+def loaders(g: Graph) -> tuple[list, list]:
+    """(MODEL, VAE) links of the proving-ground model."""
+    model = g.add("UNETLoader", unet_name=MODEL_FILE, weight_dtype="default")
+    return model, g.add("VAELoader", vae_name=VAE_FILE)
+
+
+def sample(g: Graph, model, vae, recipe: Recipe, prompt: str, seed: int, steps: int | None = None,
+           cfg: float | None = None) -> list:
+    """Link to the decoded IMAGE frames [F, H, W, 3] of one clip."""
+    latent = g.add("EmptyHunyuanLatentVideo", width=recipe.res, height=recipe.res, length=recipe.frames,
+                   batch_size=1)
+    samples = g.add("KSampler", model=model, positive=text(g, prompt), negative=text(g, NEGATIVE),
+                    latent_image=latent, seed=seed, steps=steps or recipe.eval_steps, cfg=cfg or recipe.eval_cfg,
+                    sampler_name="euler", scheduler="simple", denoise=1.0)
+    return g.add("VAEDecode", samples=samples, vae=vae)
+
+
+def capture(g: Graph, link, key: str) -> None:
+    g.add("PersonalVideoDevCapture", value=link, key=key)

@@ -1,0 +1,174 @@
+"""Training the proving-ground model from scratch: ComfyUI's own Wan 2.1 classes (WanVAE, WanModel) at tiny size.
+
+1. The VAE learns to reconstruct face frames and clips (L1 + MSE), with its latents pulled toward the statistics
+   ComfyUI's Wan 2.1 latent format assumes (so ``process_in`` of a latent is about unit-variance, as for the real
+   VAE), and decoded from slightly noised latents (so imperfect sampled latents still decode to faces).
+2. Training clips are encoded once; the diffusion model learns flow matching on them exactly as ComfyUI samples
+   Wan (model input ``sigma * noise + (1 - sigma) * latent``, timestep ``1000 * sigma``, target
+   ``noise - latent``), conditioned on the text stand-in's encoding of the motion prompt (empty prompt for
+   classifier-free guidance). An EMA of the weights is what gets saved.
+
+Plain torch on the CPU; every random draw comes from generators seeded by the recipe. Needs ComfyUI importable.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dev.proving_ground.clips import MOTIONS, prompt_for, random_clip
+from dev.proving_ground.faces import FaceCrop
+from dev.proving_ground.recipe import Recipe
+
+TEXT_WIDTH, TEXT_TOKENS = 4096, 16  # the stand-in's conditioning for Wan (tests/graphs.py uses the same)
+EMA_DECAY = 0.995
+Progress = Callable[[str, int, float], None]  # (phase, step, loss)
+
+
+def text_conditioning(prompt: str) -> torch.Tensor:
+    """[1, tokens, 4096]: exactly what PersonalVideoDevTextEncodeStandIn gives ComfyUI for this prompt."""
+    from dev.standin_nodes import TextEncodeStandIn
+
+    return TextEncodeStandIn().encode(prompt, TEXT_WIDTH, 0, TEXT_TOKENS)[0][0][0]
+
+
+def _init_(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """ComfyUI's ops skip weight init (weights come from files): give every weight a seeded standard init."""
+    for name, p in module.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        with torch.no_grad():
+            if leaf == "gamma" or (leaf == "weight" and p.ndim == 1):
+                p.fill_(1.0)
+            elif leaf == "bias":
+                p.zero_()
+            elif leaf == "modulation":
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) * math.sqrt(1.0 / fan_in))
+
+
+def build_vae(recipe: Recipe, gen: torch.Generator):
+    from comfy.ldm.wan.vae import WanVAE
+
+    vae = WanVAE(dim=recipe.vae_dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    _init_(vae, gen)
+    return vae
+
+
+def build_dit(recipe: Recipe, gen: torch.Generator):
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    dit = WanModel(model_type="t2v", dim=recipe.dit_dim, ffn_dim=3 * recipe.dit_dim, num_heads=recipe.dit_dim // 128,
+                   num_layers=recipe.dit_layers, in_dim=16, out_dim=16, text_dim=TEXT_WIDTH,
+                   operations=comfy.ops.manual_cast)
+    _init_(dit, gen)
+    with torch.no_grad():
+        dit.head.head.weight.zero_()  # starts predicting 0 (DiT's zero-init of the output layer)
+    return dit
+
+
+def _lr(step: int, total: int, peak: float, warmup: int = 20) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def _latent_format():
+    from comfy.latent_formats import Wan21
+
+    return Wan21()
+
+
+def _to_video(clips: list[torch.Tensor]) -> torch.Tensor:
+    """[F, H, W, 3] in [0, 1] -> [B, 3, F, H, W] in [-1, 1] (the VAE's input)."""
+    return torch.stack(clips).permute(0, 4, 1, 2, 3) * 2 - 1
+
+
+def _crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """One random ``size`` x ``size`` window (a multiple of 8 from the origin) of every frame."""
+    h, w = x.shape[-2:]
+    top, left = (int(torch.randint((n - size) // 8 + 1, (1,), generator=gen)) * 8 for n in (h, w))
+    return x[..., top:top + size, left:left + size]
+
+
+def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None = None):
+    gen = torch.Generator().manual_seed(recipe.seed)
+    vae = build_vae(recipe, gen)
+    fmt = _latent_format()
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    for step in range(recipe.vae_steps):
+        frames, count = (1, recipe.vae_batch) if step % 2 == 0 else (5, max(recipe.vae_batch // 4, 1))
+        x = _crop(_to_video([random_clip(faces, gen, recipe.res, frames)[0] for _ in range(count)]), recipe.vae_crop,
+                  gen)
+        z = fmt.process_in(vae.encode(x))
+        noisy = z + 0.1 * torch.randn(z.shape, generator=gen)
+        y = vae.decode(fmt.process_out(noisy))
+        mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
+        moments = mean.pow(2).mean() + (std - 1).pow(2).mean()
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 0.01 * moments
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, recipe.vae_steps, recipe.vae_lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if progress:
+            progress("vae", step, float(loss.detach()))
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress | None = None):
+    """(latents [N, 16, T, h, w] as the diffusion model sees them, motion index [N]); motions cycle evenly."""
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    fmt = _latent_format()
+    latents, motions = [], []
+    for start in range(0, recipe.clips, 8):
+        batch = [MOTIONS[i % len(MOTIONS)] for i in range(start, min(start + 8, recipe.clips))]
+        clips = [random_clip(faces, gen, recipe.res, recipe.frames, motion=m)[0] for m in batch]
+        latents.append(fmt.process_in(vae.encode(_to_video(clips))))
+        motions += [MOTIONS.index(m) for m in batch]
+        if progress:
+            progress("encode", start // 8, 0.0)
+    return torch.cat(latents), torch.tensor(motions)
+
+
+def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None = None):
+    gen = torch.Generator().manual_seed(recipe.seed + 2)
+    dit = build_dit(recipe, gen)
+    ema = copy.deepcopy(dit).requires_grad_(False)
+    conds = torch.cat([text_conditioning(prompt_for(m)) for m in MOTIONS] + [text_conditioning("")])
+    opt = torch.optim.AdamW(dit.parameters(), lr=recipe.dit_lr, weight_decay=0.01)
+    for step in range(recipe.dit_steps):
+        idx = torch.randint(len(latents), (recipe.dit_batch,), generator=gen)
+        x0 = latents[idx]
+        which = motions[idx].clone()
+        which[torch.rand(recipe.dit_batch, generator=gen) < recipe.cfg_dropout] = len(MOTIONS)  # empty prompt
+        # half the sigmas uniform, half with Wan's shift 8 (where ComfyUI's sampler spends its steps)
+        t = torch.rand(recipe.dit_batch, generator=gen)
+        shifted = 8 * t / (1 + 7 * t)
+        sigma = torch.where(torch.arange(recipe.dit_batch) % 2 == 0, t, shifted).clamp(1e-3, 1.0)
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        pred = dit(s * noise + (1 - s) * x0, sigma * 1000, conds[which])
+        loss = F.mse_loss(pred, noise - x0)
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, recipe.dit_steps, recipe.dit_lr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), dit.parameters()):
+                e.lerp_(p, 1 - decay)
+        if progress:
+            progress("dit", step, float(loss.detach()))
+    return ema.eval()
