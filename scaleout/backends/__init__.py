@@ -1,0 +1,99 @@
+"""diffusers models as the trainer's ``Backend``: the interface between the backends and the distributed runner.
+
+The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only this::
+
+    model = build_backend(spec, settings, device, dtype)      # -> ScaleoutModel
+    Trainer(model.backend, model.params, prompts, settings, identity_reward=..., ...)   training/loop/trainer.py
+    model.transformer, model.blocks_for_sharding()            # the frozen base to shard (FSDP2 per block)
+    model.export_comfyui(path, metadata)                      # rank 0: the adapter as a ComfyUI-native LoRA file
+
+- ``ModelSpec``: which model (family, diffusers folder or ``tiny=True``), the video size and the negative prompt.
+  A two-expert Wan 2.2 A14B has ``path`` = the low-noise expert (the adapter trains on it, as on the node side)
+  and ``high_noise_path`` = the high-noise one (``tiny``: a second tiny expert seeded ``seed + 1``) and
+  ``expert_boundary`` (nodes/expert_split.py's rule; default 0.875 when a high-noise expert is given).
+- ``ScaleoutModel.backend`` implements ``training.loop.trainer.Backend`` (run, decode, num_frames).
+- ``ScaleoutModel.params`` is the trainable LoRA with ``training.adapter.lora.LoRAParameters``' interface (keys,
+  pairs(), parameters(), lora_state_dict(), load_lora_state_dict(), rank, alpha, scale) backed by peft's
+  lora_A / lora_B weights (scaleout/peft_adapter.py). For Wan its keys are ComfyUI's native weight names
+  (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side.
+- ``ScaleoutModel.transformer`` is the diffusers transformer (peft layers inside); ``blocks_for_sharding()`` its
+  block modules in order (Wan: ``transformer.blocks``). Shard only the base: the LoRA parameters stay whole
+  (``fully_shard`` per block also shards the LoRA weights inside; gather or ignore them as distributed decides).
+- ``ScaleoutModel.export_comfyui(path, metadata)`` writes the adapter atomically in ComfyUI-native keys with the
+  pack's metadata (training/adapter/files.py); ``metadata`` adds/overrides ``personalvideo.*`` fields.
+
+``build_backend`` imports diffusers/peft lazily (per family), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+FAMILIES = ("wan", "hunyuan_video", "animatediff")
+
+
+@dataclass
+class ModelSpec:
+    family: str  # one of FAMILIES
+    path: str | None = None  # a diffusers folder (a pipeline's); None with tiny=True: scaleout/tiny.py
+    tiny: bool = False  # tiny random model built in code (tests, benchmarks)
+    seed: int = 0  # seed of the tiny model's random weights
+    high_noise_path: str | None = None  # Wan 2.2 A14B: the high-noise expert's diffusers folder
+    expert_boundary: float | None = None  # A14B: fraction of the timestep range (0.875); None: one model
+    width: int = 832
+    height: int = 480
+    num_frames: int = 81
+    negative_prompt: str = ""
+    shift: float | None = None  # flow shift of the sigma schedule; None: the family's ComfyUI default (Wan 8)
+    layers: str = "attention"  # "attention" or "attention+mlp", as the trainer node's input
+    tiny_options: dict = field(default_factory=dict)  # size overrides for the tiny model (benchmarks)
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"model family: got {self.family!r}, expected one of {FAMILIES}")
+        if self.path is None and not self.tiny:
+            raise ValueError(f"model path: got none for {self.family}, expected a diffusers folder (or tiny=True "
+                             "for the tiny random test model)")
+        if self.layers not in ("attention", "attention+mlp"):
+            raise ValueError(f"layers: got {self.layers!r}, expected 'attention' or 'attention+mlp'")
+
+
+@dataclass
+class ScaleoutModel:
+    backend: object  # training.loop.trainer.Backend
+    params: torch.nn.Module  # LoRAParameters-compatible view of peft's weights
+    transformer: torch.nn.Module
+    exporter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # params' state dict -> native keys
+    base_model: str  # what personalvideo.base_model records (ComfyUI's model class name)
+    gate_start: float
+    expert: str = ""  # "low_noise" for Wan 2.2 A14B
+    block_lists: tuple[str, ...] = ("blocks",)
+
+    def blocks_for_sharding(self) -> list[torch.nn.Module]:
+        return [b for name in self.block_lists for b in getattr(self.transformer, name)]
+
+    def export_comfyui(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+        from .. import export
+
+        return export.write_comfyui_lora(path, self.exporter(self.params.lora_state_dict()), self.gate_start,
+                                         self.base_model, self.expert, metadata)
+
+
+def build_backend(spec: ModelSpec, settings, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> ScaleoutModel:
+    """The model of ``spec`` with a fresh trainable adapter (``settings``: training.loop.trainer.TrainSettings)."""
+    if spec.family == "wan":
+        from .wan import build_wan
+
+        return build_wan(spec, settings, torch.device(device), dtype)
+    if spec.family == "hunyuan_video":
+        from .hunyuan import build_hunyuan
+
+        return build_hunyuan(spec, settings, torch.device(device), dtype)
+    from .animatediff import build_animatediff
+
+    return build_animatediff(spec, settings, torch.device(device), dtype)

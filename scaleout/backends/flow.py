@@ -1,0 +1,85 @@
+"""Flow-matching sampling as ComfyUI does it for Wan (ModelSamplingDiscreteFlow + CONST, euler/simple, CFG).
+
+The same arithmetic, step for step, as ComfyUI's k-diffusion ``sample_euler`` over ``simple_scheduler``'s sigmas
+(so the diffusers backend's videos equal the node side's to float rounding, tests/scaleout/test_backend_wan_equals_comfy.py):
+the model predicts a velocity v, the sampler works on x0 = x - sigma·v, and one Euler step is
+x + (x - x0)/sigma · (sigma_next - sigma). diffusers' FlowMatchEulerDiscreteScheduler takes the same step in
+v-form (x + v·dt), equal in exact arithmetic but not bitwise; both keep the gradient. Only euler/simple is
+offered: the node side's other samplers are ComfyUI's own code, which this package does not import.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SAMPLERS, SCHEDULERS = ("euler",), ("simple",)
+TIMESTEPS, MULTIPLIER = 1000, 1000.0
+
+
+def time_snr_shift(shift: float, t):
+    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
+
+
+def sigma_table(shift: float) -> torch.Tensor:
+    """ModelSamplingDiscreteFlow.sigmas: the 1000 noise levels of a flow model with ``shift`` (float32)."""
+    ts = (torch.arange(1, TIMESTEPS + 1, 1) / TIMESTEPS) * MULTIPLIER
+    return time_snr_shift(shift, ts / MULTIPLIER)
+
+
+def simple_sigmas(shift: float, steps: int) -> torch.Tensor:
+    """ComfyUI's ``simple`` schedule of ``steps`` steps (steps + 1 sigmas, the last 0)."""
+    table = sigma_table(shift)
+    stride = len(table) / steps
+    return torch.FloatTensor([float(table[-(1 + int(x * stride))]) for x in range(steps)] + [0.0])
+
+
+def timestep_fraction(sigma: float) -> float:
+    """A flow model's timestep of ``sigma`` as a fraction of its range (nodes/expert_split.py's rule)."""
+    return float(torch.tensor(float(sigma)) * MULTIPLIER) / MULTIPLIER
+
+
+def boundary_step(sigmas: torch.Tensor, boundary: float) -> int:
+    """How many leading steps of ``sigmas`` belong to the high-noise expert (timestep >= boundary)."""
+    b = 0
+    for sigma in sigmas[:-1].tolist():
+        if timestep_fraction(sigma) < boundary:
+            break
+        b += 1
+    return b
+
+
+def _sigma_like(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1)) if sigma.ndim else sigma
+
+
+def noise_scaling(sigma, noise: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+    """CONST.noise_scaling: the sampler's start from ``noise`` at ``sigma`` over ``latent``."""
+    return sigma * noise + (1.0 - sigma) * latent
+
+
+def inverse_noise_scaling(sigma, latent: torch.Tensor) -> torch.Tensor:
+    return latent / (1.0 - sigma)
+
+
+def euler(model_fn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """k-diffusion's sample_euler without churn (ComfyUI's ``euler``), differentiable; returns the last x."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i]
+        denoised = model_fn(x, sigma * s_in)
+        d = (x - denoised) / sigma
+        x = x + d * (sigmas[i + 1] - sigma)
+    return x
+
+
+def cfg_denoised(velocity, x: torch.Tensor, sigma: torch.Tensor, cond, uncond, cfg: float) -> torch.Tensor:
+    """CFG on x0 predictions as ComfyUI's cfg_function (cfg 1: the conditional one only, as ComfyUI skips it).
+
+    ``velocity(x, timestep, embedding)`` is the model's output; x0 = x - sigma·v (CONST.calculate_denoised)."""
+    timestep = (sigma * MULTIPLIER).float()
+    s = _sigma_like(sigma, x)
+    cond_x0 = x - velocity(x, timestep, cond) * s
+    if cfg == 1.0:
+        return cond_x0
+    uncond_x0 = x - velocity(x, timestep, uncond) * s
+    return uncond_x0 + (cond_x0 - uncond_x0) * cfg
