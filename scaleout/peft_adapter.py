@@ -47,7 +47,9 @@ class PeftLoRA(torch.nn.Module):
         self.layers = {key: modules[self.module_of[key]] for key in self.keys}  # plain dict: not submodules
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for key in self.keys:
+            for key in self.keys:  # float32 whatever the base model's dtype, as LoRAParameters
+                self.layers[key].lora_A[ADAPTER].float()
+                self.layers[key].lora_B[ADAPTER].float()
                 up, down = self._pair(key)
                 in_dim = down.shape[1]
                 down.copy_(torch.randn(rank, in_dim, generator=gen) / math.sqrt(in_dim))

@@ -8,9 +8,10 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
     model.export_comfyui(path, metadata)                      # rank 0: the adapter as a ComfyUI-native LoRA file
 
 - ``ModelSpec``: which model (family, diffusers folder or ``tiny=True``), the video size and the negative prompt.
-  A two-expert Wan 2.2 A14B has ``path`` = the low-noise expert (the adapter trains on it, as on the node side)
-  and ``high_noise_path`` = the high-noise one (``tiny``: a second tiny expert seeded ``seed + 1``) and
-  ``expert_boundary`` (nodes/expert_split.py's rule; default 0.875 when a high-noise expert is given).
+  Wan 2.2 A14B: ``path`` is diffusers' two-expert pipeline folder (``transformer`` = high-noise expert,
+  ``transformer_2`` = low-noise expert, which alone trains, as on the node side); the boundary is
+  ``expert_boundary``, else the folder's ``boundary_ratio``, else 0.875 (nodes/expert_split.py's rule). Tiny:
+  ``expert_boundary`` set = two tiny experts (low-noise seeded ``seed``, high-noise ``seed + 1``).
 - ``ScaleoutModel.backend`` implements ``training.loop.trainer.Backend`` (run, decode, num_frames).
 - ``ScaleoutModel.params`` is the trainable LoRA with ``training.adapter.lora.LoRAParameters``' interface (keys,
   pairs(), parameters(), lora_state_dict(), load_lora_state_dict(), rank, alpha, scale) backed by peft's
@@ -42,7 +43,6 @@ class ModelSpec:
     path: str | None = None  # a diffusers folder (a pipeline's); None with tiny=True: scaleout/tiny.py
     tiny: bool = False  # tiny random model built in code (tests, benchmarks)
     seed: int = 0  # seed of the tiny model's random weights
-    high_noise_path: str | None = None  # Wan 2.2 A14B: the high-noise expert's diffusers folder
     expert_boundary: float | None = None  # A14B: fraction of the timestep range (0.875); None: one model
     width: int = 832
     height: int = 480
@@ -50,6 +50,7 @@ class ModelSpec:
     negative_prompt: str = ""
     shift: float | None = None  # flow shift of the sigma schedule; None: the family's ComfyUI default (Wan 8)
     layers: str = "attention"  # "attention" or "attention+mlp", as the trainer node's input
+    text_tokens: int | None = None  # text encoder's max_sequence_length; None: 512 (Wan), the tiny one's 16
     tiny_options: dict = field(default_factory=dict)  # size overrides for the tiny model (benchmarks)
 
     def __post_init__(self):
@@ -60,6 +61,8 @@ class ModelSpec:
                              "for the tiny random test model)")
         if self.layers not in ("attention", "attention+mlp"):
             raise ValueError(f"layers: got {self.layers!r}, expected 'attention' or 'attention+mlp'")
+        if self.text_tokens is None:
+            self.text_tokens = 16 if self.tiny else 512
 
 
 @dataclass
@@ -67,7 +70,7 @@ class ScaleoutModel:
     backend: object  # training.loop.trainer.Backend
     params: torch.nn.Module  # LoRAParameters-compatible view of peft's weights
     transformer: torch.nn.Module
-    exporter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]  # params' state dict -> native keys
+    exporter: Callable[[torch.nn.Module], dict[str, torch.Tensor]]  # params -> ComfyUI-native LoRA tensors
     base_model: str  # what personalvideo.base_model records (ComfyUI's model class name)
     gate_start: float
     expert: str = ""  # "low_noise" for Wan 2.2 A14B
@@ -79,7 +82,7 @@ class ScaleoutModel:
     def export_comfyui(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         from .. import export
 
-        return export.write_comfyui_lora(path, self.exporter(self.params.lora_state_dict()), self.gate_start,
+        return export.write_comfyui_lora(path, self.exporter(self.params), self.gate_start,
                                          self.base_model, self.expert, metadata)
 
 
