@@ -58,9 +58,10 @@ class DistributedRun:
         contributing = int(flat[-1].item())
         if contributing == 0:
             return skipped or "no rank had a gradient"
-        if skipped:
-            log.info("rank %d: own step skipped (%s); applying the mean of %d other rank(s)", self.rank, skipped,
-                     contributing)
+        if skipped:  # a non-finite value is worth a warning (the trainer counts it only when all ranks skip)
+            (log.warning if skipped.startswith("non-finite") else log.info)(
+                "rank %d: own step skipped (%s); applying the mean of %d other rank(s)", self.rank, skipped,
+                contributing)
         flat = flat[:-1] / contributing
         offset = 0
         for p in tensors:
