@@ -8,6 +8,7 @@ face-like regions (as tests/nodes/test_trainer_comfy.py does): this shows the pi
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -136,3 +137,25 @@ def test_resumed_command_gives_the_uninterrupted_adapter(assets, plain):
     b, meta = lora(resumed / "obama.safetensors")
     assert meta["personalvideo.trained_steps"] == str(STEPS)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+
+
+def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
+    """[rewards] hpsv2 loads the HPS checkpoint with the pack's loader; one process, in this process (a tiny
+    random OpenCLIP stand-in: HPSv2's ViT-H-14 weights are not installable, and its config is registered here)."""
+    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+    from scaleout.config import load_config
+    from scaleout.distributed import DistributedRun
+    from scaleout.train import train_all
+
+    register_tiny_hps_config(tmp_path)
+    write_tiny_hps_checkpoint(assets / "tiny_hps.pt")
+    text = TOML.format(steps=1, out="scr", fsdp="false").replace("scr_weight = 0.0", "scr_weight = 1.0")
+    text = text.replace("augmentations = 2", f'augmentations = 2\nhpsv2 = "tiny_hps.pt"\n'
+                                              f'hps_architecture = "{TINY_HPS_ARCH}"')
+    (assets / "scr.toml").write_text(text)
+    result = train_all(load_config(assets / "scr.toml"), DistributedRun())["obama"]
+    # step 0: the fresh adapter changes nothing, so the tuned frames' HPS scores equal the source's: KL ~ 0
+    assert len(result.history) == 1 and math.isfinite(result.history[0].scr_loss)
+    assert abs(result.history[0].scr_loss) < 1e-5
+    summary = (assets / "scr" / "obama" / "summary.txt").read_text()
+    assert "SCR: on" in summary and "processes: 1" in summary, summary
