@@ -6,8 +6,10 @@ Run from the repository root (after ``pip install -r requirements.txt -r require
     torchrun --nproc_per_node N -m scaleout.train CONFIG.toml                     # N GPUs of one machine
     accelerate launch --multi_gpu --num_processes N -m scaleout.train CONFIG.toml # the same through accelerate
 
-On CPUs (tests, no GPU): ``torchrun --nproc_per_node 2 -m scaleout.train CONFIG.toml`` with ``[compute] cpu = true``
-(gloo). ``accelerate launch --cpu --num_processes 2`` starts only ONE process (it wants an MPI hostfile): use torchrun.
+On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m scaleout.train
+CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m scaleout.train
+CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
+process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
 
 Per identity, in ``<output folder>/<name>/``: ``checkpoint.safetensors`` (resumable; written by rank 0 every
 ``checkpoint_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
