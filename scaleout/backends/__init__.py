@@ -15,11 +15,17 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
 - ``ScaleoutModel.backend`` implements ``training.loop.trainer.Backend`` (run, decode, num_frames).
 - ``ScaleoutModel.params`` is the trainable LoRA with ``training.adapter.lora.LoRAParameters``' interface (keys,
   pairs(), parameters(), lora_state_dict(), load_lora_state_dict(), rank, alpha, scale) backed by peft's
-  lora_A / lora_B weights (scaleout/peft_adapter.py). For Wan its keys are ComfyUI's native weight names
-  (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side.
-- ``ScaleoutModel.transformer`` is the diffusers transformer (peft layers inside); ``blocks_for_sharding()`` its
-  block modules in order (Wan: ``transformer.blocks``). Shard only the base: the LoRA parameters stay whole
-  (``fully_shard`` per block also shards the LoRA weights inside; gather or ignore them as distributed decides).
+  lora_A / lora_B weights (scaleout/peft_adapter.py; a plain view: it registers no parameters of its own, the
+  weights live in ``transformer``). Wan: its keys are ComfyUI's native weight names
+  (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side;
+  HunyuanVideo and AnimateDiff: diffusers' module names (``transformer_blocks.0.attn.to_q.weight``).
+- ``ScaleoutModel.transformer`` is the diffusers model (peft layers inside); ``blocks_for_sharding()`` its block
+  modules in order (Wan: ``blocks``; HunyuanVideo: ``transformer_blocks`` + ``single_transformer_blocks``;
+  AnimateDiff: the UNet's ``down_blocks`` + ``up_blocks``). The LoRA weights sit inside the blocks: ``fully_shard``
+  per block shards them too unless told to leave them out.
+- ``ScaleoutModel.backend.encode_prompts(texts)`` encodes the bank's prompts and the negative once (call it before
+  training; the text encoders are not needed afterwards). ``backend.checkpoint_blocks`` (default True) switches
+  block checkpointing; the gate state of each block call is captured for its recomputation.
 - ``ScaleoutModel.export_comfyui(path, metadata)`` writes the adapter atomically in ComfyUI-native keys with the
   pack's metadata (training/adapter/files.py); ``metadata`` adds/overrides ``personalvideo.*`` fields.
 
@@ -50,7 +56,8 @@ class ModelSpec:
     negative_prompt: str = ""
     shift: float | None = None  # flow shift of the sigma schedule; None: the family's ComfyUI default (Wan 8)
     layers: str = "attention"  # "attention" or "attention+mlp", as the trainer node's input
-    text_tokens: int | None = None  # text encoder's max_sequence_length; None: 512 (Wan), the tiny one's 16
+    text_tokens: int | None = None  # text encoder's max_sequence_length; None: the family's (Wan 512), tiny 16
+    guidance: float = 6.0  # HunyuanVideo's embedded guidance (ComfyUI's FluxGuidance in its template)
     tiny_options: dict = field(default_factory=dict)  # size overrides for the tiny model (benchmarks)
 
     def __post_init__(self):
@@ -62,7 +69,7 @@ class ModelSpec:
         if self.layers not in ("attention", "attention+mlp"):
             raise ValueError(f"layers: got {self.layers!r}, expected 'attention' or 'attention+mlp'")
         if self.text_tokens is None:
-            self.text_tokens = 16 if self.tiny else 512
+            self.text_tokens = 16 if self.tiny else {"wan": 512, "hunyuan_video": 256, "animatediff": 77}[self.family]
 
 
 @dataclass
@@ -82,8 +89,10 @@ class ScaleoutModel:
     def export_comfyui(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         from .. import export
 
+        # rank/alpha as trained (a fused HunyuanVideo layer has rank n·r, alpha n·alpha: the same scale)
+        trained = {"rank": str(self.params.rank), "alpha": f"{self.params.alpha:g}"}
         return export.write_comfyui_lora(path, self.exporter(self.params), self.gate_start,
-                                         self.base_model, self.expert, metadata)
+                                         self.base_model, self.expert, trained | (metadata or {}))
 
 
 def build_backend(spec: ModelSpec, settings, device: torch.device | str = "cpu",

@@ -1,7 +1,8 @@
 """Flow-matching sampling as ComfyUI does it for Wan (ModelSamplingDiscreteFlow + CONST, euler/simple, CFG).
 
 The same arithmetic, step for step, as ComfyUI's k-diffusion ``sample_euler`` over ``simple_scheduler``'s sigmas
-(so the diffusers backend's videos equal the node side's to float rounding, tests/scaleout/test_backend_wan_equals_comfy.py):
+(so the diffusers backend's videos equal the node side's to float rounding:
+tests/scaleout/test_backend_wan_equals_comfy.py):
 the model predicts a velocity v, the sampler works on x0 = x - sigma·v, and one Euler step is
 x + (x - x0)/sigma · (sigma_next - sigma). diffusers' FlowMatchEulerDiscreteScheduler takes the same step in
 v-form (x + v·dt), equal in exact arithmetic but not bitwise; both keep the gradient. Only euler/simple is
@@ -27,8 +28,12 @@ def sigma_table(shift: float) -> torch.Tensor:
 
 
 def simple_sigmas(shift: float, steps: int) -> torch.Tensor:
-    """ComfyUI's ``simple`` schedule of ``steps`` steps (steps + 1 sigmas, the last 0)."""
-    table = sigma_table(shift)
+    """ComfyUI's ``simple`` schedule of ``steps`` steps (steps + 1 sigmas, the last 0) for a flow model."""
+    return simple_schedule(sigma_table(shift), steps)
+
+
+def simple_schedule(table: torch.Tensor, steps: int) -> torch.Tensor:
+    """comfy.samplers.simple_scheduler over a model's noise levels ``table``."""
     stride = len(table) / steps
     return torch.FloatTensor([float(table[-(1 + int(x * stride))]) for x in range(steps)] + [0.0])
 
@@ -72,14 +77,16 @@ def euler(model_fn, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def cfg_denoised(velocity, x: torch.Tensor, sigma: torch.Tensor, cond, uncond, cfg: float) -> torch.Tensor:
-    """CFG on x0 predictions as ComfyUI's cfg_function (cfg 1: the conditional one only, as ComfyUI skips it).
+def flow_x0(velocity, x: torch.Tensor, sigma: torch.Tensor, embedding) -> torch.Tensor:
+    """CONST: the model's velocity v at timestep 1000·sigma gives x0 = x - sigma·v (calculate_denoised)."""
+    return x - velocity(x, (sigma * MULTIPLIER).float(), embedding) * _sigma_like(sigma, x)
 
-    ``velocity(x, timestep, embedding)`` is the model's output; x0 = x - sigma·v (CONST.calculate_denoised)."""
-    timestep = (sigma * MULTIPLIER).float()
-    s = _sigma_like(sigma, x)
-    cond_x0 = x - velocity(x, timestep, cond) * s
-    if cfg == 1.0:
+
+def cfg(x0, cond, uncond, scale: float) -> torch.Tensor:
+    """CFG on x0 predictions as ComfyUI's cfg_function (scale 1: the conditional one only, as ComfyUI skips it);
+    ``x0(embedding)`` is the model's x0 prediction for one conditioning."""
+    cond_x0 = x0(cond)
+    if scale == 1.0:
         return cond_x0
-    uncond_x0 = x - velocity(x, timestep, uncond) * s
-    return uncond_x0 + (cond_x0 - uncond_x0) * cfg
+    uncond_x0 = x0(uncond)
+    return uncond_x0 + (cond_x0 - uncond_x0) * scale

@@ -13,6 +13,20 @@ from training.adapter.files import build_metadata, save_adapter
 PACK_VERSION = "0.1.0"  # pyproject's version; scaleout has no ComfyUI entry point to read it from
 
 
+def adapted_modules(transformer: torch.nn.Module, layers: str, native_key,
+                    block_prefixes: tuple[str, ...]) -> list[str]:
+    """The linear layers inside the blocks that the node side adapts (nodes/train_nodes.py: attention projections,
+    or those and the MLPs), judged on their native names (``native_key(name)``) as ComfyUI's model shows them."""
+    names = []
+    for name, module in transformer.named_modules():
+        if not isinstance(module, torch.nn.Linear) or not name.startswith(block_prefixes):
+            continue
+        native = native_key(name).lower()
+        if "attn" in native or (layers == "attention+mlp" and any(t in native for t in ("mlp", "ffn", "linear"))):
+            names.append(name)
+    return names
+
+
 def lora_tensors(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float) -> dict[str, torch.Tensor]:
     """{native module prefix: (up, down)} -> ``<prefix>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha``."""
     out = {}

@@ -71,25 +71,26 @@ def _recorded_step(trainer, monkeypatch) -> dict:
     return rec
 
 
-@pytest.fixture(scope="module")
-def diffusers_side():
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop import trainer
-
-    spec = ModelSpec("wan", tiny=True, width=SIZE, height=SIZE, num_frames=FRAMES, negative_prompt=NEGATIVE)
-    model = build_backend(spec, _settings(trainer))
-    model.backend.encode_prompts(PROMPTS)
-    return model
+# Wan 2.1 (gate 0.5 of 4 steps: 2 gated calls) and Wan 2.2 A14B (two experts, boundary 0.875: steps 0-2 are the
+# high-noise expert's at shift 8, the gate 0.75 opens at step 3 in the low-noise expert: 1 gated call).
+CASES = {"wan21": dict(boundary=None, gate_start=0.5, gated_calls=2),
+         "wan22_a14b": dict(boundary=0.875, gate_start=0.75, gated_calls=1)}
 
 
-def test_one_step_equals_the_comfyui_backend(comfy, diffusers_side, monkeypatch):
+@pytest.mark.parametrize("case", CASES)
+def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
     import nodes
 
-    from training.loop.trainer import Trainer, TrainSettings  # noqa: F401
+    from scaleout.backends import ModelSpec, build_backend
+    from training.loop import trainer as trainer_module
     from training.prompts import PromptBank
 
-    model = diffusers_side
-    unet_name, vae_name = write_comfy_wan(model.backend.pipe, comfy, "sobackend_equal", model.transformer)
+    boundary, gate_start, gated_calls = CASES[case].values()
+    spec = ModelSpec("wan", tiny=True, width=SIZE, height=SIZE, num_frames=FRAMES, negative_prompt=NEGATIVE,
+                     expert_boundary=boundary)
+    model = build_backend(spec, _settings(trainer_module, gate_start=gate_start))
+    model.backend.encode_prompts(PROMPTS)
+    unet_name, vae_name = write_comfy_wan(model.backend.pipe, comfy, f"sobackend_{case}", model.transformer)
     target = torch.rand(2, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(5))
 
     # ComfyUI side: the trainer node's own adapter, gate and backend on the converted files.
@@ -97,7 +98,7 @@ def test_one_step_equals_the_comfyui_backend(comfy, diffusers_side, monkeypatch)
     pack_trainer, pack_prompts = pack_module("training.loop.trainer"), pack_module("training.prompts")
     patcher = nodes.UNETLoader().load_unet(unet_name, "default")[0]
     vae = nodes.VAELoader().load_vae(vae_name)[0]
-    settings = _settings(pack_trainer)
+    settings = _settings(pack_trainer, gate_start=gate_start)
     with train_backend.training_mode():
         shapes = train_nodes.lora_targets(patcher, "attention")
         params, gate, patched = train_nodes.attach_trainable_adapter(patcher, shapes, RANK, 4.0, SEED,
@@ -105,6 +106,13 @@ def test_one_step_equals_the_comfyui_backend(comfy, diffusers_side, monkeypatch)
         backend = train_backend.ComfyBackend(patched, gate, None, vae, NEGATIVE, SIZE, SIZE, FRAMES, STEPS, CFG,
                                              True, "euler", "simple")
         backend._conds = {t: [[e.clone(), {}]] for t, e in model.backend.text_embeddings.items()}
+        if boundary is not None:
+            high_name, _ = write_comfy_wan(model.backend.pipe, comfy, f"sobackend_{case}_high",
+                                           model.backend.high_noise)
+            high = nodes.UNETLoader().load_unet(high_name, "default")[0]
+            expert = pack_module("nodes.expert_split").HighNoiseExpert(high, boundary)
+            assert backend.use_high_noise_expert(expert, gate_start) == model.backend.boundary_step == 3
+            assert model.expert == "low_noise"  # what its exported adapter records, as the node's
         assert params.keys == model.params.keys
         for (_, down_c), (_, down_d) in zip(params.pairs().values(), model.params.pairs().values()):
             assert torch.equal(down_c.detach(), down_d.detach()), "the same init rule gives the same adapter"
@@ -115,13 +123,13 @@ def test_one_step_equals_the_comfyui_backend(comfy, diffusers_side, monkeypatch)
 
     # diffusers side: the same trainer core on the peft backend.
     _moved_adapter(model.params)
-    trainer = Trainer(model.backend, model.params, PromptBank(PROMPTS, NEGATIVE, "a man"),
-                      _settings(__import__("training.loop.trainer", fromlist=["x"])), _reward(target))
+    trainer = trainer_module.Trainer(model.backend, model.params, PromptBank(PROMPTS, NEGATIVE, "a man"),
+                                     _settings(trainer_module, gate_start=gate_start), _reward(target))
     ours = _recorded_step(trainer, monkeypatch)
 
     assert rel_err(ours["rollout"].source, comfy_rec["rollout"].source) < 1e-5
     assert rel_err(ours["rollout"].tuned.detach(), comfy_rec["rollout"].tuned.detach()) < 1e-5
-    assert ours["rollout"].gated_calls == comfy_rec["rollout"].gated_calls == 2
+    assert ours["rollout"].gated_calls == comfy_rec["rollout"].gated_calls == gated_calls
     assert rel_err(ours["rollout"].tuned.detach(), ours["rollout"].source) > 1e-3, "the adapter acts after the gate"
     for got, want in zip(ours["frames"], comfy_rec["frames"], strict=True):
         assert rel_err(got, want) < 1e-5

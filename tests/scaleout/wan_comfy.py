@@ -11,7 +11,7 @@ from dev import tiny_models
 
 
 def native_state_dict(diffusers_sd: dict[str, torch.Tensor], native_keys, to_diffusers) -> dict[str, torch.Tensor]:
-    """``diffusers_sd`` under ComfyUI's ``native_keys``; ``to_diffusers`` is diffusers' converter (native -> diffusers)."""
+    """``diffusers_sd`` under ComfyUI's ``native_keys``; ``to_diffusers``: diffusers' native -> diffusers converter."""
     names = to_diffusers({k: k for k in native_keys})  # {diffusers key: native key}
     assert sorted(names) == sorted(diffusers_sd), sorted(set(names) ^ set(diffusers_sd))[:5]
     return {native: diffusers_sd[key].detach().clone().contiguous() for key, native in names.items()}
