@@ -159,6 +159,7 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
         p = config.prompts
         negative = getattr(config.model, "negative_prompt", "")  # the backend conditions on the model's own
         bank = build_prompt_bank(ident.subject or p.subject, "\n".join(p.prompts), negative, p.use_built_in)
+        model.backend.encode_prompts(bank.prompts)  # all at once, before training (as the node does)
         semantic = None if semantic_model is None else (lambda f, prompt: semantic_model.score(f, prompt))
         rewards = Rewards(lambda frames: identity_model.reward(frames, ref), semantic)
         results[ident.name] = train_identity(model, bank, settings, rewards, run, config.output.folder / ident.name,
