@@ -73,14 +73,6 @@ class DistributedRun:
         if self.active:
             dist.barrier()
 
-    def broadcast_object(self, obj):
-        """Rank 0's ``obj`` on every rank (e.g. a decision only rank 0 can make)."""
-        if not self.active:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def init_distributed(cpu: bool = False) -> DistributedRun:
     """Join the process group the launcher describes (or none: a world of one) and pick this rank's device:
@@ -115,7 +107,7 @@ def shard_blocks(blocks: Iterable[nn.Module], trainable: Iterable[nn.Parameter],
                     ignored_params={p for p in block.parameters() if p in keep} or None)
         count += 1
     if count == 0:
-        raise ValueError("fsdp: the model has no blocks to shard; turn [distributed] fsdp off for this model")
+        raise ValueError("fsdp: the model has no blocks to shard; turn [compute] fsdp off for this model")
     run.lockstep_backward = True
     log.info("fsdp: %d blocks sharded over %d ranks", count, run.world_size)
     return count

@@ -8,10 +8,10 @@ CPU, gloo): 1 process, 2 processes, 2 processes with ``[compute] fsdp = true``. 
 diffusers Wan (scaleout/tiny.py) made "medium" with ``tiny_options`` (dim 128·heads, ffn 4·dim, ``--layers``
 blocks); the real SCRFD + w600k_mbf ArcFace at detector threshold 0.05 (a random model draws no faces; see
 tests/scaleout/test_cli_train.py). Each rank records the time of every step's end (the trainer's on_step); the
-first step is a warm-up and left out. Every process computes on one thread (OMP_NUM_THREADS=1). Memory of rank 0: the bytes of the base model's parameters it holds
-(exact: the local shards of FSDP2's DTensors), its resident set once the model is built (VmRSS at the first
-step's end; also right after the build, before sharding) and its peak resident set (VmHWM) over the run, from
-/proc/self/status (the CPU has no torch allocator statistics), with glibc set to return freed memory at once.
+first step is a warm-up and left out. Every process computes on one thread (OMP_NUM_THREADS=1). Memory of
+rank 0: the bytes of the base model's parameters it holds (exact: the local shards of FSDP2's DTensors), its
+resident set once the model is built (VmRSS at the first step's end; also right after the build, before
+sharding) and its peak resident set (VmHWM) over the run, from /proc/self/status (the CPU has no torch allocator statistics), with glibc set to return freed memory at once.
 A step whose reward frames show no face on a rank skips that rank's backward (FSDP: a zero backward), counted
 per rank ("own_steps_skipped_per_rank"); a shorter step, so the times depend on how many there were.
 """

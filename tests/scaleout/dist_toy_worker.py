@@ -131,7 +131,8 @@ def main(out: Path, steps: int, fsdp: bool) -> None:
         with safe_open(str(checkpoint), "pt") as f:
             first_step = int(f.metadata()["step"])
     bank = PromptBank(prompts=("a walks", "a runs", "a dances", "a sits"), negative="", subject="a")
-    result = train_identity(model, bank, settings, Rewards(identity_reward(run.rank, first_step)), run, out / "toy", "toy", resume=True)
+    rewards = Rewards(identity_reward(run.rank, first_step))
+    result = train_identity(model, bank, settings, rewards, run, out / "toy", "toy", resume=True)
     trace["final"] = [p.detach().clone() for p in model.params.parameters()]
     trace["prompts"] = [r.prompt for r in result.history]
     trace["resumed_from"] = result.resumed_from
