@@ -11,7 +11,8 @@ tests/scaleout/test_cli_train.py). Each rank records the time of every step's en
 first step is a warm-up and left out. Every process computes on one thread (OMP_NUM_THREADS=1). Memory of
 rank 0: the bytes of the base model's parameters it holds (exact: the local shards of FSDP2's DTensors), its
 resident set once the model is built (VmRSS at the first step's end; also right after the build, before
-sharding) and its peak resident set (VmHWM) over the run, from /proc/self/status (the CPU has no torch allocator statistics), with glibc set to return freed memory at once.
+sharding) and its peak resident set (VmHWM) over the run, from /proc/self/status (the CPU has no torch
+allocator statistics), with glibc set to return freed memory at once.
 A step whose reward frames show no face on a rank skips that rank's backward (FSDP: a zero backward), counted
 per rank ("own_steps_skipped_per_rank"); a shorter step, so the times depend on how many there were.
 """
