@@ -11,7 +11,7 @@ from ..evaluation.metrics import evaluate_video
 from . import paths
 from .evaluator_nodes import FaceEvaluator, evaluator_reference
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
-from .train_chart import line_chart
+from ..training.loop.chart import line_chart
 
 log = logging.getLogger(__name__)
 

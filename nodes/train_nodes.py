@@ -30,7 +30,7 @@ from .gate import IdentityGate, WeightDelta, layer_weight_scale
 from .prompt_nodes import PromptBankType
 from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
-from .train_chart import training_chart
+from ..training.loop.chart import training_chart
 
 log = logging.getLogger(__name__)
 

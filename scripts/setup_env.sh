@@ -41,11 +41,13 @@ else
   [ -f "$COMFY/main.py" ] || { echo "COMFYUI_PATH=$COMFY has no main.py: point it at a ComfyUI checkout" >&2; exit 2; }
 fi
 
-req_hash=$(cat "$COMFY/requirements.txt" "$here/requirements.txt" "$here/requirements-test.txt" | sha256sum | cut -c1-16)
+req_hash=$(cat "$COMFY/requirements.txt" "$here/requirements.txt" "$here/requirements-test.txt" \
+  "$here/requirements-train.txt" | sha256sum | cut -c1-16)
 if [ ! -f "$stamp.$req_hash" ]; then
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*($|[<>=!~;])' "$COMFY/requirements.txt" > "$VENV/comfy-req.txt"
   # requests: 0.3.75's list omits it but imports it.
   "$PIP" install --quiet -r "$VENV/comfy-req.txt" requests
+  # requirements-test.txt includes requirements-train.txt (-r): the scale-out trainer's tests run here too
   "$PIP" install --quiet -r "$here/requirements.txt" -r "$here/requirements-test.txt"
   touch "$stamp.$req_hash"
 fi

@@ -26,6 +26,23 @@ def test_training_and_evaluation_are_plain_torch():
     assert offenders == {}, f"training/ and evaluation/ must not import ComfyUI modules: {offenders}"
 
 
+# The standalone scale-out trainer and its libraries (requirements-train.txt): the node pack stays light and never
+# needs them installed.
+SCALEOUT_ONLY = {"scaleout", "diffusers", "peft", "accelerate", "transformers"}
+
+
+def test_node_pack_never_imports_the_scaleout_trainer_or_its_libraries():
+    files = [REPO / "__init__.py"] + [p for folder in ("nodes", "training", "evaluation")
+                                      for p in (REPO / folder).rglob("*.py")]
+    offenders = {str(p.relative_to(REPO)): sorted(_imports(p) & SCALEOUT_ONLY) for p in files
+                 if _imports(p) & SCALEOUT_ONLY}
+    assert offenders == {}, f"the node pack must not import the scale-out trainer's modules: {offenders}"
+    # relative imports too: `from ..scaleout import x` has level 2 and module "scaleout"
+    relative = [str(p.relative_to(REPO)) for p in files for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level and (node.module or "").split(".")[0] == "scaleout"]
+    assert relative == []
+
+
 def test_files_stay_readable_in_one_sitting():
     """House style: a Python file past ~300 lines has two jobs (the before-stop check uses the same bound)."""
     long_files = {str(p.relative_to(REPO)): n for p in REPO.rglob("*.py")

@@ -19,3 +19,16 @@ def test_requirements_and_pyproject_agree_and_leave_onnxruntime_to_the_user():
     assert req == project
     assert not {n for n in req if n.startswith("onnxruntime")}, req
     assert "onnx" in req  # the ArcFace and detector graphs are still parsed with onnx
+
+
+def test_train_extra_matches_requirements_train_and_the_tests_install_it():
+    """The scale-out trainer's dependencies: one pinned list in two places, and CI (requirements-test.txt)
+    installs it so tests/scaleout/ runs there."""
+    lines = (REPO / "requirements-train.txt").read_text().splitlines()
+    pinned = {line.strip() for line in lines if line.strip() and not line.strip().startswith("#")}
+    extra = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"])
+    assert pinned == extra
+    assert _names(pinned) == {"diffusers", "peft", "accelerate", "transformers"}
+    assert all("==" in p for p in pinned), pinned
+    assert "-r requirements-train.txt" in (REPO / "requirements-test.txt").read_text().splitlines()
+    assert not _names(pinned) & _names((REPO / "requirements.txt").read_text().splitlines())

@@ -26,6 +26,7 @@ checkpointed gated model calls. One step, as calls::
     │           │  ├─ identity_reward(frames)                           identity/reward.py  (ICR)
     │           │  └─ semantic_score(frames, prompt) -> scr_kl_loss     semantic/reward.py  (SCR)
     │           └─ loss.backward()   recomputes the checkpointed gated calls (and blocks) -> adapter grads
+    ├─ data_parallel.reduce_gradients(params, skipped)   scale-out only: mean over the ranks (scaleout/)
     ├─ clip_grad_norm_ + optimizer.step()    (or skip: non-finite, no face; fp16: loss scaling, gradients.py)
     └─ StepRecord -> TrainResult.history, on_step(record, preview)
 """
@@ -91,6 +92,18 @@ class Backend(Protocol):
         """Frames ``frame_indices`` of ``latent`` as [M, H, W, 3] in [0, 1], differentiable."""
 
 
+class DataParallel(Protocol):
+    """One rank of a data-parallel run (scaleout/distributed.py); the node trains without one."""
+
+    rank: int  # draws item ``step * world_size + rank`` of the one-process draw sequence; rank 0 writes
+    world_size: int
+    lockstep_backward: bool  # a skipped step still runs a zero backward (a sharded model gathers in backward)
+
+    def reduce_gradients(self, params: LoRAParameters, skipped: str) -> str:
+        """After every step's backward on every rank, before clip and step: make the adapter's gradients the
+        same on all ranks; returns why the step must not update the adapter ("" when it may)."""
+
+
 @dataclass
 class RewardTerms:
     """The loss of one step and what it is made of."""
@@ -109,7 +122,8 @@ class Trainer:
                  identity_reward: Callable, semantic_score: Callable | None = None,
                  checkpoint_file: str | os.PathLike | None = None,
                  on_step: Callable[[StepRecord, Preview | None], None] | None = None,
-                 independent_similarity: Callable[[torch.Tensor], float] | None = None):
+                 independent_similarity: Callable[[torch.Tensor], float] | None = None,
+                 data_parallel: DataParallel | None = None):
         self.backend, self.params, self.prompts, self.settings = backend, params, prompts, settings
         self.identity_reward = identity_reward  # frames -> IdentityRewardResult
         self.semantic_score = semantic_score  # (frames, prompt) -> [M] scores, or None (SCR off)
@@ -118,6 +132,7 @@ class Trainer:
         self.independent_similarity = independent_similarity
         self.checkpoint_file = Path(checkpoint_file) if checkpoint_file else None
         self.on_step = on_step
+        self.data_parallel = data_parallel
         if self.scr_on and settings.frames_per_reward < 2:
             raise ValueError(f"frames_per_reward: got {settings.frames_per_reward}, expected at least 2 with the "
                              "semantic reward on (SCR compares scores across frames); raise it or set scr_weight to 0")
@@ -135,9 +150,12 @@ class Trainer:
 
     # -- one step -------------------------------------------------------------------------------
     def draw(self, step: int) -> StepDraw:
-        """Prompt, noise seed and reward frame indices of ``step``: a function of (seed, step) only."""
-        prompt = self.prompts.sample(self.settings.seed, step)
-        gen = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + step)
+        """Prompt, noise seed and reward frame indices of ``step``: a function of (seed, step) only (and of
+        the rank in a data-parallel run: rank r of N draws item N·step + r of the one-process sequence)."""
+        dp = self.data_parallel
+        item = step if dp is None else step * dp.world_size + dp.rank
+        prompt = self.prompts.sample(self.settings.seed, item)
+        gen = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + item)
         noise_seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
         m = min(self.settings.frames_per_reward, self.backend.num_frames)
         frames = sorted(torch.randperm(self.backend.num_frames, generator=gen)[:m].tolist())
@@ -185,10 +203,15 @@ class Trainer:
 
     def _backprop(self, terms: RewardTerms) -> str:
         """Backward into the adapter; returns why the step must not update it ("" when it may)."""
+        skip = ""
         if not torch.isfinite(terms.loss):
-            return "non-finite loss"
-        if not terms.loss.requires_grad or (terms.icr.frames_with_face == 0 and not self.scr_on):
-            return "no face in any reward frame"
+            skip = "non-finite loss"
+        elif not terms.loss.requires_grad or (terms.icr.frames_with_face == 0 and not self.scr_on):
+            skip = "no face in any reward frame"
+        if skip:
+            if self.data_parallel is not None and self.data_parallel.lockstep_backward and terms.loss.requires_grad:
+                (terms.loss.nan_to_num(0.0) * 0.0).backward()  # the other ranks' backward waits for this one's
+            return skip
         self.loss_scale.scaled(terms.loss).backward()
         if cut := layers_without_gradient(self.params.pairs()):  # would silently never train
             raise no_gradient_error(cut, len(self.params.keys))
@@ -203,6 +226,8 @@ class Trainer:
             return terms, self._backprop(terms)
 
         terms, skipped = self.backend.run(draw.prompt, draw.noise_seed, generate_and_backprop)
+        if self.data_parallel is not None:
+            skipped = self.data_parallel.reduce_gradients(self.params, skipped)
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             if skipped.startswith("non-finite"):
@@ -258,7 +283,9 @@ class Trainer:
             self.save_checkpoint()
         return self.result
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Path | None:
+        if self.data_parallel is not None and self.data_parallel.rank != 0:
+            return None  # rank 0 writes: every rank holds the same adapter and optimiser state
         return save_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.step, self.settings,
                                self.result, {"loss_scale": json.dumps(self.loss_scale.state())})
 

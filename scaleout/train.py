@@ -1,0 +1,192 @@
+"""The scale-out trainer's command: train one identity adapter per identity of a TOML config (scaleout/config.py).
+
+Run from the repository root (after ``pip install -r requirements.txt -r requirements-train.txt``)::
+
+    python -m scaleout.train CONFIG.toml                                          # one process
+    torchrun --nproc_per_node N -m scaleout.train CONFIG.toml                     # N GPUs of one machine
+    accelerate launch --multi_gpu --num_processes N -m scaleout.train CONFIG.toml # the same through accelerate
+
+On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m scaleout.train
+CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m scaleout.train
+CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
+process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
+
+Per identity, in ``<output folder>/<name>/``: ``checkpoint.safetensors`` (resumable; written by rank 0 every
+``checkpoint_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
+the pack's metadata: Load Identity Adapter and core LoraLoaderModelOnly read it), ``training_curve.png`` (the
+node's chart) and ``summary.txt``. The loop is the node's (training/loop/trainer.py), with the data-parallel hook
+of scaleout/distributed.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training.identity.reference import build_reference
+from training.identity.reward import load_identity_reward_model
+from training.loop.chart import training_chart
+from training.loop.records import TrainResult
+from training.loop.summary import summarize
+from training.loop.trainer import Trainer, TrainSettings
+from training.prompts import PromptBank, build_prompt_bank
+
+from .config import Config, load_config
+from .distributed import DistributedRun, init_distributed, shard_blocks
+
+log = logging.getLogger(__name__)
+CHECKPOINT, CHART, SUMMARY = "checkpoint.safetensors", "training_curve.png", "summary.txt"
+
+
+@dataclass
+class Rewards:
+    """The reward callables of one identity, as the trainer takes them."""
+
+    identity: Callable  # frames -> IdentityRewardResult
+    semantic: Callable | None = None  # (frames, prompt) -> scores; None: SCR off
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_chart(path: Path, result: TrainResult) -> Path:
+    """The node's training-curve image (loss, face similarity of adapter and base, no-face rate) as a PNG."""
+    pixels = (training_chart(result.history)[0].numpy() * 255).round().astype(np.uint8)
+    return write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+
+
+class ProgressBar:
+    """tqdm on rank 0 (other ranks show nothing), updated by the trainer's ``on_step``."""
+
+    def __init__(self, run: DistributedRun, total: int, name: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=name, unit="step", disable=not run.is_main, dynamic_ncols=True)
+
+    def __call__(self, record, preview) -> None:
+        self.bar.n = record.step + 1
+        self.bar.set_postfix(loss=f"{record.loss:.4f}", sim=f"{record.similarity:.3f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Rewards, run: DistributedRun,
+                   folder: Path, name: str, resume: bool) -> TrainResult:
+    """Train ``model``'s adapter (a ``scaleout.backends.ScaleoutModel``) for one identity on every rank; rank 0
+    writes the checkpoint, the ComfyUI LoRA, the chart and the summary into ``folder``."""
+    bar = ProgressBar(run, settings.steps, name)
+    trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
+                      semantic_score=rewards.semantic, checkpoint_file=folder / CHECKPOINT, on_step=bar,
+                      data_parallel=run)
+    try:
+        result = trainer.train(resume=resume)
+    finally:
+        bar.close()
+    if run.is_main:
+        model.export_comfyui(folder / f"{name}.safetensors", {
+            "trained_steps": str(len(result.history)), "identity": name, "seed": str(settings.seed),
+            "world_size": str(run.world_size)})
+        save_chart(folder / CHART, result)
+        summary = summarize(result, settings, trainer.scr_on) + f"\nprocesses: {run.world_size}"
+        write_atomic(folder / SUMMARY, lambda tmp: Path(tmp).write_text(summary + "\n"))
+        log.info("%s done:\n%s", name, summary)
+    run.barrier()  # no rank starts the next identity (or exits) before rank 0's files are written
+    return result
+
+
+def load_photo(path: Path) -> torch.Tensor:
+    """An RGB photo as [H, W, 3] float in [0, 1] (what build_reference takes)."""
+    with Image.open(path) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
+
+
+def model_dtype(config: Config, device: torch.device) -> torch.dtype:
+    from training.devices import half_dtype_for
+
+    name = config.compute.dtype
+    return half_dtype_for(device) if name == "auto" else getattr(torch, name)
+
+
+def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[str, TrainResult]:
+    """Load the reward models and the model once, then train one adapter per identity (each from the same
+    fresh adapter). ``build_backend``: scaleout.backends.build_backend unless given."""
+    if build_backend is None:
+        from .backends import build_backend
+    r = config.rewards
+    identity_model = load_identity_reward_model(r.insightface_pack, r.det_size, r.det_threshold, run.device,
+                                                run.device)
+    semantic_model = None
+    if r.hpsv2 is not None:
+        from training.semantic.reward import load_semantic_reward_model
+
+        semantic_model = load_semantic_reward_model(r.hpsv2, r.hps_architecture, run.device, run.device)
+    dtype = model_dtype(config, run.device)
+    settings = replace(config.train, loss_scaling=dtype == torch.float16)
+    model = build_backend(config.model, settings, run.device, dtype)
+    fresh = model.params.lora_state_dict()
+    if config.compute.fsdp:
+        shard_blocks(model.blocks_for_sharding(), model.params.parameters(), run)
+    results = {}
+    for ident in config.identities:
+        model.params.load_lora_state_dict(fresh)
+        reference = build_reference(identity_model, [load_photo(p) for p in ident.photos], r.augmentations,
+                                    r.crop_jitter, r.colour_jitter, seed=settings.seed)
+        log.info("%s: %s", ident.name, reference.report())
+        ref = reference.embedding.to(run.device)
+        p = config.prompts
+        negative = getattr(config.model, "negative_prompt", "")  # the backend conditions on the model's own
+        bank = build_prompt_bank(ident.subject or p.subject, "\n".join(p.prompts), negative, p.use_built_in)
+        model.backend.encode_prompts(bank.prompts)  # all at once, before training (as the node does)
+        semantic = None if semantic_model is None else (lambda f, prompt: semantic_model.score(f, prompt))
+        rewards = Rewards(lambda frames: identity_model.reward(frames, ref), semantic)
+        results[ident.name] = train_identity(model, bank, settings, rewards, run, config.output.folder / ident.name,
+                                             ident.name, config.output.resume)
+    return results
+
+
+def _log_to_stderr(run: DistributedRun) -> None:
+    """The command's own log lines (rank-tagged), without touching the root logger's configuration."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[rank {run.rank}] %(levelname)s %(name)s: %(message)s"))
+    for name in ("scaleout", "training"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if run.is_main else logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaleout.train", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="the TOML configuration (see scaleout/config.py)")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank
+    run = init_distributed(cpu=config.compute.cpu)
+    _log_to_stderr(run)
+    train_all(config, run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
