@@ -38,8 +38,8 @@ def backend(comfy):
 
 @pytest.fixture
 def walked(backend):
-    """The per-latent-frame walk needs ComfyUI 0.3.75's Wan VAE cache API (what setup_env.sh and CI install); a
-    ComfyUI that changed it (0.33) decodes whole instead, so the walk's own claims cannot be checked there."""
+    """The per-latent-frame walk knows the Wan VAE cache APIs of ComfyUI 0.3.75 and 0.33 (nodes/vae_decode.py); a
+    ComfyUI with yet another one decodes whole instead, so the walk's own claims cannot be checked there."""
     if not pack_module("nodes.vae_decode").supports_walk(backend.vae.first_stage_model):
         pytest.skip("this ComfyUI's Wan VAE decoder cache API is not walked (decoded whole); see nodes/vae_decode.py")
     return backend
