@@ -33,9 +33,10 @@ import torch
 
 log = logging.getLogger(__name__)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+_WARNED: set[type] = set()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _seed(key: str) -> int:
     """Core's rounding seed for a weight key (0.33: comfy.utils; 0.3.75: comfy.model_patcher only)."""
     string_to_seed = getattr(comfy.utils, "string_to_seed", None) or comfy.model_patcher.string_to_seed
@@ -56,21 +57,24 @@ def is_fp8_matmul_layer(module) -> bool:
     return fp8_ops is not None and isinstance(module, fp8_ops.Linear) and hasattr(comfy.ops, "fp8_linear")
 
 
-def keep_fp8_matmul(module, own_functions: tuple) -> None:
+def keep_fp8_matmul(module, own_functions: frozenset) -> None:
     """Install (for one gated call; the caller restores ``forward_comfy_cast_weights``) the fp8 matmul on ``module``
-    while the only weight/bias functions on it are ``own_functions``."""
+    while the only weight/bias functions on it are the gate's (``own_functions``: their ids)."""
     fallback = module.__dict__.get("forward_comfy_cast_weights") or type(module).forward_comfy_cast_weights.__get__(module)
 
     def forward_comfy_cast_weights(input, *args, **kwargs):
         functions = list(module.weight_function) + list(module.bias_function)
-        if not args and not kwargs and all(any(f is own for own in own_functions) for f in functions):
+        if not args and not kwargs and all(id(f) in own_functions for f in functions):
             try:
                 out = comfy.ops.fp8_linear(module, input)
                 if out is not None:
                     return out
-            except Exception as e:  # as core's fp8_ops does: what fp8_linear cannot take computes dequantised
-                log.warning("PersonalVideo gate: no fp8 matmul in %s (%s: %s); computing dequantised",
-                            type(module).__qualname__, type(e).__name__, e)
+            except Exception as e:  # noqa: BLE001 (core's fp8_ops catches alike: what fp8_linear cannot take
+                # computes dequantised, logged)
+                if type(e) not in _WARNED:  # once per kind of failure, not once per layer and call
+                    _WARNED.add(type(e))
+                    log.warning("PersonalVideo gate: no fp8 matmul in %s (%s: %s); computing dequantised",
+                                type(module).__qualname__, type(e).__name__, e)
         return fallback(input, *args, **kwargs)
 
     module.forward_comfy_cast_weights = forward_comfy_cast_weights

@@ -8,7 +8,8 @@ How it sits on ComfyUI's own machinery:
   each model call it decides from the running sampler's schedule (``transformer_options["sample_sigmas"]``)
   and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
-  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward.
+  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward (fp8_e4m3fn_fast layers
+  keep their fp8 matmul then, as core's LoRA loading does: nodes/fp8_matmul.py).
 
 So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
 never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
@@ -47,7 +48,7 @@ class IdentityGate:
         self.gate_start = check_gate_start(gate_start)
         self.mode = mode
         self.deltas = deltas  # parameter key inside the BaseModel -> weight function
-        self._own_functions = tuple(deltas.values())
+        self._own_functions = frozenset(id(d) for d in deltas.values())
         self._forced: bool | None = None  # set only inside ``forced``
         self._warned = False
         self.run_key = f"personalvideo_gate_{uuid.uuid4().hex}"  # this gate's decision in a run's options
