@@ -8,7 +8,8 @@ How it sits on ComfyUI's own machinery:
   each model call it decides from the running sampler's schedule (``transformer_options["sample_sigmas"]``)
   and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
-  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward.
+  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward (fp8_e4m3fn_fast layers
+  keep their fp8 matmul then, as core's LoRA loading does: nodes/fp8_matmul.py).
 
 So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
 never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
@@ -31,9 +32,11 @@ import comfy.patcher_extension
 import comfy.utils
 
 from ..training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
+from .fp8_matmul import is_fp8_matmul_layer, keep_fp8_matmul, round_to_storage
 from .gate_schedule import LOCATOR
 
 log = logging.getLogger(__name__)
+_MISSING = object()
 
 
 class IdentityGate:
@@ -45,6 +48,7 @@ class IdentityGate:
         self.gate_start = check_gate_start(gate_start)
         self.mode = mode
         self.deltas = deltas  # parameter key inside the BaseModel -> weight function
+        self._own_functions = frozenset(id(d) for d in deltas.values())
         self._forced: bool | None = None  # set only inside ``forced``
         self._warned = False
         self.run_key = f"personalvideo_gate_{uuid.uuid4().hex}"  # this gate's decision in a run's options
@@ -100,7 +104,7 @@ class IdentityGate:
                                                      transformer_options.get("sample_sigmas")))
         if not is_open:
             return executor(x, t, *args, **kwargs)
-        installed = []
+        installed, modules = [], {}
         try:
             for key, delta in self.deltas.items():
                 module_path, _, param = key.rpartition(".")
@@ -109,10 +113,19 @@ class IdentityGate:
                 previous = getattr(module, attr)
                 setattr(module, attr, previous + [delta])  # a new list: never mutate one ComfyUI holds
                 installed.append((module, attr, previous))
+                modules[id(module)] = module
+            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (nodes/fp8_matmul.py)
+                if is_fp8_matmul_layer(module):
+                    installed.append((module, "forward_comfy_cast_weights",
+                                      module.__dict__.get("forward_comfy_cast_weights", _MISSING)))
+                    keep_fp8_matmul(module, self._own_functions)
             return executor(x, t, *args, **kwargs)
         finally:
             for module, attr, previous in reversed(installed):
-                setattr(module, attr, previous)
+                if previous is _MISSING:
+                    module.__dict__.pop(attr, None)  # back to the class's method
+                else:
+                    setattr(module, attr, previous)
 
     def release_after_sampling(self, executor, *args, **kwargs):
         """OUTER_SAMPLE wrapper: the LoRA copies the deltas cached on the sampling device are dropped when the
@@ -157,7 +170,7 @@ class WeightDelta:
         if self.low_rank is None:
             patch = [(self.strength, self.adapter, 1.0, None, None)]
             merged = comfy.lora.calculate_weight(patch, weight.to(torch.float32, copy=True) * self.weight_scale, self.key)
-            return (merged / self.weight_scale).to(weight.dtype)
+            return round_to_storage(merged / self.weight_scale, weight, self.key)
         up, down, scale = self.low_rank
         if up.requires_grad or down.requires_grad:
             up, down = up.to(weight.device), down.to(weight.device)
@@ -166,7 +179,7 @@ class WeightDelta:
                 self._on_device[weight.device] = (up.to(weight.device), down.to(weight.device))
             up, down = self._on_device[weight.device]
         merged = torch.addmm(weight.flatten(1).float(), up, down, alpha=scale / self.weight_scale)
-        return merged.reshape(weight.shape).to(weight.dtype)
+        return round_to_storage(merged.reshape(weight.shape), weight, self.key)
 
 
 def lora_to_patches(model_patcher, lora_sd: dict) -> tuple[dict, list[str]]:

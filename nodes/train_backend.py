@@ -275,9 +275,11 @@ class ComfyBackend:
         z = latent[:, :, : last + 1].to(self.vae.device, self.vae.vae_dtype)
         vae_model = self.vae.first_stage_model
         picked = None
-        if torch.is_grad_enabled() and self.decode_gradient != "plain":
+        # The source video (no gradient) is walked too: the same arithmetic as the tuned one, so a fresh adapter
+        # scores the base exactly (on ComfyUI 0.33 the walk and Wan's own pairwise decode differ by float rounding).
+        if self.decode_gradient != "plain":
             picked = causal_vae_frames(vae_model, z, frame_indices, self.decode_gradient)  # [1, 3, M, H, W]
-        if picked is None:  # no gradient, plain asked for, or a VAE that is not walked per latent frame
+        if picked is None:  # plain asked for, or a VAE that is not walked per latent frame
             picked = vae_model.decode(z)[:, :, frame_indices]  # [1, 3, F, H, W] in [-1, 1]
         frames = self.vae.process_output(picked.float())[0].permute(1, 2, 3, 0)  # [M, H, W, 3]
         return to_reward_device(frames, self.reward_device or mm.get_torch_device())

@@ -3,9 +3,19 @@
 Wan 2.1's VAE (``comfy.ldm.wan.vae.WanVAE``, also what Wan 2.2 A14B uses) and Wan 2.2's (``vae2_2.WanVAE``,
 TI2V-5B) decode as ``x = conv2(z)`` then ``decoder(x[:, :, i:i+1], feat_cache, feat_idx)`` per latent frame
 (2.2: ``first_chunk`` on frame 0, then ``unpatchify``). Other VAEs (HunyuanVideo's, LTXV's, ...) are not walked
-this way: ``causal_vae_frames`` returns None for them and the caller decodes them whole (plain autograd). The
-walk relies on 0.3.75's decoder cache API (``count_conv3d``, ``feat_cache``/``feat_idx``); ComfyUI 0.33 changed it
-(``cache_list``/``cache_idx``, deferred caches), so there the Wan VAEs decode whole too, said in the log.
+this way: ``causal_vae_frames`` returns None for them and the caller decodes them whole (plain autograd).
+
+Two decoder cache APIs exist, feature-detected per VAE module:
+
+- ComfyUI 0.3.75 (and 0.33's ``vae2_2``): ``count_conv3d`` slots; every causal layer keeps the last two frames it
+  saw (a one-frame input is prefixed with the last frame of the previous cache) as a copy; the decoder returns
+  a tensor.
+- ComfyUI 0.33's ``vae``: ``count_cache_layers`` slots; a layer keeps ``x[:, :, -2:]`` of its input (a view, one
+  frame when the input has one), because its own ``decode`` feeds latent frames in pairs after the first; the
+  decoder returns a list of chunks. Walked one latent frame at a time, ``_complete_cache`` does after each pass
+  what 0.3.75's layers did inside: a one-frame entry gets the previous entry's last frame in front (a causal
+  convolution then sees the same frames as in the pair), and views are copied, so a cache entry does not keep
+  the layer's whole activation alive between passes (the memory the walk exists to save).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ def _module_of_class(vae_class):
         except ImportError:
             continue
         if vae_class is getattr(module, "WanVAE", None):
-            if not hasattr(module, "count_conv3d"):  # newer ComfyUI: another cache API (checked on 0.33.0)
+            if _cache_slot_counter(module) is None:  # a cache API neither 0.3.75 nor 0.33 has
                 log.warning("PersonalVideo training: this ComfyUI's %s decoder has a cache API the per-latent-frame "
                             "decode does not know; the reward frames are decoded whole (exact gradient, more "
                             "memory)", name)
@@ -73,6 +83,22 @@ def decodes_causally(first_stage_model) -> bool:
     return _causal_class(type(first_stage_model))
 
 
+def _cache_slot_counter(module):
+    """The function counting a decoder's cache slots: ``count_conv3d`` (0.3.75) or ``count_cache_layers`` (0.33)."""
+    return getattr(module, "count_conv3d", None) or getattr(module, "count_cache_layers", None)
+
+
+def _complete_cache(before: list, cache: list, frames: int) -> None:
+    """After one latent frame's pass: each entry the pass wrote holds ``frames`` frames and owns its memory (see the
+    module docstring). A no-op on 0.3.75's layers, which do this themselves."""
+    for k, (old, new) in enumerate(zip(before, cache)):
+        if not isinstance(new, torch.Tensor) or new is old:
+            continue
+        if new.shape[2] < frames and isinstance(old, torch.Tensor):
+            new = torch.cat([old[:, :, -1:], new], dim=2)
+        cache[k] = new if new._base is None else new.clone()
+
+
 def supports_walk(first_stage_model) -> bool:
     """Whether ``causal_vae_frames`` can decode this VAE latent frame by latent frame."""
     return _wan_vae_module(first_stage_model) is not None
@@ -94,8 +120,11 @@ def causal_vae_frames(first_stage_model, z: torch.Tensor, frame_indices: list[in
 
     def step(i: int, cache: list) -> torch.Tensor:
         extra = {"first_chunk": True} if wan22 and i == 0 else {}
+        before = list(cache)
         out = decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], **extra)
+        _complete_cache(before, cache, getattr(module, "CACHE_T", 2))
+        out = torch.cat(out, dim=2) if isinstance(out, list) else out  # 0.33's decoder returns its chunks
         return module.unpatchify(out, patch_size=2) if wan22 else out
 
-    outputs = causal_decode(step, max(needed) + 1, module.count_conv3d(decoder), needed, mode)
+    outputs = causal_decode(step, max(needed) + 1, _cache_slot_counter(module)(decoder), needed, mode)
     return select_frames(outputs, frame_indices)

@@ -38,8 +38,8 @@ def backend(comfy):
 
 @pytest.fixture
 def walked(backend):
-    """The per-latent-frame walk needs ComfyUI 0.3.75's Wan VAE cache API (what setup_env.sh and CI install); a
-    ComfyUI that changed it (0.33) decodes whole instead, so the walk's own claims cannot be checked there."""
+    """The per-latent-frame walk knows the Wan VAE cache APIs of ComfyUI 0.3.75 and 0.33 (nodes/vae_decode.py); a
+    ComfyUI with yet another one decodes whole instead, so the walk's own claims cannot be checked there."""
     if not pack_module("nodes.vae_decode").supports_walk(backend.vae.first_stage_model):
         pytest.skip("this ComfyUI's Wan VAE decoder cache API is not walked (decoded whole); see nodes/vae_decode.py")
     return backend
@@ -183,3 +183,17 @@ def test_wan22_vae_walk_equals_its_own_decode(comfy, walked):
     assert got.shape == want.shape == (1, 3, 3, 64, 64) and want_grad.abs().sum() > 0
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.allclose(grad, want_grad, rtol=1e-4, atol=1e-5 * float(want_grad.abs().max()))
+
+
+def test_cache_completion_gives_one_frame_entries_the_previous_frame_and_copies_views(comfy):
+    """What the walk does after each pass on ComfyUI 0.33's Wan VAE (nodes/vae_decode.py), shown on a hand-made
+    cache so it is checked on every version (0.3.75's layers leave nothing to complete: checked by the walk tests).
+    Slots: a one-frame view after a tensor, a two-frame view, the upsampler's 'Rep' marker, an untouched entry."""
+    complete = pack_module("nodes.vae_decode")._complete_cache
+    activation = torch.arange(2 * 4.0).reshape(1, 1, 4, 1, 2)  # a layer's input: 4 frames
+    previous = [torch.full((1, 1, 2, 1, 2), -1.0), torch.full((1, 1, 2, 1, 2), -2.0), None, torch.zeros(1, 1, 2, 1, 2)]
+    cache = [activation[:, :, -1:], activation[:, :, -2:], "Rep", previous[3]]
+    complete(previous, cache, 2)
+    assert torch.equal(cache[0][:, :, 0], previous[0][:, :, -1]) and torch.equal(cache[0][:, :, 1], activation[:, :, 3])
+    assert torch.equal(cache[1], activation[:, :, -2:]) and cache[1]._base is None, "a view pins the whole input"
+    assert cache[2] == "Rep" and cache[3] is previous[3]

@@ -67,6 +67,35 @@ def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_comp
     assert not torch.equal(out["identity"], out["base"]), "a non-zero adapter must act after the gate"
 
 
+def test_fp8_fast_gated_adapter_computes_as_core_lora_loading(rt, fp8_compute, monkeypatch):  # noqa: F811
+    """fp8_e4m3fn_fast: core LoraLoaderModelOnly bakes W + ΔW back into fp8 (stochastic rounding seeded by the key)
+    and keeps the fp8 matmul. The gate open from step 0 must give exactly that, through the fp8 matmul in every
+    call (ComfyUI 0.33 leaves it for layers carrying a weight function: nodes/fp8_matmul.py)."""
+    import comfy.ops
+    from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
+
+    fp8_linear, fp8_calls = comfy.ops.fp8_linear, []
+
+    def counting(module, input):
+        fp8_calls.append(len(module.weight_function))  # the gate's delta rides on the fp8 matmul
+        return fp8_linear(module, input)
+
+    monkeypatch.setattr(comfy.ops, "fp8_linear", counting)
+    out = {}
+    for name, build in (("core", lambda g, m: lora(g, m, "identity_wan21.safetensors")),
+                        ("gated", lambda g, m: gated(g, m, "identity_wan21.safetensors", start=0.0)),
+                        ("base", lambda g, m: m)):
+        g, model, pos, neg, latent = base_graph("wan21")
+        g.nodes[model[0]]["inputs"]["weight_dtype"] = "fp8_e4m3fn_fast"
+        fp8_calls.clear()
+        out[name] = run_latent(rt, g, ksampler(g, build(g, model), pos, neg, latent))
+        if name == "gated":
+            gated_calls = list(fp8_calls)
+    assert rel_err(out["core"], out["base"]) > 1e-2, "the LoRA must matter for the check to mean anything"
+    assert torch.equal(out["gated"], out["core"]), rel_err(out["gated"], out["core"])
+    assert len(gated_calls) == len(fp8_calls) and 1 in gated_calls, (len(gated_calls), len(fp8_calls))
+
+
 def _write_scaled_fp8(rt):  # noqa: F811
     """The tiny Wan as ComfyUI's "fp8_scaled" files are (Comfy-Org's Wan 2.2 fp8 releases): every Linear weight
     stored as fp8 W/s with a per-tensor ``scale_weight`` s, and the ``scaled_fp8`` marker key. Also the same
