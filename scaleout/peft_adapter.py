@@ -21,6 +21,8 @@ import re
 
 import torch
 
+from training.adapter.lora import load_lora_state_dict, lora_state_dict
+
 ADAPTER = "identity"
 
 
@@ -79,29 +81,11 @@ class PeftLoRA(torch.nn.Module):
         yield from (down for _, down in pairs)
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for key, (up, down) in self.pairs().items():
-            prefix = key[: -len(".weight")]
-            out[f"{prefix}.lora_up.weight"] = up.detach().to("cpu", torch.float32).clone()
-            out[f"{prefix}.lora_down.weight"] = down.detach().to("cpu", torch.float32).clone()
-            out[f"{prefix}.alpha"] = torch.tensor(self.alpha)
-        return out
+        return lora_state_dict(self.pairs(), self.alpha)
 
     def load_lora_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         """Inverse of ``lora_state_dict`` (resume); ValueError on a mismatch."""
-        for key, (up, down) in self.pairs().items():
-            prefix = key[: -len(".weight")]
-            try:
-                new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
-            except KeyError as e:
-                raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other layers or "
-                                 "another model") from e
-            if new_up.shape != up.shape or new_down.shape != down.shape:
-                raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses rank "
-                                 f"{down.shape[0]}; use the same rank to resume")
-            with torch.no_grad():
-                up.copy_(new_up)
-                down.copy_(new_down)
+        load_lora_state_dict(self.pairs(), sd)
 
     # -- the gate ----------------------------------------------------------------------------------
     def set_enabled(self, on: bool, layers=None) -> None:

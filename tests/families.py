@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dev import tiny_families, tiny_models
 from dev.comfy_runtime import comfyui_path
-from graphs import Graph
+from graphs import Graph, install_models
 
 MODULE_FILE = {"hunyuan_video_15": "hunyuan_video/model.py", "ltxv": "lightricks/model.py",
                "cogvideox": "cogvideo/model.py"}
@@ -113,3 +113,25 @@ def two_sampler_reference(rt, family, lora):
     g, first = sample(family, end=GATE)
     g, second = sample(family, start=GATE, add_noise="disable", start_latent=first, lora=lora, g=g)
     return latent(rt, family, g, second)
+
+
+def install_all(comfy):
+    """The pack's usual tiny models plus every family this ComfyUI has, in its models folders."""
+    install_models(comfy)
+    for family in AVAILABLE:
+        install(comfy, family)
+    return comfy
+
+
+def load_all(comfy) -> dict:
+    """{family: (MODEL, VAE, CLIP stand-in)} as the loader nodes return them, for every family this ComfyUI has."""
+    out = {}
+    for family in AVAILABLE:
+        g = Graph()
+        model, vae = loaders(g, family)
+        g.capture(model, "model")
+        g.capture(vae, "vae")
+        g.capture(clip_standin(g, family), "clip")
+        c = run(comfy, family, g)
+        out[family] = (c["model"], c["vae"], c["clip"])
+    return out

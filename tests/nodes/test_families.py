@@ -14,32 +14,20 @@ import pytest
 import torch
 
 import families
-from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
+from graphs import MODEL_FILES, pack_module, rel_err
 
 FAMILIES = families.AVAILABLE
 
 
 @pytest.fixture(scope="module")
 def rt(comfy):
-    install_models(comfy)
-    for family in FAMILIES:
-        families.install(comfy, family)
-    return comfy
+    return families.install_all(comfy)
 
 
 @pytest.fixture(scope="module")
 def loaded(rt):
     """{family: (MODEL, VAE, CLIP stand-in)} as the loader nodes return them."""
-    out = {}
-    for family in FAMILIES:
-        g = Graph()
-        model, vae = families.loaders(g, family)
-        g.capture(model, "model")
-        g.capture(vae, "vae")
-        g.capture(families.clip_standin(g, family), "clip")
-        c = families.run(rt, family, g)
-        out[family] = (c["model"], c["vae"], c["clip"])
-    return out
+    return families.load_all(rt)
 
 
 def test_cogvideox_is_there_exactly_when_comfyui_has_it(rt):

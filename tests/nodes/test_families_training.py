@@ -17,7 +17,7 @@ import torch
 import families
 from dev.face_assets import make_pack, photo_path
 from families import CFG, NEGATIVE, PROMPT, SEED, STEPS
-from graphs import Graph, install_models, pack_module, rel_err
+from graphs import Graph, pack_module, rel_err
 
 FAMILIES = families.AVAILABLE
 PACK = "vectron_s"
@@ -25,25 +25,13 @@ PACK = "vectron_s"
 
 @pytest.fixture(scope="module")
 def rt(comfy):
-    install_models(comfy)
-    for family in FAMILIES:
-        families.install(comfy, family)
-    return comfy
+    return families.install_all(comfy)
 
 
 @pytest.fixture(scope="module")
 def loaded(rt):
     """{family: (MODEL, VAE, CLIP stand-in)} as the loader nodes return them."""
-    out = {}
-    for family in FAMILIES:
-        g = Graph()
-        model, vae = families.loaders(g, family)
-        g.capture(model, "model")
-        g.capture(vae, "vae")
-        g.capture(families.clip_standin(g, family), "clip")
-        c = families.run(rt, family, g)
-        out[family] = (c["model"], c["vae"], c["clip"])
-    return out
+    return families.load_all(rt)
 
 
 UP_STD = {"cogvideox": 1.0}  # see families.install: CogVideoX's last quarter needs a stronger adapter to show

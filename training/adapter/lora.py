@@ -43,26 +43,37 @@ class LoRAParameters(torch.nn.Module):
 
     def lora_state_dict(self) -> dict[str, torch.Tensor]:
         """ComfyUI LoRA keys: ``<module>.lora_up.weight``, ``.lora_down.weight``, ``.alpha`` (CPU copies)."""
-        out = {}
-        for key, (up, down) in self.pairs().items():
-            prefix = key[: -len(".weight")]
-            out[f"{prefix}.lora_up.weight"] = up.detach().to("cpu", torch.float32).clone()
-            out[f"{prefix}.lora_down.weight"] = down.detach().to("cpu", torch.float32).clone()
-            out[f"{prefix}.alpha"] = torch.tensor(self.alpha)
-        return out
+        return lora_state_dict(self.pairs(), self.alpha)
 
     def load_lora_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
         """Inverse of ``lora_state_dict`` (for resume); raises ValueError on a mismatch."""
-        for key, (up, down) in self.pairs().items():
-            prefix = key[: -len(".weight")]
-            try:
-                new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
-            except KeyError as e:
-                raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other "
-                                 "layers or another model") from e
-            if new_up.shape != up.shape or new_down.shape != down.shape:
-                raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses "
-                                 f"rank {down.shape[0]}; use the same rank to resume")
-            with torch.no_grad():
-                up.copy_(new_up)
-                down.copy_(new_down)
+        load_lora_state_dict(self.pairs(), sd)
+
+
+def lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float) -> dict[str, torch.Tensor]:
+    """{weight key: (up, down)} as ComfyUI LoRA tensors (CPU float32 copies): the one writer of the key format,
+    shared by LoRAParameters and the scale-out trainer's peft view."""
+    out = {}
+    for key, (up, down) in pairs.items():
+        prefix = key[: -len(".weight")]
+        out[f"{prefix}.lora_up.weight"] = up.detach().to("cpu", torch.float32).clone()
+        out[f"{prefix}.lora_down.weight"] = down.detach().to("cpu", torch.float32).clone()
+        out[f"{prefix}.alpha"] = torch.tensor(alpha)
+    return out
+
+
+def load_lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], sd: dict[str, torch.Tensor]) -> None:
+    """Copy ``lora_state_dict``'s tensors back into ``pairs`` (resume); ValueError on a mismatch."""
+    for key, (up, down) in pairs.items():
+        prefix = key[: -len(".weight")]
+        try:
+            new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
+        except KeyError as e:
+            raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other "
+                             "layers or another model") from e
+        if new_up.shape != up.shape or new_down.shape != down.shape:
+            raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses "
+                             f"rank {down.shape[0]}; use the same rank to resume")
+        with torch.no_grad():
+            up.copy_(new_up)
+            down.copy_(new_down)
