@@ -141,6 +141,19 @@ def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress 
 
 
 def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None = None):
+    import comfy.model_management as mm
+
+    # ComfyUI 0.33 computes Wan's rotary embedding with a fused kernel that has no backward unless
+    # ``in_training`` is set (0.3.75 has no such switch); the trainer node sets it the same way.
+    was_training = getattr(mm, "in_training", False)
+    mm.in_training = True
+    try:
+        return _train_dit(recipe, latents, motions, progress)
+    finally:
+        mm.in_training = was_training
+
+
+def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None):
     gen = torch.Generator().manual_seed(recipe.seed + 2)
     dit = build_dit(recipe, gen)
     ema = copy.deepcopy(dit).requires_grad_(False)
