@@ -98,7 +98,13 @@ def _crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     return x[..., top:top + size, left:left + size]
 
 
-def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None = None):
+def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between the images' vertical and horizontal pixel differences (penalises blur that plain L1 tolerates)."""
+    return sum(F.l1_loss(y.diff(dim=d), x.diff(dim=d)) for d in (-2, -1))
+
+
+def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None = None, edge_weight: float = 0.0):
+    """``edge_weight``: weight of an edge (gradient) L1 term; 0, the recipe's loss, is what the build uses."""
     gen = torch.Generator().manual_seed(recipe.seed)
     vae = build_vae(recipe, gen)
     fmt = _latent_format()
@@ -113,6 +119,8 @@ def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None =
         mean, std = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
         moments = mean.pow(2).mean() + (std - 1).pow(2).mean()
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 0.01 * moments
+        if edge_weight:
+            loss = loss + edge_weight * _edge_l1(y, x)
         for group in opt.param_groups:
             group["lr"] = _lr(step, recipe.vae_steps, recipe.vae_lr)
         opt.zero_grad(set_to_none=True)

@@ -81,3 +81,34 @@ def test_ablation_runs_every_arm_through_the_nodes(comfy, built, tmp_path):
     assert "1 steps (" in data["arms"][1]["training_summary"] and "gate start 0.75" in data["arms"][1]["training_summary"]
     table = ablation.table(data["arms"])
     assert table.count("\n") == 1 + len(arms) and "gate 0.75" in table
+
+
+class _IdentityVAE:
+    """Stand-in for a perfect autoencoder (encode and decode pass the video through): checks the measurement."""
+
+    def encode(self, video):
+        return video
+
+    def decode(self, latent):
+        return latent
+
+
+def test_vae_check_measures_reconstructions_against_their_sources(comfy):
+    import torch
+
+    from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
+    from dev.proving_ground.train import _edge_l1, train_vae
+    from dev.proving_ground.vae_check import reconstruction_check
+
+    det = detector()
+    faces = find_faces(PRETRAIN_PHOTOS, det)
+    perfect = reconstruction_check(_IdentityVAE(), SMOKE, faces, det, clips=2)
+    assert perfect["frames"] == 2 * SMOKE.frames and perfect["recon_l1"] < 1e-6
+    assert perfect["faces_source"] > 0 and perfect["faces_recon"] == perfect["faces_source"]
+    assert perfect["faces_kept"] == 1.0
+    smoke = reconstruction_check(train_vae(SMOKE, faces, edge_weight=1.0), SMOKE, faces, det, clips=1)
+    assert smoke["frames"] == SMOKE.frames and smoke["recon_l1"] > 0.01  # 2 training steps: far from perfect
+    assert 0.0 <= smoke["faces_recon"] <= 1.0 and 0.0 <= smoke["faces_kept"] <= 1.0
+    x = torch.rand(1, 3, 1, 16, 16)
+    blurred = torch.nn.functional.avg_pool2d(x[:, :, 0], 3, 1, 1)[:, :, None]
+    assert float(_edge_l1(x, x)) == 0.0 and float(_edge_l1(blurred, x)) > 0.1
