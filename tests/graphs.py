@@ -112,3 +112,22 @@ def run_latent(comfy, g: Graph, link, key="out") -> torch.Tensor:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach(), b.detach()
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def directional_gradient_check(backend, params, run_loss, prompt, seed, eps=1e-3):
+    """(analytic, numeric, values): the gradient of ``backend.run(prompt, seed, run_loss)`` along a fixed random
+    direction of the adapter's parameters, by backward and by central differences with step ``eps`` (call inside
+    the backend's training mode)."""
+    backend.run(prompt, seed, lambda *a: run_loss(*a).backward())
+    direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in
+                 enumerate(params.parameters())]
+    analytic = sum(float((p.grad * d).sum()) for p, d in zip(params.parameters(), direction))
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, d in zip(params.parameters(), direction):
+                p.add_(sign * eps * d)
+            values.append(float(backend.run(prompt, seed, run_loss)))
+            for p, d in zip(params.parameters(), direction):
+                p.sub_(sign * eps * d)
+    return analytic, (values[0] - values[1]) / (2 * eps), values

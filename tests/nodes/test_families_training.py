@@ -17,7 +17,7 @@ import torch
 import families
 from dev.face_assets import make_pack, photo_path
 from families import CFG, NEGATIVE, PROMPT, SEED, STEPS
-from graphs import Graph, pack_module, rel_err
+from graphs import Graph, directional_gradient_check, pack_module, rel_err
 
 FAMILIES = families.AVAILABLE
 PACK = "vectron_s"
@@ -104,19 +104,7 @@ def test_gradient_through_the_gated_sampling_matches_finite_differences(rt, load
         return (out.tuned * weights).sum()
 
     with pack_module("nodes.train_backend").training_mode():
-        backend.run(PROMPT, SEED, lambda *a: loss(*a).backward())
-        direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in
-                     enumerate(params.parameters())]
-        analytic = sum(float((p.grad * d).sum()) for p, d in zip(params.parameters(), direction))
-        eps, values = 1e-3, []
-        for sign in (1, -1):
-            with torch.no_grad():
-                for p, d in zip(params.parameters(), direction):
-                    p.add_(sign * eps * d)
-                values.append(float(backend.run(PROMPT, SEED, loss)))
-                for p, d in zip(params.parameters(), direction):
-                    p.sub_(sign * eps * d)
-    numeric = (values[0] - values[1]) / (2 * eps)
+        analytic, numeric, values = directional_gradient_check(backend, params, loss, PROMPT, SEED)
     assert abs(analytic) > 0.1, analytic
     # 2e-3 relative, plus the float32 rounding of the loss (|loss| ~ 10-100) divided by 2·eps
     assert abs(numeric - analytic) <= 2e-3 * abs(analytic) + 5e-3, (numeric, analytic, values)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dev import tiny_models
-from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
+from graphs import MODEL_FILES, Graph, directional_gradient_check, install_models, pack_module, rel_err
 
 FAMILY = "wan21"
 SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
@@ -129,20 +129,7 @@ def test_gradient_through_the_sampler_matches_finite_differences(rt, loaded, sam
         return (out.tuned * weights).sum()
 
     with _training_mode():
-        backend.run(PROMPT, SEED, lambda *a: loss(*a).backward())
-        direction = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in
-                     enumerate(params.parameters())]
-        analytic = sum(float((p.grad * d).sum()) for p, d in zip(params.parameters(), direction))
-        eps = 1e-3
-        values = []
-        for sign in (1, -1):
-            with torch.no_grad():
-                for p, d in zip(params.parameters(), direction):
-                    p.add_(sign * eps * d)
-                values.append(float(backend.run(PROMPT, SEED, loss)))
-                for p, d in zip(params.parameters(), direction):
-                    p.sub_(sign * eps * d)
-    numeric = (values[0] - values[1]) / (2 * eps)
+        analytic, numeric, values = directional_gradient_check(backend, params, loss, PROMPT, SEED)
     assert abs(analytic) > 1.0
     # 2e-3 relative, plus the float32 rounding of the loss divided by 2·eps (about 1e-2 here)
     assert abs(numeric - analytic) <= 2e-3 * abs(analytic) + 2e-2, (numeric, analytic, values)
