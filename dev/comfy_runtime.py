@@ -12,6 +12,7 @@ adds ComfyUI arguments (e.g. ``--cpu-vae``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import sys
@@ -47,6 +48,22 @@ def comfyui_path() -> Path:
             "or set COMFYUI_PATH to a ComfyUI checkout."
         )
     return path
+
+
+class Graph:
+    """An API-format prompt under construction: ``g.add("KSampler", model=..., ...)`` returns a link."""
+
+    def __init__(self):
+        self.nodes: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, class_type: str, **inputs) -> list:
+        node_id = str(next(self._ids))
+        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
+        return [node_id, 0]
+
+    def capture(self, value, key: str) -> None:
+        self.add("PersonalVideoDevCapture", value=value, key=key)
 
 
 class GraphError(RuntimeError):

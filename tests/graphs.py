@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 
 import torch
 
 from dev import tiny_models
+from dev.comfy_runtime import Graph  # noqa: F401  (tests build graphs from here)
 
 MODEL_FILES = {f: f"tiny_{f}.safetensors" for f in tiny_models.FAMILIES}
 
@@ -55,22 +55,6 @@ def install_experts(comfy) -> None:
         path = comfy.model_dir("diffusion_models") / expert_file(expert)
         if not path.exists():
             tiny_models.write_diffusion_model("wan21", path, seed=seed)
-
-
-class Graph:
-    """An API-format prompt under construction: ``g.add("KSampler", model=..., ...)`` returns a link."""
-
-    def __init__(self):
-        self.nodes: dict[str, dict] = {}
-        self._ids = itertools.count(1)
-
-    def add(self, class_type: str, **inputs) -> list:
-        node_id = str(next(self._ids))
-        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
-        return [node_id, 0]
-
-    def capture(self, value, key: str) -> None:
-        self.add("PersonalVideoDevCapture", value=value, key=key)
 
 
 def base_graph(family: str, steps: int = 8, cfg: float = 3.0, prompt: str = "a person walking on a beach"):

@@ -6,9 +6,9 @@ VAEDecode), with the dev text stand-in for the prompt: the numbers are about the
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
+from dev.comfy_runtime import Graph  # noqa: F401  (build_model.py builds its sampling graph with it)
 from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
 from dev.proving_ground.train import TEXT_TOKENS, TEXT_WIDTH
 
@@ -21,19 +21,6 @@ def register(folder: Path) -> None:
 
     folder_paths.add_model_folder_path("diffusion_models", str(folder))
     folder_paths.add_model_folder_path("vae", str(folder))
-
-
-class Graph:
-    """An API-format prompt: ``g.add(class_type, **inputs)`` returns the link to the node's first output."""
-
-    def __init__(self):
-        self.nodes: dict[str, dict] = {}
-        self._ids = itertools.count(1)
-
-    def add(self, class_type: str, **inputs) -> list:
-        node_id = str(next(self._ids))
-        self.nodes[node_id] = {"class_type": class_type, "inputs": inputs}
-        return [node_id, 0]
 
 
 def text(g: Graph, prompt: str) -> list:
