@@ -12,19 +12,25 @@ LOCAL_RANK); one plain ``python -m scaleout.train CONFIG.toml`` is a world of on
 - ``shard_blocks``: FSDP2 ``fully_shard`` on each block of the frozen base model, the adapter's parameters
   left out (``ignored_params``), so they stay whole, replicated tensors under the same reduction. A sharded
   model gathers weights in backward too, so every rank runs a backward every step (``lockstep_backward``).
+- ``load_sharded``: the load-time half (torchtitan's / torchtune's recipe): the model is built empty (parameters
+  on ``meta``), gets its adapter, is sharded, and only then receives its weights: rank 0 loads the full copy on
+  the CPU and ``set_model_state_dict(..., broadcast_from_rank0=True)`` sends it one tensor at a time, each rank
+  keeping its shard of a block's weights and a whole copy of the rest (embeddings, head, norms, the adapter).
+  No rank but 0 ever holds a whole block, so a model larger than one device can be trained.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 log = logging.getLogger(__name__)
+Adapter = TypeVar("Adapter")
 
 
 @dataclass
@@ -88,9 +94,12 @@ def init_distributed(cpu: bool = False) -> DistributedRun:
     return run
 
 
-def shard_blocks(blocks: Iterable[nn.Module], trainable: Iterable[nn.Parameter], run: DistributedRun) -> int:
+def shard_blocks(blocks: Iterable[nn.Module], trainable: Iterable[nn.Parameter], run: DistributedRun,
+                 root: nn.Module | None = None) -> int:
     """FSDP2-shard each block's frozen weights across the ranks; the ``trainable`` parameters stay whole.
 
+    ``root``: the model holding the blocks, made the FSDP2 root (it coordinates the blocks' gathers and moves
+    its buffers to the run's device) with all its own parameters left whole (embeddings, head, norms).
     Returns the number of blocks sharded. A world of one has nothing to shard across (returns 0).
     """
     if not run.active:
@@ -108,6 +117,69 @@ def shard_blocks(blocks: Iterable[nn.Module], trainable: Iterable[nn.Parameter],
         count += 1
     if count == 0:
         raise ValueError("fsdp: the model has no blocks to shard; turn [compute] fsdp off for this model")
+    if root is not None:
+        from torch.distributed.tensor import DTensor
+
+        fully_shard(root, mesh=mesh, reshard_after_forward=True,
+                    ignored_params={p for p in root.parameters() if not isinstance(p, DTensor)} or None)
     run.lockstep_backward = True
     log.info("fsdp: %d blocks sharded over %d ranks", count, run.world_size)
     return count
+
+
+def load_sharded(empty: nn.Module, full: Callable[[], nn.Module], block_lists: Sequence[str], run: DistributedRun,
+                 adapt: Callable[[nn.Module], Adapter] | None = None) -> Adapter | None:
+    """Give ``empty`` (a model built with its parameters on ``meta``: accelerate's ``init_empty_weights``) its
+    weights as FSDP2 shards, without any rank but 0 holding a whole block.
+
+    ``full()`` is called on rank 0 only and returns the whole model on the CPU, frozen and in its final dtypes.
+    ``adapt(model)`` injects the adapter (peft) and returns it; it runs on rank 0's full copy (which draws the
+    initial adapter from the seed, as in an unsharded run) and on ``empty`` (whose adapter weights stay on
+    ``meta`` until rank 0's arrive). Then ``empty``'s blocks (its attributes ``block_lists``) and the model are
+    ``fully_shard``-ed (``shard_blocks``) and ``set_model_state_dict`` broadcasts rank 0's state dict tensor by
+    tensor: each rank keeps its shard of every block weight and a whole copy of everything else. Returns the
+    adapter of ``empty`` (None without ``adapt``).
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    source = None
+    if run.is_main:
+        source = full()
+        if adapt is not None:
+            adapt(source)
+    # every rank builds with the dtypes rank 0 loaded (a folder may keep some modules in float32)
+    dtypes = [None if source is None else {name: t.dtype for name, t in _tensors(source)}]
+    dist.broadcast_object_list(dtypes, src=0)
+    empty.requires_grad_(False).eval()
+    kind = type(empty).__name__  # before fully_shard makes it an FSDP<kind>
+    adapter = adapt(empty) if adapt is not None else None
+    _cast(empty, dtypes[0])
+    trainable = list(adapter.parameters()) if adapter is not None else []
+    shard_blocks([b for name in block_lists for b in getattr(empty, name)], trainable, run, root=empty)
+    set_model_state_dict(empty, source.state_dict() if source is not None else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del source  # rank 0's full copy goes; what the ranks keep is now in ``empty``
+    if run.is_main:
+        local = sum(_local(p).numel() * p.element_size() for p in empty.parameters())
+        log.info("fsdp: %s loaded from rank 0's copy; rank 0 holds %.1f MB of its parameters",
+                 kind, local / 2**20)
+    return adapter
+
+
+def _tensors(module: nn.Module):
+    yield from module.named_parameters()
+    yield from module.named_buffers()
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _cast(module: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Each parameter and buffer of ``module`` in the dtype ``dtypes`` names for it (meta: no data moves)."""
+    for prefix, sub in module.named_modules():
+        for table in (sub._parameters, sub._buffers):
+            for name, t in table.items():
+                want = dtypes.get(f"{prefix}.{name}" if prefix else name)
+                if t is not None and want is not None and t.dtype != want:
+                    t.data = t.data.to(want)

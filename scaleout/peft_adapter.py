@@ -48,6 +48,8 @@ class PeftLoRA(torch.nn.Module):
         modules = dict(model.named_modules())
         self.layers = {key: modules[self.module_of[key]] for key in self.keys}  # plain dict: not submodules
         gen = torch.Generator().manual_seed(seed)
+        # on an empty model (parameters on meta: FSDP2's load, scaleout/distributed.py) these writes store
+        # nothing; the weights then come from rank 0's copy, which drew the same numbers here
         with torch.no_grad():
             for key in self.keys:  # float32 whatever the base model's dtype, as LoRAParameters
                 self.layers[key].lora_A[ADAPTER].float()

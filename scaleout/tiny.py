@@ -86,16 +86,29 @@ def text_encoder(seed: int = 0):
     return _seeded(UMT5EncoderModel(UMT5Config(**TEXT_ENCODER)), seed, std=0.5).eval()
 
 
-def wan_transformer(seed: int = 0, **overrides):
+def _built(make, seed: int, empty: bool) -> torch.nn.Module:
+    """``make()`` seeded, or with ``empty`` its parameters on ``meta`` (no memory; FSDP2 loads them later:
+    scaleout/distributed.py's load_sharded)."""
+    if not empty:
+        return _seeded(make(), seed).eval()
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return make().eval()
+
+
+def wan_transformer(seed: int = 0, empty: bool = False, ti2v_5b: bool = False, **overrides):
     from diffusers import WanTransformer3DModel
 
-    return _seeded(WanTransformer3DModel(**(WAN_TRANSFORMER | overrides)), seed).eval()
+    if ti2v_5b:  # Wan 2.2 TI2V-5B's 48 latent channels
+        overrides = {"in_channels": 48, "out_channels": 48} | overrides
+    return _built(lambda: WanTransformer3DModel(**(WAN_TRANSFORMER | overrides)), seed, empty)
 
 
-def hunyuan_transformer(seed: int = 0, **overrides):
+def hunyuan_transformer(seed: int = 0, empty: bool = False, **overrides):
     from diffusers import HunyuanVideoTransformer3DModel
 
-    return _seeded(HunyuanVideoTransformer3DModel(**(HUNYUAN_TRANSFORMER | overrides)), seed).eval()
+    return _built(lambda: HunyuanVideoTransformer3DModel(**(HUNYUAN_TRANSFORMER | overrides)), seed, empty)
 
 
 def wan_vae(seed: int = 0):
@@ -112,16 +125,14 @@ WAN22_VAE = dict(base_dim=8, decoder_base_dim=16, z_dim=48, dim_mult=[1, 2, 4, 4
 
 
 def wan_pipeline(seed: int = 0, two_experts: bool = False, boundary: float | None = None, ti2v_5b: bool = False,
-                 **overrides):
+                 empty: bool = False, **overrides):
     """A tiny WanPipeline (2.1; 2.2 A14B with ``two_experts``: ``transformer`` = high-noise expert seeded
     ``seed + 1``, ``transformer_2`` = low-noise seeded ``seed``, as diffusers' Wan 2.2 folders hold them; 2.2
-    TI2V-5B's 48-channel latents and VAE with ``ti2v_5b``)."""
+    TI2V-5B's 48-channel latents and VAE with ``ti2v_5b``); ``empty``: the transformers' parameters on meta."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
 
-    if ti2v_5b:
-        overrides = {"in_channels": 48, "out_channels": 48} | overrides
-    low = wan_transformer(seed, **overrides)
-    high = wan_transformer(seed + 1, **overrides) if two_experts else None
+    low = wan_transformer(seed, empty, ti2v_5b, **overrides)
+    high = wan_transformer(seed + 1, empty, ti2v_5b, **overrides) if two_experts else None
     vae = _seeded(AutoencoderKLWan(**WAN22_VAE), seed, std=0.05).eval() if ti2v_5b else wan_vae(seed)
     return WanPipeline(tokenizer=tokenizer(), text_encoder=text_encoder(seed), vae=vae,
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=8.0),
@@ -129,9 +140,9 @@ def wan_pipeline(seed: int = 0, two_experts: bool = False, boundary: float | Non
                        boundary_ratio=boundary if two_experts else None)
 
 
-def hunyuan_pipeline(seed: int = 0, **overrides):
+def hunyuan_pipeline(seed: int = 0, empty: bool = False, **overrides):
     """A tiny HunyuanVideoPipeline: tiny Llama + CLIP text encoders, tiny VAE and transformer (guidance-distilled
-    like HunyuanVideo 1.0 T2V: a guidance embedding)."""
+    like HunyuanVideo 1.0 T2V: a guidance embedding); ``empty``: the transformer's parameters on meta."""
     from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
@@ -139,7 +150,7 @@ def hunyuan_pipeline(seed: int = 0, **overrides):
     llama = LlamaModel(LlamaConfig(vocab_size=vocab, pad_token_id=0, **LLAMA))
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, pad_token_id=0, bos_token_id=0, eos_token_id=1, **CLIP))
     return HunyuanVideoPipeline(text_encoder=_seeded(llama, seed, 0.5).eval(), tokenizer=fast_tokenizer(512),
-                                transformer=hunyuan_transformer(seed, **overrides),
+                                transformer=hunyuan_transformer(seed, empty, **overrides),
                                 vae=_seeded(AutoencoderKLHunyuanVideo(**HUNYUAN_VAE), seed, 0.05).eval(),
                                 scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                                 text_encoder_2=_seeded(clip, seed, 0.5).eval(), tokenizer_2=fast_tokenizer(77))
@@ -153,16 +164,23 @@ SD_VAE = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channe
               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 
 
-def animatediff_parts(seed: int = 0, **overrides):
+def animatediff_unet(seed: int = 0, empty: bool = False, **overrides):
+    from diffusers import UNetMotionModel
+
+    return _built(lambda: UNetMotionModel(**(UNET_MOTION | overrides)), seed, empty)
+
+
+def animatediff_parts(seed: int = 0, empty: bool = False, **overrides):
     """A tiny AnimateDiff: UNetMotionModel (SD1.5 layout, 2 levels), SD VAE, CLIP text encoder and tokenizer, with
-    the attribute names of AnimateDiffPipeline (``unet``, ``vae``, ``text_encoder``, ``tokenizer``)."""
+    the attribute names of AnimateDiffPipeline (``unet``, ``vae``, ``text_encoder``, ``tokenizer``); ``empty``:
+    the UNet's parameters on meta."""
     import types
 
-    from diffusers import AutoencoderKL, UNetMotionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(VOCAB_WORDS) + 3, pad_token_id=0, bos_token_id=0,
                                         eos_token_id=1, **CLIP))
-    return types.SimpleNamespace(unet=_seeded(UNetMotionModel(**(UNET_MOTION | overrides)), seed).eval(),
+    return types.SimpleNamespace(unet=animatediff_unet(seed, empty, **overrides),
                                  vae=_seeded(AutoencoderKL(**SD_VAE), seed, 0.05).eval(),
                                  text_encoder=_seeded(clip, seed, 0.5).eval(), tokenizer=fast_tokenizer(77))

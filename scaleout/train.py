@@ -42,7 +42,7 @@ from training.loop.trainer import Trainer, TrainSettings
 from training.prompts import PromptBank, build_prompt_bank
 
 from .config import Config, load_config
-from .distributed import DistributedRun, init_distributed, shard_blocks
+from .distributed import DistributedRun, init_distributed
 
 log = logging.getLogger(__name__)
 CHECKPOINT, CHART, SUMMARY = "checkpoint.safetensors", "training_curve.png", "summary.txt"
@@ -130,11 +130,21 @@ def model_dtype(config: Config, device: torch.device) -> torch.dtype:
     return half_dtype_for(device) if name == "auto" else getattr(torch, name)
 
 
+def build_model(spec, settings: TrainSettings, run: DistributedRun, dtype: torch.dtype, fsdp: bool,
+                build_backend=None):
+    """This rank's model (a ``scaleout.backends.ScaleoutModel``): whole on ``run.device``, or with ``fsdp`` and 2+
+    processes its transformer blocks FSDP2-sharded while they load, so no rank but 0 (which reads the whole
+    weights once, on the CPU) ever holds a whole block (scaleout/distributed.py's load_sharded)."""
+    if build_backend is None:
+        from .backends import build_backend
+    if fsdp and not run.active:
+        log.info("fsdp: one process, nothing to shard across; the model stays whole")
+    return build_backend(spec, settings, run.device, dtype, run if fsdp and run.active else None)
+
+
 def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[str, TrainResult]:
     """Load the reward models and the model once, then train one adapter per identity (each from the same
     fresh adapter). ``build_backend``: scaleout.backends.build_backend unless given."""
-    if build_backend is None:
-        from .backends import build_backend
     r = config.rewards
     identity_model = load_identity_reward_model(r.insightface_pack, r.det_size, r.det_threshold, run.device,
                                                 run.device)
@@ -145,10 +155,8 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
         semantic_model = load_semantic_reward_model(r.hpsv2, r.hps_architecture, run.device, run.device)
     dtype = model_dtype(config, run.device)
     settings = replace(config.train, loss_scaling=dtype == torch.float16)
-    model = build_backend(config.model, settings, run.device, dtype)
+    model = build_model(config.model, settings, run, dtype, config.compute.fsdp, build_backend)
     fresh = model.params.lora_state_dict()
-    if config.compute.fsdp:
-        shard_blocks(model.blocks_for_sharding(), model.params.parameters(), run)
     results = {}
     for ident in config.identities:
         model.params.load_lora_state_dict(fresh)

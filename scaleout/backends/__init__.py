@@ -2,10 +2,14 @@
 
 The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only this::
 
-    model = build_backend(spec, settings, device, dtype)      # -> ScaleoutModel
+    model = build_backend(spec, settings, device, dtype, shard)  # -> ScaleoutModel (shard: the run, or None)
     Trainer(model.backend, model.params, prompts, settings, identity_reward=..., ...)   training/loop/trainer.py
-    model.transformer, model.blocks_for_sharding()            # the frozen base to shard (FSDP2 per block)
     model.export_comfyui(path, metadata)                      # rank 0: the adapter as a ComfyUI-native LoRA file
+
+- ``shard`` (``[compute] fsdp`` with 2+ processes): the transformer(s) are built with their parameters on
+  ``meta``, get the adapter, are FSDP2-sharded per block, and only then load their weights from the whole copy
+  that rank 0 alone loads on the CPU (flow_backend.place -> scaleout/distributed.py's load_sharded); Wan 2.2
+  A14B: both experts. The VAE and text encoders load whole on every rank (small next to the transformer).
 
 - ``ModelSpec``: which model (family, diffusers folder or ``tiny=True``), the video size and the negative prompt.
   Wan 2.2 A14B: ``path`` is diffusers' two-expert pipeline folder (``transformer`` = high-noise expert,
@@ -20,9 +24,9 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
   (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side;
   HunyuanVideo and AnimateDiff: diffusers' module names (``transformer_blocks.0.attn.to_q.weight``).
 - ``ScaleoutModel.transformer`` is the diffusers model (peft layers inside); ``blocks_for_sharding()`` its block
-  modules in order (Wan: ``blocks``; HunyuanVideo: ``transformer_blocks`` + ``single_transformer_blocks``;
-  AnimateDiff: the UNet's ``down_blocks`` + ``up_blocks``). The LoRA weights sit inside the blocks: ``fully_shard``
-  per block shards them too unless told to leave them out.
+  modules in order, the ones FSDP2 shards (Wan: ``blocks``; HunyuanVideo: ``transformer_blocks`` +
+  ``single_transformer_blocks``; AnimateDiff: the UNet's ``down_blocks`` + ``up_blocks``). The LoRA weights sit
+  inside the blocks: ``fully_shard`` per block shards them too unless told to leave them out (they are).
 - ``ScaleoutModel.backend.encode_prompts(texts)`` encodes the bank's prompts and the negative once (call it before
   training; the text encoders are not needed afterwards). ``backend.checkpoint_blocks`` (default True) switches
   block checkpointing; the gate state of each block call is captured for its recomputation.
@@ -96,16 +100,16 @@ class ScaleoutModel:
 
 
 def build_backend(spec: ModelSpec, settings, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> ScaleoutModel:
-    """The model of ``spec`` with a fresh trainable adapter (``settings``: training.loop.trainer.TrainSettings)."""
+                  dtype: torch.dtype = torch.float32, shard=None) -> ScaleoutModel:
+    """The model of ``spec`` with a fresh trainable adapter (``settings``: training.loop.trainer.TrainSettings).
+
+    ``shard``: the run's ``scaleout.distributed.DistributedRun`` to FSDP2-shard the transformer(s) across its
+    ranks while loading (2+ processes); None: every part whole on ``device``.
+    """
     if spec.family == "wan":
-        from .wan import build_wan
-
-        return build_wan(spec, settings, torch.device(device), dtype)
-    if spec.family == "hunyuan_video":
-        from .hunyuan import build_hunyuan
-
-        return build_hunyuan(spec, settings, torch.device(device), dtype)
-    from .animatediff import build_animatediff
-
-    return build_animatediff(spec, settings, torch.device(device), dtype)
+        from .wan import build_wan as build
+    elif spec.family == "hunyuan_video":
+        from .hunyuan import build_hunyuan as build
+    else:
+        from .animatediff import build_animatediff as build
+    return build(spec, settings, torch.device(device), dtype, shard)

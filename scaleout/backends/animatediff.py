@@ -19,7 +19,7 @@ import torch
 from ..export.animatediff import adapted_spatial_layers, export_animatediff
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
-from .flow_backend import FlowBackend, prepare
+from .flow_backend import FlowBackend, folder_model, place, prepare
 
 
 def discrete_sigma_table(timesteps: int = 1000, start: float = 0.00085, end: float = 0.012) -> torch.Tensor:
@@ -74,25 +74,51 @@ class AnimateDiffBackend(FlowBackend):
         return video.permute(1, 0, 2, 3)[None]
 
 
-def build_animatediff(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
-    if spec.expert_boundary is not None:
-        raise ValueError(f"expert_boundary: got {spec.expert_boundary:g} for AnimateDiff, which is one model; "
-                         "leave it unset")
+def whole_unet(spec: ModelSpec, dtype):
+    """The UNet with its weights (rank 0's copy when the others are sharded)."""
     if spec.tiny:
         from .. import tiny
 
-        pipe = tiny.animatediff_parts(spec.seed, **spec.tiny_options)
-    else:
-        from diffusers import AnimateDiffPipeline
+        return tiny.animatediff_unet(spec.seed, **spec.tiny_options)
+    from diffusers import UNetMotionModel
 
-        pipe = AnimateDiffPipeline.from_pretrained(spec.path, dtype=dtype)
+    return folder_model(UNetMotionModel, spec.path, "unet", dtype)
+
+
+def build_animatediff(spec: ModelSpec, settings, device, dtype, shard=None) -> ScaleoutModel:
+    if spec.expert_boundary is not None:
+        raise ValueError(f"expert_boundary: got {spec.expert_boundary:g} for AnimateDiff, which is one model; "
+                         "leave it unset")
+    empty = shard is not None  # FSDP2: the UNet's parameters on meta until place() loads its shards
+    if spec.tiny:
+        from .. import tiny
+
+        pipe = tiny.animatediff_parts(spec.seed, empty=empty, **spec.tiny_options)
+    else:
+        from diffusers import AnimateDiffPipeline, UNetMotionModel
+
+        parts = {}
+        if empty:
+            unet_class = AnimateDiffPipeline.load_config(spec.path).get("unet", [None, None])[1]
+            if unet_class != "UNetMotionModel":
+                raise ValueError(f"[compute] fsdp: {spec.path}/unet holds a {unet_class}, expected a UNetMotionModel "
+                                 "(a folder that keeps UNet2DConditionModel and motion_adapter apart is joined only "
+                                 "when loaded whole); save the loaded pipeline once with save_pretrained, or turn "
+                                 "fsdp off (SD1.5 fits one GPU)")
+            parts = {"unet": folder_model(UNetMotionModel, spec.path, "unet", dtype, empty=True)}
+        pipe = AnimateDiffPipeline.from_pretrained(spec.path, dtype=dtype, **parts)
     pipe = types.SimpleNamespace(unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder,
                                  tokenizer=pipe.tokenizer, vae_scale_factor_spatial=8, vae_scale_factor_temporal=1)
     unet = pipe.unet
-    prepare((pipe.text_encoder, pipe.vae, unet), device, dtype, spec.tiny)
-    names = adapted_spatial_layers(unet, spec.layers)
-    params = PeftLoRA(unet, {n: n + ".weight" for n in names}, settings.rank, settings.alpha, settings.seed)
+    prepare((pipe.text_encoder, pipe.vae), device, dtype, spec.tiny)  # small: whole on every rank
+
+    def adapt(model):
+        names = adapted_spatial_layers(model, spec.layers)
+        return PeftLoRA(model, {n: n + ".weight" for n in names}, settings.rank, settings.alpha, settings.seed)
+
+    blocks = ("down_blocks", "up_blocks")
+    params = place(unet, lambda: whole_unet(spec, dtype), blocks, device, dtype, spec.tiny, shard, adapt)
     backend = AnimateDiffBackend(pipe, unet, params, spec, settings, device, dtype)
     return ScaleoutModel(backend=backend, params=params, transformer=unet,
                          exporter=lambda p: export_animatediff(p.module_pairs(), p.alpha), base_model="SD15",
-                         gate_start=settings.gate_start, block_lists=("down_blocks", "up_blocks"))
+                         gate_start=settings.gate_start, block_lists=blocks)

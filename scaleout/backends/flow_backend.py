@@ -158,6 +158,46 @@ def to_frames(video: torch.Tensor) -> torch.Tensor:
     return ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)[0].permute(1, 2, 3, 0)
 
 
+def folder_model(cls, path: str, subfolder: str, dtype, empty: bool = False):
+    """The ``cls`` model of a diffusers pipeline folder's ``subfolder``: its weights in ``dtype``, or with
+    ``empty`` its architecture alone, parameters on ``meta`` (accelerate's init_empty_weights; buffers real)."""
+    if not empty:
+        return cls.from_pretrained(path, subfolder=subfolder, dtype=dtype)
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return cls.from_config(cls.load_config(path, subfolder=subfolder)).eval()
+
+
+def folder_has(pipeline_cls, path: str, component: str) -> bool:
+    """Whether the pipeline folder ``path`` holds ``component`` (its model_index.json names a class for it)."""
+    entry = pipeline_cls.load_config(path).get(component)
+    return isinstance(entry, (list, tuple)) and entry[0] is not None
+
+
+def place(model, full, block_lists, device, dtype, tiny: bool, shard=None, adapt=None):
+    """``model`` frozen on ``device``, with the adapter ``adapt(model)`` (returned; None without ``adapt``).
+
+    ``shard`` None: ``model`` holds its weights (``prepare``). ``shard`` (the DistributedRun of a run with
+    ``[compute] fsdp`` and 2+ processes): ``model`` was built empty and gets FSDP2 shards of its blocks
+    (``block_lists``) from the whole copy ``full()`` that rank 0 alone loads on the CPU
+    (scaleout.distributed.load_sharded). A ``model`` of None stays None.
+    """
+    if model is None:
+        return None
+    if shard is None:
+        prepare((model,), device, dtype, tiny)
+        return adapt(model) if adapt is not None else None
+    from ..distributed import load_sharded
+
+    def whole_on_cpu():
+        copy = full()
+        prepare((copy,), "cpu", dtype, tiny)
+        return copy
+
+    return load_sharded(model, whole_on_cpu, block_lists, shard, adapt)
+
+
 def prepare(modules, device, dtype, tiny: bool) -> None:
     """Frozen, on ``device``; tiny models (built in float32) cast to ``dtype`` (from_pretrained loaded in it)."""
     for module in modules:

@@ -16,10 +16,11 @@ from ..export import adapted_modules
 from ..export.hunyuan import export_hunyuan, native_key, native_target
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
-from .flow_backend import FlowBackend, prepare
+from .flow_backend import FlowBackend, folder_model, place, prepare
 
 DEFAULT_SHIFT = 7.0  # ComfyUI's HunyuanVideo sampling_settings
-BLOCK_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.")
+BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
+BLOCK_PREFIXES = tuple(name + "." for name in BLOCK_LISTS)
 TINY_TEMPLATE = {"template": "{}", "crop_start": 0}  # the tiny tokenizer does not know Llama's chat tokens
 
 
@@ -60,23 +61,41 @@ def exporter(transformer: torch.nn.Module):
     return export
 
 
-def build_hunyuan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
-    if spec.expert_boundary is not None:
-        raise ValueError(f"expert_boundary: got {spec.expert_boundary:g} for HunyuanVideo, which is one model; "
-                         "leave it unset")
+def whole_transformer(spec: ModelSpec, dtype):
+    """The transformer with its weights (rank 0's copy when the others are sharded)."""
     if spec.tiny:
         from .. import tiny
 
-        pipe = tiny.hunyuan_pipeline(spec.seed, **spec.tiny_options)
-    else:
-        from diffusers import HunyuanVideoPipeline
+        return tiny.hunyuan_transformer(spec.seed, **spec.tiny_options)
+    from diffusers import HunyuanVideoTransformer3DModel
 
-        pipe = HunyuanVideoPipeline.from_pretrained(spec.path, dtype=dtype)
+    return folder_model(HunyuanVideoTransformer3DModel, spec.path, "transformer", dtype)
+
+
+def build_hunyuan(spec: ModelSpec, settings, device, dtype, shard=None) -> ScaleoutModel:
+    if spec.expert_boundary is not None:
+        raise ValueError(f"expert_boundary: got {spec.expert_boundary:g} for HunyuanVideo, which is one model; "
+                         "leave it unset")
+    empty = shard is not None  # FSDP2: the transformer's parameters on meta until place() loads its shards
+    if spec.tiny:
+        from .. import tiny
+
+        pipe = tiny.hunyuan_pipeline(spec.seed, empty=empty, **spec.tiny_options)
+    else:
+        from diffusers import HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
+
+        parts = {"transformer": folder_model(HunyuanVideoTransformer3DModel, spec.path, "transformer", dtype,
+                                             empty=True)} if empty else {}
+        pipe = HunyuanVideoPipeline.from_pretrained(spec.path, dtype=dtype, **parts)
     transformer = pipe.transformer
-    prepare((pipe.text_encoder, pipe.text_encoder_2, pipe.vae, transformer), device, dtype, spec.tiny)
-    names = adapted_modules(transformer, spec.layers, native_key, BLOCK_PREFIXES)
-    params = PeftLoRA(transformer, {n: n + ".weight" for n in names}, settings.rank, settings.alpha, settings.seed)
+    prepare((pipe.text_encoder, pipe.text_encoder_2, pipe.vae), device, dtype, spec.tiny)  # whole on every rank
+
+    def adapt(model):
+        names = adapted_modules(model, spec.layers, native_key, BLOCK_PREFIXES)
+        return PeftLoRA(model, {n: n + ".weight" for n in names}, settings.rank, settings.alpha, settings.seed)
+
+    params = place(transformer, lambda: whole_transformer(spec, dtype), BLOCK_LISTS, device, dtype, spec.tiny, shard,
+                   adapt)
     backend = HunyuanBackend(pipe, transformer, params, spec, settings, device, dtype)
     return ScaleoutModel(backend=backend, params=params, transformer=transformer, exporter=exporter(transformer),
-                         base_model="HunyuanVideo", gate_start=settings.gate_start,
-                         block_lists=("transformer_blocks", "single_transformer_blocks"))
+                         base_model="HunyuanVideo", gate_start=settings.gate_start, block_lists=BLOCK_LISTS)

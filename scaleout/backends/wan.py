@@ -11,7 +11,7 @@ from ..export import adapted_modules
 from ..export.wan import export_wan, native_key
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
-from .flow_backend import FlowBackend, prepare, to_frames
+from .flow_backend import FlowBackend, folder_has, folder_model, place, prepare, to_frames
 from .wan_decode import wan_vae_frames
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,37 @@ class WanBackend(FlowBackend):
         return to_frames(wan_vae_frames(self.pipe.vae, z, frame_indices, self.temporal, self.decode_gradient))
 
 
-def load_pipeline(spec: ModelSpec, dtype):
+def load_pipeline(spec: ModelSpec, dtype, empty: bool = False):
+    """The pipeline of ``spec``; ``empty``: its transformers' parameters on meta (FSDP2 loads them: ``place``)."""
+    two = spec.expert_boundary is not None
     if spec.tiny:
         from .. import tiny
 
-        two = spec.expert_boundary is not None
-        return tiny.wan_pipeline(spec.seed, two_experts=two, boundary=spec.expert_boundary, **spec.tiny_options)
-    from diffusers import WanPipeline
+        return tiny.wan_pipeline(spec.seed, two_experts=two, boundary=spec.expert_boundary, empty=empty,
+                                 **spec.tiny_options)
+    from diffusers import WanPipeline, WanTransformer3DModel
 
-    return WanPipeline.from_pretrained(spec.path, dtype=dtype)
+    if not empty:
+        return WanPipeline.from_pretrained(spec.path, dtype=dtype)
+    names = [n for n in ("transformer", "transformer_2") if folder_has(WanPipeline, spec.path, n)]
+    return WanPipeline.from_pretrained(spec.path, dtype=dtype, **{
+        n: folder_model(WanTransformer3DModel, spec.path, n, dtype, empty=True) for n in names})
 
 
-def build_wan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
-    pipe = load_pipeline(spec, dtype)
+def whole_transformer(spec: ModelSpec, name: str, dtype):
+    """The pipeline's transformer ``name`` with its weights (rank 0's copy when the others are sharded)."""
+    if spec.tiny:
+        from .. import tiny
+
+        high_noise = name == "transformer" and spec.expert_boundary is not None  # seeded seed + 1
+        return tiny.wan_transformer(spec.seed + high_noise, **spec.tiny_options)
+    from diffusers import WanTransformer3DModel
+
+    return folder_model(WanTransformer3DModel, spec.path, name, dtype)
+
+
+def build_wan(spec: ModelSpec, settings, device, dtype, shard=None) -> ScaleoutModel:
+    pipe = load_pipeline(spec, dtype, empty=shard is not None)
     high, low = (pipe.transformer, pipe.transformer_2) if pipe.transformer_2 is not None else (None, pipe.transformer)
     boundary = None
     if high is None and spec.expert_boundary is not None:
@@ -83,8 +101,15 @@ def build_wan(spec: ModelSpec, settings, device, dtype) -> ScaleoutModel:
                          "transformer_2); leave it unset, or point path at a Wan 2.2 A14B pipeline folder")
     if high is not None:
         boundary = spec.expert_boundary or getattr(pipe.config, "boundary_ratio", None) or DEFAULT_BOUNDARY
-    prepare((pipe.text_encoder, pipe.vae, low, high), device, dtype, spec.tiny)
-    params = PeftLoRA(low, lora_targets(low, spec.layers), settings.rank, settings.alpha, settings.seed)
+    prepare((pipe.text_encoder, pipe.vae), device, dtype, spec.tiny)  # small: whole on every rank
+
+    def adapt(model):
+        return PeftLoRA(model, lora_targets(model, spec.layers), settings.rank, settings.alpha, settings.seed)
+
+    low_name = "transformer_2" if high is not None else "transformer"
+    params = place(low, lambda: whole_transformer(spec, low_name, dtype), ("blocks",), device, dtype, spec.tiny,
+                   shard, adapt)
+    place(high, lambda: whole_transformer(spec, "transformer", dtype), ("blocks",), device, dtype, spec.tiny, shard)
     backend = WanBackend(pipe, low, params, spec, settings, device, dtype, high, boundary)
     return ScaleoutModel(backend=backend, params=params, transformer=low,
                          exporter=lambda p: export_wan(p.module_pairs(), p.alpha),
