@@ -1,7 +1,7 @@
 """The scale-out trainer on this machine: 1 vs 2 processes (time per optimiser step per sample), and one rank's
 memory with and without FSDP2 sharding of the base model.
 
-    .venv/bin/python benchmarks/scaleout/bench.py [--steps 4] [--layers 8] [--dim-heads 8]
+    .venv/bin/python benchmarks/scaleout/bench.py [--steps 4] [--layers 8] [--dim-heads 8] [--runs 2proc,2proc_fsdp]
 
 Three runs of the real command path (scaleout.train.train_all from a TOML config, launched with torchrun on the
 CPU, gloo): 1 process, 2 processes, 2 processes with ``[compute] fsdp = true``. The model is the tiny random
@@ -9,10 +9,11 @@ diffusers Wan (scaleout/tiny.py) made "medium" with ``tiny_options`` (dim 128·h
 blocks); the real SCRFD + w600k_mbf ArcFace at detector threshold 0.05 (a random model draws no faces; see
 tests/scaleout/test_cli_train.py). Each rank records the time of every step's end (the trainer's on_step); the
 first step is a warm-up and left out. Every process computes on one thread (OMP_NUM_THREADS=1). Memory of
-rank 0: the bytes of the base model's parameters it holds (exact: the local shards of FSDP2's DTensors), its
-resident set once the model is built (VmRSS at the first step's end; also right after the build, before
-sharding) and its peak resident set (VmHWM) over the run, from /proc/self/status (the CPU has no torch
-allocator statistics), with glibc set to return freed memory at once.
+each rank: the bytes of the base model's parameters it holds (exact: the local shards of FSDP2's DTensors), its
+resident set right after the build (with FSDP2 the build includes the sharded load) and at the first step's end,
+its peak resident set (VmHWM) at the end of the build (the load-time peak) and over the run, from
+/proc/self/status (the CPU has no torch allocator statistics), with glibc set to return freed memory at once.
+``--runs`` picks some of the three runs (names 1proc, 2proc, 2proc_fsdp).
 A step whose reward frames show no face on a rank skips that rank's backward (FSDP: a zero backward), counted
 per rank ("own_steps_skipped_per_rank"); a shorter step, so the times depend on how many there were.
 """
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+RUNS = (("1proc", 1, False), ("2proc", 2, False), ("2proc_fsdp", 2, True))  # name, processes, fsdp
 
 TOML = """
 [train]
@@ -100,7 +102,8 @@ def child(config_path: str, out: str) -> None:
 
     def capturing_build(*args):
         models.append(build_backend(*args))
-        record["rss_built_mb"] = status_kb("VmRSS") / 1024  # the whole model, before any sharding
+        record["rss_built_mb"] = status_kb("VmRSS") / 1024  # FSDP2: after the sharded load
+        record["peak_built_mb"] = status_kb("VmHWM") / 1024  # the load-time peak
         return models[-1]
 
     def on_step(bar, rec, preview):
@@ -141,13 +144,12 @@ def launch(work: Path, name: str, procs: int, fsdp: bool, args) -> list[dict]:
 
 
 def summarise(name: str, ranks: list[dict]) -> dict:
-    r0 = ranks[0]
-    ends = r0["step_end"]
+    ends = ranks[0]["step_end"]
     per_step = statistics.median(b - a for a, b in zip(ends[:-1], ends[1:]))  # steps after the warm-up
+    memory = {f"{key}_per_rank": [round(r[key], 1) for r in ranks]
+              for key in ("param_mb", "rss_built_mb", "peak_built_mb", "rss_mb", "peak_rss_mb")}
     return {"run": name, "processes": len(ranks), "s_per_step": per_step, "s_per_sample": per_step / len(ranks),
-            "param_mb_rank0": r0["param_mb"], "rss_built_mb_rank0": r0["rss_built_mb"], "rss_mb_rank0": r0["rss_mb"],
-            "peak_rss_mb_rank0": r0["peak_rss_mb"],
-            "own_steps_skipped_per_rank": [sum(bool(s) for s in r["own_step_skipped"]) for r in ranks]}
+            **memory, "own_steps_skipped_per_rank": [sum(bool(s) for s in r["own_step_skipped"]) for r in ranks]}
 
 
 def main() -> None:
@@ -157,7 +159,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="steps per run (the first is a warm-up)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--dim-heads", type=int, default=8, help="heads of 128 channels: dim = 128 x heads")
+    parser.add_argument("--runs", default="1proc,2proc,2proc_fsdp", help="comma-separated: which runs")
     args = parser.parse_args()
+    runs = [r for r in RUNS if r[0] in args.runs.split(",")]
     sys.path.insert(0, str(REPO))
     from dev.face_assets import make_pack, photo_path
 
@@ -165,13 +169,15 @@ def main() -> None:
         work = Path(tmp)
         make_pack(work, "pack")
         shutil.copy(photo_path("obama.jpg"), work / "obama.jpg")
-        rows = [summarise(name, launch(work, name, procs, fsdp, args))
-                for name, procs, fsdp in (("1proc", 1, False), ("2proc", 2, False), ("2proc_fsdp", 2, True))]
-    for row in rows:
+        rows = {name: summarise(name, launch(work, name, procs, fsdp, args)) for name, procs, fsdp in runs}
+    for row in rows.values():
         print(json.dumps(row))
-    one, two = rows[0]["s_per_sample"], rows[1]["s_per_sample"]
-    print(json.dumps({"time_per_sample_ratio_2proc_over_1proc": two / one,
-                      "param_mb_ratio_fsdp_over_plain": rows[2]["param_mb_rank0"] / rows[1]["param_mb_rank0"]}))
+    if "1proc" in rows and "2proc" in rows:
+        print(json.dumps({"time_per_sample_ratio_2proc_over_1proc":
+                          rows["2proc"]["s_per_sample"] / rows["1proc"]["s_per_sample"]}))
+    if "2proc" in rows and "2proc_fsdp" in rows:
+        print(json.dumps({"param_mb_ratio_fsdp_over_plain_rank0":
+                          rows["2proc_fsdp"]["param_mb_per_rank"][0] / rows["2proc"]["param_mb_per_rank"][0]}))
 
 
 if __name__ == "__main__":
