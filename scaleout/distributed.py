@@ -16,7 +16,8 @@ LOCAL_RANK); one plain ``python -m scaleout.train CONFIG.toml`` is a world of on
   on ``meta``), gets its adapter, is sharded, and only then receives its weights: rank 0 loads the full copy on
   the CPU and ``set_model_state_dict(..., broadcast_from_rank0=True)`` sends it one tensor at a time, each rank
   keeping its shard of a block's weights and a whole copy of the rest (embeddings, head, norms, the adapter).
-  No rank but 0 ever holds a whole block, so a model larger than one device can be trained.
+  While loading no rank but 0 holds a whole block (the steps gather one block at a time, as FSDP2 does), and
+  rank 0's whole copy is in CPU memory: a model larger than one device can be trained.
 """
 
 from __future__ import annotations

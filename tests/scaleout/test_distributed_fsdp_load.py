@@ -1,4 +1,4 @@
-"""FSDP2 lowers the load-time peak: with ``[compute] fsdp = true`` no rank but 0 ever holds a whole block.
+"""FSDP2 lowers the load-time peak: with ``[compute] fsdp = true`` no rank but 0 holds a whole block while loading.
 
 Two real processes (torchrun, gloo on the CPU) build the tiny random diffusers models (scaleout/tiny.py) the way
 the train command does (tests/scaleout/dist_build_worker.py says what each rank records). Before the fix every
