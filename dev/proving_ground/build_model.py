@@ -1,10 +1,10 @@
 """Build the proving-ground model: a tiny Wan 2.1 (ComfyUI's classes) trained here, from scratch, on face clips.
 
-    .venv/bin/python dev/proving_ground/build_model.py            # full recipe (cached; 27 min on the busy 2-core machine)
+    .venv/bin/python dev/proving_ground/build_model.py            # full recipe (cached; see benchmarks/proving_ground)
     .venv/bin/python dev/proving_ground/build_model.py --smoke    # seconds: same code, tiny step counts
 
 Data: real face photos from PyPI packages (dev/proving_ground/faces.py; Obama held out), cut into 9-frame
-64x64 clips that pan left/right or zoom in/out, prompted "a person moves left" etc. through the dev text stand-in.
+clips (128x128 in the full recipe) that pan left/right or zoom in/out, prompted "a person moves left" etc. through the dev text stand-in.
 Steps: train the VAE, encode the clips, train the diffusion model (dev/proving_ground/train.py), save both as
 ComfyUI loads them, then sample clips per prompt in real ComfyUI and measure the face detection rate (real SCRFD,
 threshold 0.5) and whether the face moved as prompted. Results: ``<cache>/<recipe hash>/`` with the weights,
@@ -31,7 +31,7 @@ import torch
 from dev.proving_ground import recipe as recipes
 from dev.proving_ground.clips import MOTIONS, cached_canvas, prompt_for
 from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
-from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
+from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, VAE_STAGE, Recipe
 
 
 def _say(message: str) -> None:
@@ -47,8 +47,9 @@ def _save(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def estimate_seconds(recipe: Recipe, faces) -> float:
-    """Time one VAE step of each kind, one encode batch and one diffusion step on throwaway models; scale up."""
+def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
+    """Time one VAE step of each kind, one encode batch and one diffusion step on throwaway models; scale up
+    (without the VAE's steps when its stage is cached)."""
     from dev.proving_ground import train
 
     probe = Recipe(**{**recipe.__dict__, "vae_steps": 2, "dit_steps": 2, "clips": 8, "seed": recipe.seed + 99})
@@ -62,7 +63,8 @@ def estimate_seconds(recipe: Recipe, faces) -> float:
     train.train_dit(probe, latents.repeat(recipe.dit_batch, 1, 1, 1, 1), motions.repeat(recipe.dit_batch))
     t3 = time.perf_counter()
     eval_clips = recipe.eval_clips * len(MOTIONS)
-    return ((t1 - t0) / 2 * recipe.vae_steps + (t2 - t1) * recipe.clips / 8 + (t3 - t2) / 2 * recipe.dit_steps
+    vae_s = 0 if vae_cached else (t1 - t0) / 2 * recipe.vae_steps
+    return (vae_s + (t2 - t1) * recipe.clips / 8 + (t3 - t2) / 2 * recipe.dit_steps
             + eval_clips * recipe.eval_steps * 0.05 + 10)
 
 
@@ -92,14 +94,21 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     torch.manual_seed(recipe.seed)
     faces = find_faces(PRETRAIN_PHOTOS)
     say(f"{len(faces)} faces from {len({f.source for f in faces})} photos (Obama held out)")
-    estimate = estimate_seconds(recipe, faces)
+    vae = load_vae_stage(recipe)
+    estimate = estimate_seconds(recipe, faces, vae_cached=vae is not None)
     say(f"estimated build time: {estimate / 60:.1f} min on this machine now "
         f"({os.cpu_count()} cores; longer while other jobs run)")
     progress = _progress_bars(recipe)
     timings = {}
-    t = time.perf_counter()
-    vae = train.train_vae(recipe, faces, progress)
-    timings["vae_s"] = time.perf_counter() - t
+    if vae is None:
+        t = time.perf_counter()
+        vae = train.train_vae(recipe, faces, progress)
+        timings["vae_s"] = time.perf_counter() - t
+        save_vae_stage(recipe, vae, timings["vae_s"])
+    else:
+        timings["vae_s"] = json.loads((recipes.vae_stage_dir(recipe) / VAE_STAGE).read_text())["vae_s"]
+        say(f"VAE reused from {recipes.vae_stage_dir(recipe)} (same VAE recipe; it trained in "
+            f"{timings['vae_s'] / 60:.1f} min)")
     t = time.perf_counter()
     latents, motions = train.encode_clips(recipe, vae, faces, progress)
     timings["encode_s"] = time.perf_counter() - t
@@ -108,8 +117,38 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     timings["dit_s"] = time.perf_counter() - t
     folder.mkdir(parents=True, exist_ok=True)
     _save(dit.state_dict(), folder / MODEL_FILE)
-    _save(vae.state_dict(), folder / VAE_FILE)
+    shutil.copyfile(recipes.vae_stage_dir(recipe) / VAE_FILE, folder / VAE_FILE)
     return {"faces": len(faces), "estimate_s": round(estimate, 1), **{k: round(v, 1) for k, v in timings.items()}}
+
+
+def save_vae_stage(recipe: Recipe, vae, seconds: float) -> Path:
+    """The trained VAE under ``<cache>/vae_stage/<vae digest>/`` (its marker written last): builds whose recipes
+    differ only in the diffusion model reuse it, as does a build after ``vae_check.py --save`` of the same recipe."""
+    folder = recipes.vae_stage_dir(recipe)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(vae.state_dict(), folder / VAE_FILE)
+    tmp = folder / (VAE_STAGE + ".tmp")
+    tmp.write_text(json.dumps({"vae_digest": recipe.vae_digest(), "vae_s": round(seconds, 1)}))
+    os.replace(tmp, folder / VAE_STAGE)
+    return folder
+
+
+def load_vae_stage(recipe: Recipe):
+    """The VAE a build (or vae_check) of the same VAE recipe trained and saved, or None."""
+    from safetensors.torch import load_file
+
+    from dev.proving_ground import train
+
+    folder = recipes.vae_stage_dir(recipe)
+    try:
+        stage = json.loads((folder / VAE_STAGE).read_text())
+    except (OSError, ValueError):
+        return None
+    if stage.get("vae_digest") != recipe.vae_digest() or not (folder / VAE_FILE).is_file():
+        return None
+    vae = train.build_vae(recipe, torch.Generator().manual_seed(recipe.seed))
+    vae.load_state_dict(load_file(str(folder / VAE_FILE)))
+    return vae.eval()
 
 
 def evaluate(rt, folder: Path, recipe: Recipe) -> dict:

@@ -72,22 +72,23 @@ def render(canv: torch.Tensor, res: int, zooms: torch.Tensor, shifts: torch.Tens
     return F.avg_pool2d(frames, 2).permute(0, 2, 3, 1).clamp(0, 1)
 
 
-def trajectory(motion: str, frames: int, amount: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(zooms, shifts) per frame. ``amount`` in [0, 1] scales the motion from its smallest to its largest."""
+def trajectory(motion: str, frames: int, amount: float, strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(zooms, shifts) per frame. ``amount`` in [0, 1] scales the motion from its smallest to its largest;
+    ``strength`` scales both (1: pans of 28-48 % of the frame width, zooms of 1.35-1.6x over the clip)."""
     t = torch.linspace(0, 1, frames)
     if motion in ("moves left", "moves right"):
-        a = 0.14 + 0.1 * amount  # window travel; the face travels 64*2a % of the frame width
+        a = (0.14 + 0.1 * amount) * strength  # window travel; the face travels 2a of the frame width
         shifts = (2 * t - 1) * a * (1 if motion == "moves left" else -1)
         return torch.ones(frames), shifts
     if motion in ("zooms in", "zooms out"):
-        ratio = 1.35 + 0.25 * amount  # last / first scale
-        logs = (t - 0.5) * math.log(ratio) * (1 if motion == "zooms in" else -1)
+        log_ratio = math.log(1.35 + 0.25 * amount) * strength  # log of last / first scale
+        logs = (t - 0.5) * log_ratio * (1 if motion == "zooms in" else -1)
         return torch.exp(logs), torch.zeros(frames)
     raise ValueError(f"motion: got {motion!r}, expected one of {MOTIONS}")
 
 
 def random_clip(faces: list[FaceCrop], gen: torch.Generator, res: int, frames: int,
-                motion: str | None = None) -> tuple[torch.Tensor, str]:
+                motion: str | None = None, strength: float = 1.0) -> tuple[torch.Tensor, str]:
     """One clip [F, res, res, 3] of a random face with a random (or the given) motion, and its motion."""
     u = torch.rand(6, generator=gen).tolist()
     face = faces[int(torch.randint(len(faces), (1,), generator=gen))]
@@ -96,5 +97,5 @@ def random_clip(faces: list[FaceCrop], gen: torch.Generator, res: int, frames: i
     if u[1] < 0.5:
         canv = canv.flip(-1)
     canv = ((canv - 0.5) * (0.85 + 0.3 * u[2]) + 0.5 + 0.1 * (u[3] - 0.5)).clamp(0, 1)  # contrast, brightness
-    zooms, shifts = trajectory(motion, frames, u[4])
+    zooms, shifts = trajectory(motion, frames, u[4], strength)
     return render(canv, res, zooms * (1 + 0.24 * u[0]), shifts), motion  # face fills 0.42-0.52 at zoom 1

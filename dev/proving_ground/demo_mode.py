@@ -2,9 +2,9 @@
 
 The example workflows name the official Wan 2.1 files; the proving-ground weights are linked under those names
 in the demo's models folder, and the graphs are adapted to what the model knows: its motion prompts (through the
-same text stand-in), 20 sampling steps, the empty negative prompt, and a reference photo of a person it never saw
-(Obama, held out of its training). The random style LoRA slot is set to strength 0: a random LoRA only blurs a
-trained model's faces.
+same text stand-in), its frame size and count, 20 sampling steps, the empty negative prompt, and a reference
+photo of a person it never saw (Obama, held out of its training). The random style LoRA slot is set to
+strength 0: a random LoRA only blurs a trained model's faces.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dev.proving_ground.clips import MOTIONS, SUBJECT, prompt_for
 from dev.proving_ground.faces import REFERENCE
-from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE
+from dev.proving_ground.recipe import FULL, MODEL_FILE, VAE_FILE
 from dev.tiny_models import WORKFLOW_FILES
 
 PROMPT = prompt_for("moves left")
@@ -53,8 +53,10 @@ def adapt(prompt: dict) -> dict:
             inputs["text"] = PROMPT if node_id in positive else ""
         elif kind == "KSampler":
             inputs["steps"] = SAMPLING_STEPS
+        elif kind == "EmptyHunyuanLatentVideo":
+            inputs.update(width=FULL.res, height=FULL.res, length=FULL.frames)
         elif kind == "PersonalVideoTrainIdentityAdapter":
-            inputs["sampling_steps"] = SAMPLING_STEPS
+            inputs.update(sampling_steps=SAMPLING_STEPS, width=FULL.res, height=FULL.res, frames=FULL.frames)
         elif kind == "LoraLoaderModelOnly":
             inputs["strength_model"] = 0.0
     return prompt

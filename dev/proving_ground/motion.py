@@ -3,8 +3,8 @@
 Pans move the face's centre; zooms change its size. From the first to the last frame with a face:
 ``dx`` = centre shift in frame widths (negative: left), ``log_scale`` = log of the box-size ratio (positive:
 zoom in). A clip follows "moves left/right" when dx has the prompted sign and |dx| >= 0.05, and
-"zooms in/out" when log_scale has the prompted sign and |log_scale| >= 0.1 (real training clips: |dx| 0.28-0.48,
-|log_scale| 0.30-0.47).
+"zooms in/out" when log_scale has the prompted sign and |log_scale| >= 0.05 (the recipe's training clips,
+motion strength 0.35; measured by this code on 24 of them: |dx| 0.10-0.20, |log_scale| 0.05-0.19, 23 follow).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MIN_SHIFT, MIN_LOG_SCALE = 0.05, 0.1
+MIN_SHIFT, MIN_LOG_SCALE = 0.05, 0.05
 
 
 @dataclass

@@ -103,16 +103,18 @@ def _edge_l1(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return sum(F.l1_loss(y.diff(dim=d), x.diff(dim=d)) for d in (-2, -1))
 
 
-def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None = None, edge_weight: float = 0.0):
-    """``edge_weight``: weight of an edge (gradient) L1 term; 0, the recipe's loss, is what the build uses."""
+def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None = None, edge_weight: float = 0.0,
+              inspect: Callable[[int, torch.nn.Module], None] | None = None):
+    """``edge_weight``: weight of an edge (gradient) L1 term; 0, the recipe's loss, is what the build uses.
+    ``inspect(step, vae)`` runs after every step (dev/proving_ground/vae_check.py measures checkpoints with it)."""
     gen = torch.Generator().manual_seed(recipe.seed)
     vae = build_vae(recipe, gen)
     fmt = _latent_format()
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
     for step in range(recipe.vae_steps):
         frames, count = (1, recipe.vae_batch) if step % 2 == 0 else (5, max(recipe.vae_batch // 4, 1))
-        x = _crop(_to_video([random_clip(faces, gen, recipe.res, frames)[0] for _ in range(count)]), recipe.vae_crop,
-                  gen)
+        clips = [random_clip(faces, gen, recipe.res, frames, strength=recipe.motion_strength)[0] for _ in range(count)]
+        x = _crop(_to_video(clips), recipe.vae_crop, gen)
         z = fmt.process_in(vae.encode(x))
         noisy = z + 0.1 * torch.randn(z.shape, generator=gen)
         y = vae.decode(fmt.process_out(noisy))
@@ -129,6 +131,8 @@ def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None =
         opt.step()
         if progress:
             progress("vae", step, float(loss.detach()))
+        if inspect:
+            inspect(step, vae)
     return vae.eval()
 
 
@@ -140,7 +144,8 @@ def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress 
     latents, motions = [], []
     for start in range(0, recipe.clips, 8):
         batch = [MOTIONS[i % len(MOTIONS)] for i in range(start, min(start + 8, recipe.clips))]
-        clips = [random_clip(faces, gen, recipe.res, recipe.frames, motion=m)[0] for m in batch]
+        clips = [random_clip(faces, gen, recipe.res, recipe.frames, motion=m, strength=recipe.motion_strength)[0]
+                 for m in batch]
         latents.append(fmt.process_in(vae.encode(_to_video(clips))))
         motions += [MOTIONS.index(m) for m in batch]
         if progress:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "proving_ground"))
 import ablation
 
 from dev.proving_ground import recipe as recipes
-from dev.proving_ground.build_model import build
+from dev.proving_ground.build_model import build, load_vae_stage
 from dev.proving_ground.clips import MOTIONS
 
 SMOKE = recipes.SMOKE
@@ -65,6 +66,18 @@ def test_cache_is_used_only_for_the_same_recipe(built):
     finally:
         (built / recipes.MANIFEST).write_text(json.dumps(manifest))
     assert recipes.cached(SMOKE) == built
+
+
+def test_vae_stage_is_reused_by_a_recipe_that_changes_only_the_diffusion_model(built):
+    other = dataclasses.replace(SMOKE, dit_steps=SMOKE.dit_steps + 1)
+    assert other.digest() != SMOKE.digest() and other.vae_digest() == SMOKE.vae_digest()
+    assert dataclasses.replace(SMOKE, vae_steps=3).vae_digest() != SMOKE.vae_digest()
+    vae = load_vae_stage(other)
+    assert vae is not None
+    with safe_open(str(built / recipes.VAE_FILE), "pt") as f:  # the build's VAE file is the stage's VAE
+        for name, value in vae.state_dict().items():
+            assert torch.equal(value, f.get_tensor(name)), name
+    assert load_vae_stage(dataclasses.replace(SMOKE, vae_lr=1e-3)) is None
 
 
 def test_ablation_runs_every_arm_through_the_nodes(comfy, built, tmp_path):
