@@ -9,11 +9,7 @@ face-like regions (as tests/nodes/test_trainer_comfy.py does): this shows the pi
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from dev.face_assets import make_pack, photo_path
+from two_ranks import run_two_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 2
@@ -80,16 +77,7 @@ def train(assets: Path, out: str, steps: int = STEPS, fsdp: bool = False) -> Pat
     """Run the command on 2 processes; the identity's output folder."""
     config = assets / f"{out}_{steps}.toml"
     config.write_text(TOML.format(steps=steps, out=out, fsdp=str(fsdp).lower()))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "scaleout.train", str(config)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: the workers go too
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-6000:]
+    run_two_ranks("-m", "scaleout.train", str(config))
     return assets / out / "obama"
 
 

@@ -8,15 +8,13 @@ that step's update is rank 0's gradient alone, and under FSDP rank 1 must still 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
+
+from two_ranks import run_two_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "scaleout" / "dist_toy_worker.py"
@@ -26,17 +24,7 @@ STEPS = 4
 def launch(out: Path, steps: int, *mode: str) -> list[dict]:
     """Run the worker on 2 processes; each rank's trace."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(WORKER), str(out), str(steps), *mode]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: a hang is ended with its workers
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
+    run_two_ranks(str(WORKER), str(out), str(steps), *mode, timeout=240)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) | {"out": str(out)} for r in (0, 1)]
 
 

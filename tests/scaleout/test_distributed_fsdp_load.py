@@ -8,14 +8,12 @@ weights, which the first test refuses (checked against that code once, when this
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from two_ranks import run_two_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "scaleout" / "dist_build_worker.py"
@@ -27,16 +25,7 @@ EXPECTED_MODELS = {"wan_a14b": ["WanTransformer3DModel"] * 2, "hunyuan_video": [
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("fsdp_load")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: the workers go too
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-6000:]
+    run_two_ranks(str(WORKER), str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
