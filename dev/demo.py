@@ -132,7 +132,8 @@ def main() -> int:
         print(f"  {w}")
     print("\n" + table + "\n")
     if proving:
-        print(f"Proving-ground model (64x64, 9 frames, trained here on a few dozen faces; Obama held out), prompt "
+        size = f"{proving_ground.FULL.res}x{proving_ground.FULL.res}, {proving_ground.FULL.frames} frames"
+        print(f"Proving-ground model ({size}, trained here on a few dozen faces; Obama held out), prompt "
               f"{demo_mode.PROMPT!r}, reference {photo}: a tiny face model, not a real video model. For real "
               "models, open workflows/*.json in ComfyUI; their notes name the files.")
     else:
