@@ -4,7 +4,8 @@
     .venv/bin/python dev/proving_ground/build_model.py --smoke    # seconds: same code, tiny step counts
 
 Data: real face photos from PyPI packages (dev/proving_ground/faces.py; Obama held out), cut into 9-frame
-clips (128x128 in the full recipe) that pan left/right or zoom in/out, prompted "a person moves left" etc. through the dev text stand-in.
+clips (128x128 in the full recipe) that pan left/right or zoom in/out, prompted "a person moves left" etc.
+through the dev text stand-in.
 Steps: train the VAE, encode the clips, train the diffusion model (dev/proving_ground/train.py), save both as
 ComfyUI loads them, then sample clips per prompt in real ComfyUI and measure the face detection rate (real SCRFD,
 threshold 0.5) and whether the face moved as prompted. Results: ``<cache>/<recipe hash>/`` with the weights,
@@ -94,19 +95,19 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     torch.manual_seed(recipe.seed)
     faces = find_faces(PRETRAIN_PHOTOS)
     say(f"{len(faces)} faces from {len({f.source for f in faces})} photos (Obama held out)")
-    vae = load_vae_stage(recipe)
-    estimate = estimate_seconds(recipe, faces, vae_cached=vae is not None)
+    stage = load_vae_stage(recipe)
+    estimate = estimate_seconds(recipe, faces, vae_cached=stage is not None)
     say(f"estimated build time: {estimate / 60:.1f} min on this machine now "
         f"({os.cpu_count()} cores; longer while other jobs run)")
     progress = _progress_bars(recipe)
     timings = {}
-    if vae is None:
+    if stage is None:
         t = time.perf_counter()
         vae = train.train_vae(recipe, faces, progress)
         timings["vae_s"] = time.perf_counter() - t
         save_vae_stage(recipe, vae, timings["vae_s"])
     else:
-        timings["vae_s"] = json.loads((recipes.vae_stage_dir(recipe) / VAE_STAGE).read_text())["vae_s"]
+        vae, timings["vae_s"] = stage
         say(f"VAE reused from {recipes.vae_stage_dir(recipe)} (same VAE recipe; it trained in "
             f"{timings['vae_s'] / 60:.1f} min)")
     t = time.perf_counter()
@@ -134,7 +135,7 @@ def save_vae_stage(recipe: Recipe, vae, seconds: float) -> Path:
 
 
 def load_vae_stage(recipe: Recipe):
-    """The VAE a build (or vae_check) of the same VAE recipe trained and saved, or None."""
+    """(VAE, seconds it trained) that a build (or vae_check) of the same VAE recipe saved, or None."""
     from safetensors.torch import load_file
 
     from dev.proving_ground import train
@@ -148,7 +149,7 @@ def load_vae_stage(recipe: Recipe):
         return None
     vae = train.build_vae(recipe, torch.Generator().manual_seed(recipe.seed))
     vae.load_state_dict(load_file(str(folder / VAE_FILE)))
-    return vae.eval()
+    return vae.eval(), stage["vae_s"]
 
 
 def evaluate(rt, folder: Path, recipe: Recipe) -> dict:

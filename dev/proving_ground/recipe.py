@@ -47,15 +47,17 @@ class Recipe:
     eval_cfg: float = 3.0
 
     def digest(self) -> str:
-        blob = json.dumps({"version": RECIPE_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash(dataclasses.asdict(self))
 
     def vae_digest(self) -> str:
         """Hash of what the VAE stage depends on: a rebuild that changes only the diffusion model keeps its VAE."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items()
-                  if k.startswith("vae_") or k in ("res", "seed", "motion_strength")}
-        blob = json.dumps({"version": RECIPE_VERSION, **fields}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash({k: v for k, v in dataclasses.asdict(self).items()
+                      if k.startswith("vae_") or k in ("res", "seed", "motion_strength")})
+
+
+def _hash(fields: dict) -> str:
+    blob = json.dumps({"version": RECIPE_VERSION, **fields}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 FULL = Recipe()

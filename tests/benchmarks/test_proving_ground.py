@@ -72,8 +72,9 @@ def test_vae_stage_is_reused_by_a_recipe_that_changes_only_the_diffusion_model(b
     other = dataclasses.replace(SMOKE, dit_steps=SMOKE.dit_steps + 1)
     assert other.digest() != SMOKE.digest() and other.vae_digest() == SMOKE.vae_digest()
     assert dataclasses.replace(SMOKE, vae_steps=3).vae_digest() != SMOKE.vae_digest()
-    vae = load_vae_stage(other)
-    assert vae is not None
+    stage = load_vae_stage(other)
+    assert stage is not None
+    vae = stage[0]
     with safe_open(str(built / recipes.VAE_FILE), "pt") as f:  # the build's VAE file is the stage's VAE
         for name, value in vae.state_dict().items():
             assert torch.equal(value, f.get_tensor(name)), name
