@@ -16,7 +16,10 @@ hash is reused; ``--force`` rebuilds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -30,22 +33,14 @@ if str(REPO) not in sys.path:
 import torch
 
 from dev.proving_ground import recipe as recipes
+from dev.proving_ground import stages
 from dev.proving_ground.clips import MOTIONS, cached_canvas, prompt_for
 from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
-from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, VAE_STAGE, Recipe
+from dev.proving_ground.recipe import DIT_CHECKPOINT, MODEL_FILE, VAE_FILE, Recipe
 
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _save(state: dict, path: Path) -> None:
-    """Atomic safetensors write (a crash leaves no half file under the final name)."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
 
 
 def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
@@ -53,7 +48,10 @@ def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
     (without the VAE's steps when its stage is cached)."""
     from dev.proving_ground import train
 
-    probe = Recipe(**{**recipe.__dict__, "vae_steps": 2, "dit_steps": 2, "clips": 8, "seed": recipe.seed + 99})
+    from dev.proving_ground.latent_norm import finetune_decoder
+
+    probe = Recipe(**{**recipe.__dict__, "vae_steps": 2, "vae_finetune_steps": 2, "dit_image_steps": 2,
+                      "dit_steps": 0, "clips": 8, "seed": recipe.seed + 99})
     for face in faces:  # cut once per build, not per step: keep it out of the per-step timing
         cached_canvas(face, recipe.res)
     t0 = time.perf_counter()
@@ -61,21 +59,31 @@ def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
     t1 = time.perf_counter()
     latents, motions = train.encode_clips(probe, vae, faces)
     t2 = time.perf_counter()
-    train.train_dit(probe, latents.repeat(recipe.dit_batch, 1, 1, 1, 1), motions.repeat(recipe.dit_batch))
+    finetune_decoder(probe, vae, faces)
     t3 = time.perf_counter()
+    latents, motions = latents.repeat(recipe.dit_batch, 1, 1, 1, 1), motions.repeat(recipe.dit_batch)
+    train.train_dit(probe, latents, motions)
+    t4 = time.perf_counter()
+    train.train_dit(Recipe(**{**probe.__dict__, "dit_image_steps": 0, "dit_steps": 2}), latents, motions)
+    t5 = time.perf_counter()
     eval_clips = recipe.eval_clips * len(MOTIONS)
     vae_s = 0 if vae_cached else (t1 - t0) / 2 * recipe.vae_steps
-    return (vae_s + (t2 - t1) * recipe.clips / 8 + (t3 - t2) / 2 * recipe.dit_steps
+    return (vae_s + (t2 - t1) * recipe.clips / 8 + (t3 - t2) / 2 * recipe.vae_finetune_steps
+            + (t4 - t3) / 2 * recipe.dit_image_steps + (t5 - t4) / 2 * recipe.dit_steps
             + eval_clips * recipe.eval_steps * 0.05 + 10)
 
 
 def _progress_bars(recipe: Recipe):
     from tqdm import tqdm
 
-    totals = {"vae": recipe.vae_steps, "encode": -(-recipe.clips // 8), "dit": recipe.dit_steps}
+    totals = {"vae": recipe.vae_steps, "encode": -(-recipe.clips // 8), "vae_finetune": recipe.vae_finetune_steps,
+              "dit": recipe.dit_image_steps + recipe.dit_steps}
+    losses: list[float] = []  # the diffusion stage's losses, in order (for the manifest's curve)
     bars = {}
 
     def progress(phase: str, step: int, loss: float) -> None:
+        if phase == "dit":
+            losses.append(loss)
         if phase not in bars:
             for bar in bars.values():
                 bar.close()
@@ -86,6 +94,7 @@ def _progress_bars(recipe: Recipe):
         if step + 1 == totals[phase]:
             bars[phase].close()
 
+    progress.losses = losses
     return progress
 
 
@@ -95,7 +104,7 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     torch.manual_seed(recipe.seed)
     faces = find_faces(PRETRAIN_PHOTOS)
     say(f"{len(faces)} faces from {len({f.source for f in faces})} photos (Obama held out)")
-    stage = load_vae_stage(recipe)
+    stage = stages.load_vae_stage(recipe)
     estimate = estimate_seconds(recipe, faces, vae_cached=stage is not None)
     say(f"estimated build time: {estimate / 60:.1f} min on this machine now "
         f"({os.cpu_count()} cores; longer while other jobs run)")
@@ -105,67 +114,66 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
         t = time.perf_counter()
         vae = train.train_vae(recipe, faces, progress)
         timings["vae_s"] = time.perf_counter() - t
-        save_vae_stage(recipe, vae, timings["vae_s"])
+        stages.save_vae_stage(recipe, vae, timings["vae_s"])
     else:
         vae, timings["vae_s"] = stage
         say(f"VAE reused from {recipes.vae_stage_dir(recipe)} (same VAE recipe; it trained in "
             f"{timings['vae_s'] / 60:.1f} min)")
-    t = time.perf_counter()
-    latents, motions = train.encode_clips(recipe, vae, faces, progress)
-    timings["encode_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    dit = train.train_dit(recipe, latents, motions, progress)
-    timings["dit_s"] = time.perf_counter() - t
-    folder.mkdir(parents=True, exist_ok=True)
-    _save(dit.state_dict(), folder / MODEL_FILE)
-    shutil.copyfile(recipes.vae_stage_dir(recipe) / VAE_FILE, folder / VAE_FILE)
-    return {"faces": len(faces), "estimate_s": round(estimate, 1), **{k: round(v, 1) for k, v in timings.items()}}
+    norm = stages.load_norm_stage(recipe)
+    if norm is None:
+        norm = stages.make_norm_stage(recipe, vae, faces, progress)
+    else:
+        say(f"folded VAE and training latents reused from {recipes.norm_stage_dir(recipe)}")
+    latents, motions, stats = norm
+    timings.update(encode_s=stats["encode_s"], vae_finetune_s=stats["vae_finetune_s"])
+    resume = stages.load_dit_checkpoint(folder)
+    if resume is not None:
+        say(f"diffusion stage resumed at step {resume['step']} from {folder / DIT_CHECKPOINT}")
+        progress.losses[:] = resume["losses"]
+    t, before = time.perf_counter(), resume["dit_s"] if resume else 0.0
+
+    def checkpoint(state: dict) -> None:
+        stages.save_dit_checkpoint(folder, state, progress.losses, before + time.perf_counter() - t)
+
+    dit = train.train_dit(recipe, latents, motions, progress, resume=resume, checkpoint=checkpoint,
+                          every=DIT_CHECKPOINT_EVERY)
+    timings["dit_s"] = before + time.perf_counter() - t
+    stages.save(dit.state_dict(), folder / MODEL_FILE, torch.float16)
+    stages.save(stages.load(recipes.norm_stage_dir(recipe) / VAE_FILE), folder / VAE_FILE, torch.float16)
+    info = {"latents": {k: stats[k] for k in ("before", "after", "fold_roundtrip_max_abs", "fold_latent_max_abs")},
+            "dit_loss_by_tenth": _tenths(progress.losses)}
+    return {"faces": len(faces), "estimate_s": round(estimate, 1), **{k: round(v, 1) for k, v in timings.items()},
+            **info}
 
 
-def save_vae_stage(recipe: Recipe, vae, seconds: float) -> Path:
-    """The trained VAE under ``<cache>/vae_stage/<vae digest>/`` (its marker written last): builds whose recipes
-    differ only in the diffusion model reuse it, as does a build after ``vae_check.py --save`` of the same recipe."""
-    folder = recipes.vae_stage_dir(recipe)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save(vae.state_dict(), folder / VAE_FILE)
-    tmp = folder / (VAE_STAGE + ".tmp")
-    tmp.write_text(json.dumps({"vae_digest": recipe.vae_digest(), "vae_s": round(seconds, 1)}))
-    os.replace(tmp, folder / VAE_STAGE)
-    return folder
+DIT_CHECKPOINT_EVERY = 250  # steps between the diffusion stage's checkpoints (about 2-4 min on one thread)
 
 
-def load_vae_stage(recipe: Recipe):
-    """(VAE, seconds it trained) that a build (or vae_check) of the same VAE recipe saved, or None."""
-    from safetensors.torch import load_file
-
-    from dev.proving_ground import train
-
-    folder = recipes.vae_stage_dir(recipe)
-    try:
-        stage = json.loads((folder / VAE_STAGE).read_text())
-    except (OSError, ValueError):
-        return None
-    if stage.get("vae_digest") != recipe.vae_digest() or not (folder / VAE_FILE).is_file():
-        return None
-    vae = train.build_vae(recipe, torch.Generator().manual_seed(recipe.seed))
-    vae.load_state_dict(load_file(str(folder / VAE_FILE)))
-    return vae.eval(), stage["vae_s"]
+def _tenths(losses: list[float]) -> list[float]:
+    """Mean loss over each tenth of the steps."""
+    n = len(losses)
+    parts = [losses[i * n // 10:(i + 1) * n // 10] for i in range(10)] if n >= 10 else [[x] for x in losses]
+    return [round(sum(p) / len(p), 4) for p in parts]
 
 
 def evaluate(rt, folder: Path, recipe: Recipe) -> dict:
-    """Sample ``eval_clips`` clips per motion prompt in ComfyUI; face detection rate and motion adherence."""
+    """Sample ``eval_clips`` clips per motion prompt in ComfyUI (single frames when the recipe trains no clip
+    steps); face detection rate and motion adherence; and the face rate of the saved VAE's own round trip."""
     from dev.proving_ground import sampling
     from dev.proving_ground.motion import measure
+    from dev.proving_ground.vae_check import reconstruction_check
 
     sampling.register(folder)
     det = detector()
     g = sampling.Graph()
-    model, vae = sampling.loaders(g)
+    model, vae = sampling.loaders(g, recipe)
+    frames = recipe.frames if recipe.dit_steps else 1
     keys = []
     for motion in MOTIONS:
         for i in range(recipe.eval_clips):
             key = f"pg_eval_{motion}_{i}"
-            sampling.capture(g, sampling.sample(g, model, vae, recipe, prompt_for(motion), seed=1000 + i), key)
+            clip = sampling.sample(g, model, vae, recipe, prompt_for(motion), seed=1000 + i, frames=frames)
+            sampling.capture(g, clip, key)
             keys.append((motion, key))
     rt.run(g.nodes)
     clips, per_clip = [], []
@@ -177,8 +185,15 @@ def evaluate(rt, folder: Path, recipe: Recipe) -> dict:
                          "follows": m.follows(motion)})
     _save_strip(clips, folder / "samples.png")
     n = len(per_clip)
+    with_faces = [c for c in per_clip if not math.isnan(c["dx"])]  # clips where the motion is measurable
+    saved_vae = stages.vae_from_state(recipe, stages.load(folder / VAE_FILE))
+    roundtrip = reconstruction_check(saved_vae, recipe, find_faces(PRETRAIN_PHOTOS, det), det,
+                                    2 * recipe.eval_clips)
     return {"face_detection_rate": sum(c["face_rate"] for c in per_clip) / n,
-            "motion_follows_prompt": sum(c["follows"] for c in per_clip) / n, "eval_clips": per_clip}
+            "motion_follows_prompt": sum(c["follows"] for c in per_clip) / n,
+            "motion_follows_with_faces": sum(c["follows"] for c in with_faces) / max(len(with_faces), 1),
+            "clips_with_faces": len(with_faces), "vae_roundtrip": roundtrip,
+            "eval_clips": per_clip}
 
 
 def _save_strip(clips: list[torch.Tensor], path: Path) -> None:
@@ -195,30 +210,99 @@ def build(rt, recipe: Recipe = recipes.FULL, force: bool = False, say=_say) -> P
     if not force and recipes.cached(recipe) is not None:
         say(f"proving-ground model cached in {folder}")
         return folder
-    if folder.exists():
+    if force and folder.exists():
         shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # an interrupted build resumes from the stages it left
     started = time.perf_counter()
     info = train_and_save(recipe, folder, say)
     t = time.perf_counter()
     numbers = evaluate(rt, folder, recipe)
     info["evaluate_s"] = round(time.perf_counter() - t, 1)
-    info["total_s"] = round(time.perf_counter() - started, 1)
-    recipes.write_manifest(folder, recipe, **info, **numbers)
+    info["this_run_s"] = round(time.perf_counter() - started, 1)  # less than total_s when stages were reused
+    info["total_s"] = round(sum(info[k] for k in ("vae_s", "encode_s", "vae_finetune_s", "dit_s", "evaluate_s")), 1)
+    machine = (f"{os.cpu_count()} CPU cores, {recipes.threads()} torch thread(s), torch {torch.__version__}, "
+               f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    recipes.write_manifest(folder, recipe, **info, **numbers, files=file_digests(folder),
+                           meets_target=meets_target(numbers), machine=machine)
+    (folder / DIT_CHECKPOINT).unlink(missing_ok=True)  # complete: the stage's state is spent
     say(f"built in {info['total_s'] / 60:.1f} min: faces detected in {numbers['face_detection_rate']:.0%} of "
         f"sampled frames, motion follows the prompt in {numbers['motion_follows_prompt']:.0%} of clips -> {folder}")
     return folder
+
+
+def file_digests(folder: Path) -> dict:
+    """sha256 and size of the two weight files (what the manifest vouches for)."""
+    out = {}
+    for name in (MODEL_FILE, VAE_FILE):
+        data = (folder / name).read_bytes()
+        out[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return out
+
+
+def meets_target(numbers: dict) -> bool:
+    """Issue 18's bar for committing a build: faces in >= 60 % of generated frames and >= 80 % of the saved VAE's
+    own round-trip rate; motion as prompted in >= 60 % of the clips with faces."""
+    faces = numbers["face_detection_rate"]
+    return (faces >= recipes.TARGET_FACE_RATE
+            and faces >= recipes.TARGET_OF_ROUNDTRIP * numbers["vae_roundtrip"]["faces_recon"]
+            and numbers["motion_follows_with_faces"] >= recipes.TARGET_MOTION)
+
+
+def commit(recipe: Recipe = recipes.FULL, say=_say) -> Path:
+    """Copy the complete build of ``recipe`` (weights, manifest, samples) into the repository's model folder;
+    refuses a build that misses the target."""
+    if recipe != recipes.FULL:
+        raise SystemExit("--commit: only the full recipe (recipe.FULL) is committed; change FULL, then build it")
+    folder = recipes.cached(recipe)
+    if folder is None:
+        raise SystemExit(f"--commit: no complete build of recipe {recipe.digest()} in {recipes.cache_root()}; "
+                         "build it first (same command without --commit)")
+    manifest = recipes.read_manifest(folder)
+    if not manifest.get("meets_target"):
+        raise SystemExit(f"--commit: the build in {folder} misses the target (faces "
+                         f"{manifest['face_detection_rate']:.0%}, motion {manifest['motion_follows_with_faces']:.0%}); "
+                         "not committing it")
+    out = recipes.COMMITTED
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MODEL_FILE, VAE_FILE, "samples.png", recipes.MANIFEST):  # the manifest last
+        tmp = out / (name + ".tmp")
+        shutil.copyfile(folder / name, tmp)
+        os.replace(tmp, out / name)
+    say(f"committed build {recipe.digest()} to {out}")
+    return out
+
+
+def with_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
+    """``recipe`` with ``FIELD=VALUE`` settings applied (values parsed as the field's type)."""
+    fields = {f.name: f.type for f in dataclasses.fields(Recipe)}
+    changes = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set: got {setting!r}; expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        kind = {"int": int, "float": float, "str": str}[fields[name]]
+        changes[name] = kind(value)
+    return dataclasses.replace(recipe, **changes)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="the seconds-long recipe (tests; draws no faces)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a complete build is cached")
+    parser.add_argument("--commit", action="store_true",
+                        help="copy the complete build into dev/proving_ground/model/ (only if it meets the target)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="experiment: override a recipe field (e.g. --set shift=3); the build has its own hash")
     args = parser.parse_args()
     from dev.comfy_runtime import ComfyRuntime
 
+    recipe = with_overrides(recipes.SMOKE if args.smoke else recipes.FULL, args.set)
+    if args.commit:
+        commit(recipe)
+        return 0
     recipes.set_threads()
     rt = ComfyRuntime.boot(recipes.cache_root() / "comfy")
-    folder = build(rt, recipes.SMOKE if args.smoke else recipes.FULL, force=args.force)
+    folder = build(rt, recipe, force=args.force)
     manifest = recipes.read_manifest(folder)
     print(json.dumps({k: v for k, v in manifest.items() if k != "eval_clips"}, indent=2))
     return 0

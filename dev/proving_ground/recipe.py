@@ -16,11 +16,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE_ENV = "PERSONALVIDEO_PROVING_GROUND_CACHE"
-RECIPE_VERSION = 2  # bump when the training code changes what a recipe produces
+RECIPE_VERSION = 3  # bump when the training code changes what a recipe produces
+VAE_VERSION = 2  # the same for the VAE stage alone (its training code is unchanged since recipe version 2)
 MODEL_FILE = "proving_ground_wan21.safetensors"
 VAE_FILE = "proving_ground_wan21_vae.safetensors"
 MANIFEST = "manifest.json"
 VAE_STAGE = "vae_stage.json"  # marker written after the VAE file in vae_stage_dir()
+NORM_STAGE = "norm_stage.json"  # marker written after the folded VAE and the latents in norm_stage_dir()
+LATENTS_FILE = "latents.safetensors"
+DIT_CHECKPOINT = "dit_checkpoint.safetensors"  # the diffusion stage's periodic state (a build resumes from it)
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,20 @@ class Recipe:
     vae_batch: int = 8  # single frames per step; every other step 2 clips of 5 frames instead
     vae_crop: int = 64  # the VAE is convolutional: it trains on random crops of the frames (4x cheaper)
     vae_lr: float = 2e-3
+    vae_finetune_steps: int = 400  # decoder-only steps after the latent statistics are folded in (latent_norm.py)
+    vae_finetune_lr: float = 5e-4
+    vae_latent_noise: float = 0.1  # noise on the unit-variance latents the decoder fine-tunes on
     clips: int = 768  # training clips encoded once for the diffusion model
     dit_dim: int = 256  # ComfyUI reads num_heads = dim // 128
     dit_layers: int = 4
     dit_steps: int = 4000
     dit_batch: int = 8
     dit_lr: float = 5e-4
+    dit_image_steps: int = 0  # image-first: steps on one latent frame (the clips' first) before the clip steps
+    dit_ema: float = 0.995  # EMA decay of the saved weights (0: the raw weights)
+    shift: float = 2.0  # flow shift of the sigmas, in training and in every sampling graph (ModelSamplingSD3)
+    timesteps: str = "logit_normal"  # training sigmas: "logit_normal" (SD3) or "uniform", then shifted
+    loss: str = "velocity"  # "velocity" or "x0" (the error of the implied clean latent; train.flow_loss)
     cfg_dropout: float = 0.1  # share of steps trained on the empty prompt (classifier-free guidance)
     eval_clips: int = 4  # sampled clips per motion prompt for the build's numbers
     eval_steps: int = 20
@@ -51,22 +63,38 @@ class Recipe:
 
     def vae_digest(self) -> str:
         """Hash of what the VAE stage depends on: a rebuild that changes only the diffusion model keeps its VAE."""
+        return _hash({k: v for k, v in dataclasses.asdict(self).items() if k in _VAE_FIELDS}, VAE_VERSION)
+
+    def norm_digest(self) -> str:
+        """Hash of what the folded VAE and the encoded training latents depend on."""
         return _hash({k: v for k, v in dataclasses.asdict(self).items()
-                      if k.startswith("vae_") or k in ("res", "seed", "motion_strength")})
+                      if k in _VAE_FIELDS or k.startswith("vae_finetune") or k in ("vae_latent_noise", "clips",
+                                                                                    "frames")})
 
 
-def _hash(fields: dict) -> str:
-    blob = json.dumps({"version": RECIPE_VERSION, **fields}, sort_keys=True)
+_VAE_FIELDS = ("vae_dim", "vae_steps", "vae_batch", "vae_crop", "vae_lr", "res", "seed", "motion_strength")
+
+
+def _hash(fields: dict, version: int = RECIPE_VERSION) -> str:
+    blob = json.dumps({"version": version, **fields}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 FULL = Recipe()
 # Seconds-to-a-minute version for the tests: same code, tiny step counts (it draws no faces).
-SMOKE = Recipe(res=64, vae_steps=2, vae_batch=2, vae_crop=32, clips=4, dit_dim=128, dit_layers=1, dit_steps=3,
-               dit_batch=2, eval_clips=1, eval_steps=4)
+SMOKE = Recipe(res=64, vae_steps=2, vae_batch=2, vae_crop=32, vae_finetune_steps=2, clips=4, dit_dim=128,
+               dit_layers=1, dit_image_steps=2, dit_steps=3, dit_batch=2, eval_clips=1, eval_steps=4)
 
+
+# What a build must reach to be committed (issue 18): faces in generated frames, that rate against the saved
+# VAE's own round trip, and clips (with faces) whose face moves as prompted.
+TARGET_FACE_RATE, TARGET_OF_ROUNDTRIP, TARGET_MOTION = 0.6, 0.8, 0.6
 
 THREADS_ENV = "PERSONALVIDEO_PROVING_GROUND_THREADS"
+
+
+def threads() -> int:
+    return int(os.environ.get(THREADS_ENV, "1"))
 
 
 def set_threads() -> int:
@@ -75,9 +103,8 @@ def set_threads() -> int:
     with 2 threads, 2.0 s with 1); on an idle machine set it to the core count."""
     import torch
 
-    threads = int(os.environ.get(THREADS_ENV, "1"))
-    torch.set_num_threads(threads)
-    return threads
+    torch.set_num_threads(threads())
+    return threads()
 
 
 def cache_root() -> Path:
@@ -88,13 +115,34 @@ def vae_stage_dir(recipe: Recipe) -> Path:
     return cache_root() / "vae_stage" / recipe.vae_digest()
 
 
+def norm_stage_dir(recipe: Recipe) -> Path:
+    return cache_root() / "norm_stage" / recipe.norm_digest()
+
+
 def build_dir(recipe: Recipe) -> Path:
     return cache_root() / recipe.digest()
 
 
+COMMITTED = REPO / "dev" / "proving_ground" / "model"  # the build of FULL shipped with the repository
+
+
 def cached(recipe: Recipe = FULL) -> Path | None:
     """The build folder of ``recipe`` when it is complete (manifest written last, with the same hash)."""
-    folder = build_dir(recipe)
+    return complete(build_dir(recipe), recipe)
+
+
+def committed(recipe: Recipe = FULL) -> Path | None:
+    """The repository's model folder when it holds a build of ``recipe`` (same hash), else None."""
+    return complete(COMMITTED, recipe)
+
+
+def model_folder(recipe: Recipe = FULL) -> Path | None:
+    """Where the model of ``recipe`` is: the committed folder, else a complete cached build, else None."""
+    return committed(recipe) or cached(recipe)
+
+
+def complete(folder: Path, recipe: Recipe) -> Path | None:
+    """``folder`` when it holds both weight files and a manifest of ``recipe``'s hash."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dev.comfy_runtime import Graph  # noqa: F401  (build_model.py builds its sampling graph with it)
-from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
+from dev.proving_ground.recipe import FULL, MODEL_FILE, VAE_FILE, Recipe
 from dev.proving_ground.train import TEXT_TOKENS, TEXT_WIDTH
 
 NEGATIVE = ""  # the model learnt the empty prompt as its unconditional branch
@@ -28,16 +28,18 @@ def text(g: Graph, prompt: str) -> list:
                  tokens=TEXT_TOKENS)
 
 
-def loaders(g: Graph) -> tuple[list, list]:
-    """(MODEL, VAE) links of the proving-ground model."""
+def loaders(g: Graph, recipe: Recipe = FULL) -> tuple[list, list]:
+    """(MODEL, VAE) links of the proving-ground model; the model with the flow shift it was trained for, set as
+    users set it (ModelSamplingSD3; the file alone would get Wan's default shift of 8)."""
     model = g.add("UNETLoader", unet_name=MODEL_FILE, weight_dtype="default")
+    model = g.add("ModelSamplingSD3", model=model, shift=recipe.shift)
     return model, g.add("VAELoader", vae_name=VAE_FILE)
 
 
 def sample(g: Graph, model, vae, recipe: Recipe, prompt: str, seed: int, steps: int | None = None,
-           cfg: float | None = None) -> list:
-    """Link to the decoded IMAGE frames [F, H, W, 3] of one clip."""
-    latent = g.add("EmptyHunyuanLatentVideo", width=recipe.res, height=recipe.res, length=recipe.frames,
+           cfg: float | None = None, frames: int | None = None) -> list:
+    """Link to the decoded IMAGE frames [F, H, W, 3] of one clip (``frames``: the recipe's unless given)."""
+    latent = g.add("EmptyHunyuanLatentVideo", width=recipe.res, height=recipe.res, length=frames or recipe.frames,
                    batch_size=1)
     samples = g.add("KSampler", model=model, positive=text(g, prompt), negative=text(g, NEGATIVE),
                     latent_image=latent, seed=seed, steps=steps or recipe.eval_steps, cfg=cfg or recipe.eval_cfg,

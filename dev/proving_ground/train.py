@@ -1,12 +1,14 @@
 """Training the proving-ground model from scratch: ComfyUI's own Wan 2.1 classes (WanVAE, WanModel) at tiny size.
 
-1. The VAE learns to reconstruct face frames and clips (L1 + MSE), with its latents pulled toward the statistics
-   ComfyUI's Wan 2.1 latent format assumes (so ``process_in`` of a latent is about unit-variance, as for the real
-   VAE), and decoded from slightly noised latents (so imperfect sampled latents still decode to faces).
+1. The VAE learns to reconstruct face frames and clips (L1 + MSE), with a weak pull of its latents toward the
+   statistics ComfyUI's Wan 2.1 latent format assumes (weight 0.01: measured, it leaves ``process_in`` latents at
+   std ~0.2, which latent_norm.py then corrects exactly), decoded from slightly noised latents.
 2. Training clips are encoded once; the diffusion model learns flow matching on them exactly as ComfyUI samples
    Wan (model input ``sigma * noise + (1 - sigma) * latent``, timestep ``1000 * sigma``, target
    ``noise - latent``), conditioned on the text stand-in's encoding of the motion prompt (empty prompt for
-   classifier-free guidance). An EMA of the weights is what gets saved.
+   classifier-free guidance); sigmas drawn logit-normal and shifted by the recipe's shift, the same shift the
+   sampling graphs set with ModelSamplingSD3. Optionally image-first (one latent frame) before the clips. An EMA
+   of the weights is what gets saved.
 
 Plain torch on the CPU; every random draw comes from generators seeded by the recipe. Needs ComfyUI importable.
 """
@@ -25,7 +27,6 @@ from dev.proving_ground.faces import FaceCrop
 from dev.proving_ground.recipe import Recipe
 
 TEXT_WIDTH, TEXT_TOKENS = 4096, 16  # the stand-in's conditioning for Wan (tests/graphs.py uses the same)
-EMA_DECAY = 0.995
 Progress = Callable[[str, int, float], None]  # (phase, step, loss)
 
 
@@ -153,7 +154,11 @@ def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress 
     return torch.cat(latents), torch.tensor(motions)
 
 
-def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None = None):
+def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None = None,
+              resume: dict | None = None, checkpoint: Callable[[dict], None] | None = None, every: int = 500):
+    """The diffusion model (its EMA weights; the raw ones when ``recipe.dit_ema`` is 0). ``checkpoint(state)`` is
+    called every ``every`` steps and at the end with the whole training state; ``resume`` (such a state)
+    continues from it, drawing the same batches as an uninterrupted run."""
     import comfy.model_management as mm
 
     # ComfyUI 0.33 computes Wan's rotary embedding with a fused kernel that has no backward unless
@@ -161,40 +166,80 @@ def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, prog
     was_training = getattr(mm, "in_training", False)
     mm.in_training = True
     try:
-        return _train_dit(recipe, latents, motions, progress)
+        return _train_dit(recipe, latents, motions, progress, resume, checkpoint, every)
     finally:
         mm.in_training = was_training
 
 
-def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None):
+def training_sigmas(recipe: Recipe, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Sigmas for ``n`` training samples: t from ``recipe.timesteps``, then shifted exactly as ComfyUI's flow
+    sampling (``ModelSamplingSD3``) shifts its schedule: sigma = shift t / (1 + (shift - 1) t)."""
+    if recipe.timesteps == "logit_normal":
+        t = torch.sigmoid(torch.randn(n, generator=gen))
+    elif recipe.timesteps == "uniform":
+        t = torch.rand(n, generator=gen)
+    else:
+        raise ValueError(f"timesteps: got {recipe.timesteps!r}, expected 'logit_normal' or 'uniform'")
+    return (recipe.shift * t / (1 + (recipe.shift - 1) * t)).clamp(1e-3, 1.0)
+
+
+def flow_loss(recipe: Recipe, pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The model stays a velocity (flow) model; ``recipe.loss`` says what its error is measured as: "velocity"
+    (MSE of v) or "x0" (MSE of the clean latent it implies, x0 = x_t - sigma v: sigma^2 times the velocity
+    error, so the low-noise steps no longer outweigh the high-noise ones, where the layout is learnt)."""
+    if recipe.loss == "velocity":
+        return F.mse_loss(pred, target)
+    if recipe.loss == "x0":
+        return (sigma * (pred - target)).pow(2).mean()
+    raise ValueError(f"loss: got {recipe.loss!r}, expected 'velocity' or 'x0'")
+
+
+def _phase(step: int, recipe: Recipe) -> tuple[int, int, int]:
+    """(frames of latent used, step within its phase, steps in the phase): image-first steps, then clips."""
+    if step < recipe.dit_image_steps:
+        return 1, step, recipe.dit_image_steps
+    return 0, step - recipe.dit_image_steps, recipe.dit_steps
+
+
+def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None,
+               resume: dict | None, checkpoint: Callable[[dict], None] | None, every: int):
     gen = torch.Generator().manual_seed(recipe.seed + 2)
     dit = build_dit(recipe, gen)
     ema = copy.deepcopy(dit).requires_grad_(False)
     conds = torch.cat([text_conditioning(prompt_for(m)) for m in MOTIONS] + [text_conditioning("")])
     opt = torch.optim.AdamW(dit.parameters(), lr=recipe.dit_lr, weight_decay=0.01)
-    for step in range(recipe.dit_steps):
+    first = 0
+    if resume is not None:
+        dit.load_state_dict(resume["dit"])
+        ema.load_state_dict(resume["ema"])
+        opt.load_state_dict(resume["opt"])
+        gen.set_state(resume["gen"])
+        first = resume["step"]
+    total = recipe.dit_image_steps + recipe.dit_steps
+    for step in range(first, total):
+        frames, phase_step, phase_total = _phase(step, recipe)
         idx = torch.randint(len(latents), (recipe.dit_batch,), generator=gen)
-        x0 = latents[idx]
+        x0 = latents[idx][:, :, :frames] if frames else latents[idx]
         which = motions[idx].clone()
         which[torch.rand(recipe.dit_batch, generator=gen) < recipe.cfg_dropout] = len(MOTIONS)  # empty prompt
-        # half the sigmas uniform, half with Wan's shift 8 (where ComfyUI's sampler spends its steps)
-        t = torch.rand(recipe.dit_batch, generator=gen)
-        shifted = 8 * t / (1 + 7 * t)
-        sigma = torch.where(torch.arange(recipe.dit_batch) % 2 == 0, t, shifted).clamp(1e-3, 1.0)
+        sigma = training_sigmas(recipe, recipe.dit_batch, gen)
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma.view(-1, 1, 1, 1, 1)
         pred = dit(s * noise + (1 - s) * x0, sigma * 1000, conds[which])
-        loss = F.mse_loss(pred, noise - x0)
+        loss = flow_loss(recipe, pred, noise - x0, s)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, recipe.dit_steps, recipe.dit_lr)
+            group["lr"] = _lr(phase_step, phase_total, recipe.dit_lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
         opt.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
+        decay = min(recipe.dit_ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for e, p in zip(ema.parameters(), dit.parameters()):
-                e.lerp_(p, 1 - decay)
+                e.lerp_(p, 1 - decay) if decay > 0 else e.copy_(p)
         if progress:
             progress("dit", step, float(loss.detach()))
+        if checkpoint and ((step + 1) % every == 0 or step + 1 == total):
+            checkpoint({"step": step + 1, "dit": dit.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "gen": gen.get_state()})
     return ema.eval()

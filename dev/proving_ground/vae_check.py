@@ -123,7 +123,7 @@ def main() -> int:
     start = time.perf_counter()
     vae = train_vae(recipe, faces, progress, edge_weight=args.edge, inspect=inspect)
     if args.save:
-        from dev.proving_ground.build_model import save_vae_stage
+        from dev.proving_ground.stages import save_vae_stage
 
         print(f"VAE stage saved in {save_vae_stage(recipe, vae, time.perf_counter() - start)}", flush=True)
     report(args.steps - 1, vae)

@@ -24,8 +24,9 @@ sys.path.insert(0, str(REPO / "benchmarks" / "proving_ground"))
 import ablation
 
 from dev.proving_ground import recipe as recipes
-from dev.proving_ground.build_model import build, load_vae_stage
+from dev.proving_ground.build_model import build
 from dev.proving_ground.clips import MOTIONS
+from dev.proving_ground.stages import load_norm_stage, load_norm_vae, load_vae_stage
 
 SMOKE = recipes.SMOKE
 
@@ -68,17 +69,66 @@ def test_cache_is_used_only_for_the_same_recipe(built):
     assert recipes.cached(SMOKE) == built
 
 
-def test_vae_stage_is_reused_by_a_recipe_that_changes_only_the_diffusion_model(built):
+def test_vae_stages_are_reused_by_a_recipe_that_changes_only_the_diffusion_model(built):
     other = dataclasses.replace(SMOKE, dit_steps=SMOKE.dit_steps + 1)
     assert other.digest() != SMOKE.digest() and other.vae_digest() == SMOKE.vae_digest()
+    assert other.norm_digest() == SMOKE.norm_digest()
     assert dataclasses.replace(SMOKE, vae_steps=3).vae_digest() != SMOKE.vae_digest()
-    stage = load_vae_stage(other)
-    assert stage is not None
-    vae = stage[0]
-    with safe_open(str(built / recipes.VAE_FILE), "pt") as f:  # the build's VAE file is the stage's VAE
+    finetune = dataclasses.replace(SMOKE, vae_finetune_steps=3)
+    assert finetune.vae_digest() == SMOKE.vae_digest() and finetune.norm_digest() != SMOKE.norm_digest()
+    assert load_vae_stage(other) is not None
+    assert load_norm_stage(other) is not None and load_norm_stage(finetune) is None
+    vae = load_norm_vae(other)
+    with safe_open(str(built / recipes.VAE_FILE), "pt") as f:  # the build's VAE file is the norm stage's, in fp16
         for name, value in vae.state_dict().items():
-            assert torch.equal(value, f.get_tensor(name)), name
+            saved = f.get_tensor(name)
+            assert saved.dtype == torch.float16 and torch.equal(value.half(), saved), name
     assert load_vae_stage(dataclasses.replace(SMOKE, vae_lr=1e-3)) is None
+
+
+def test_latent_statistics_are_folded_into_the_vae_exactly(built):
+    """The norm stage: std 1 and mean 0 per channel after ``process_in`` on the training latents, the round trip
+    unchanged by the fold, and the folded encoder giving those latents (a real encode, not arithmetic)."""
+    from dev.proving_ground import latent_norm, train
+    from dev.proving_ground.faces import PRETRAIN_PHOTOS, find_faces
+
+    latents = recipes.read_manifest(built)["latents"]
+    assert latents["fold_roundtrip_max_abs"] < 1e-4 and latents["fold_latent_max_abs"] < 1e-4
+    assert all(abs(v) < 1e-4 for v in latents["after"]["mean"])
+    assert all(abs(v - 1) < 1e-3 for v in latents["after"]["std"])
+    assert latents["before"]["std"] != latents["after"]["std"]
+    stage_latents, motions, _ = load_norm_stage(SMOKE)
+    mean, std = latent_norm.channel_stats(stage_latents)
+    assert torch.allclose(mean, torch.zeros(16), atol=1e-5) and torch.allclose(std, torch.ones(16), atol=1e-5)
+    # encode_clips gives process_in(encode(clip)): with the folded encoder, the stage's normalised latents
+    again, again_motions = train.encode_clips(SMOKE, load_norm_vae(SMOKE), find_faces(PRETRAIN_PHOTOS))
+    assert torch.equal(again_motions, motions)
+    assert torch.allclose(again, stage_latents, atol=1e-4, rtol=0)
+
+
+def test_diffusion_stage_resumes_where_it_stopped_with_the_same_result(built, tmp_path):
+    """A build interrupted after a checkpoint and started again ends with the weights of an uninterrupted one."""
+    from dev.proving_ground import train
+    from dev.proving_ground.stages import load_dit_checkpoint, save_dit_checkpoint
+
+    latents, motions, _ = load_norm_stage(SMOKE)
+    whole = train.train_dit(SMOKE, latents, motions)
+
+    class Interrupted(Exception):
+        pass
+
+    def save_then_stop(state: dict) -> None:
+        save_dit_checkpoint(tmp_path, state, [0.5] * state["step"], 1.0)
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train.train_dit(SMOKE, latents, motions, checkpoint=save_then_stop, every=2)
+    state = load_dit_checkpoint(tmp_path)
+    assert state["step"] == 2 and state["losses"] == [0.5, 0.5] and state["dit_s"] == 1.0
+    assert SMOKE.dit_image_steps + SMOKE.dit_steps > 2  # it stopped in the middle
+    resumed = train.train_dit(SMOKE, latents, motions, resume=state).state_dict()
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed[name]), name
 
 
 def test_ablation_runs_every_arm_through_the_nodes(comfy, built, tmp_path):
@@ -126,3 +176,26 @@ def test_vae_check_measures_reconstructions_against_their_sources(comfy):
     x = torch.rand(1, 3, 1, 16, 16)
     blurred = torch.nn.functional.avg_pool2d(x[:, :, 0], 3, 1, 1)[:, :, None]
     assert float(_edge_l1(x, x)) == 0.0 and float(_edge_l1(blurred, x)) > 0.1
+
+
+def test_demo_graphs_sample_with_the_shift_the_model_was_trained_for(comfy):
+    """Proving-ground mode puts ModelSamplingSD3 (the recipe's shift) between the model loader and everything
+    that used it, and samples as the build evaluated (euler, simple, its CFG)."""
+    from dev.demo import workflow_prompt
+    from dev.proving_ground import demo_mode
+
+    for name in ("train_identity_adapter_wan21", "generate_with_identity_adapter_wan21"):
+        plain = workflow_prompt(name, 2)
+        prompt = workflow_prompt(name, 2, proving=True)
+        loader = next(k for k, n in prompt.items() if n["class_type"] == "UNETLoader")
+        shift = [k for k, n in prompt.items() if n["class_type"] == "ModelSamplingSD3"]
+        assert len(shift) == 1 and prompt[shift[0]]["inputs"] == {"model": [loader, 0], "shift": recipes.FULL.shift}
+        readers = [k for k, n in plain.items() if [loader, 0] in n["inputs"].values()]
+        assert readers and all(prompt[k]["inputs"][i] == [shift[0], 0]
+                               for k in readers for i, v in plain[k]["inputs"].items() if v == [loader, 0])
+        for node in prompt.values():
+            if node["class_type"] in ("KSampler", "PersonalVideoTrainIdentityAdapter"):
+                assert {k: node["inputs"][k] for k in demo_mode.SAMPLER} == demo_mode.SAMPLER
+    evaluate = workflow_prompt("evaluate_video", 2, proving=True, dlib=True)
+    node = next(n for n in evaluate.values() if n["class_type"] == "PersonalVideoEvaluateVideo")
+    assert evaluate[node["inputs"]["face_evaluator"][0]]["class_type"] == "PersonalVideoLoadDlibFaceEvaluator"
