@@ -280,7 +280,8 @@ def with_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
         name, sep, value = setting.partition("=")
         if not sep or name not in fields:
             raise SystemExit(f"--set: got {setting!r}; expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = {"int": int, "float": float, "str": str}[fields[name]]
+        kind = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}[
+            fields[name]]
         changes[name] = kind(value)
     return dataclasses.replace(recipe, **changes)
 

@@ -59,13 +59,15 @@ def canvas(face: FaceCrop, res: int, fill: float) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
-def render(canv: torch.Tensor, res: int, zooms: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+def render(canv: torch.Tensor, res: int, zooms: torch.Tensor, shifts: torch.Tensor,
+           offset: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Frames [F, res, res, 3] from a canvas: frame f shows the window of half-size 0.5/zooms[f] centred at
-    (shifts[f], 0) in the canvas' [-1, 1] coordinates (rendered at 2x and averaged down)."""
+    (shifts[f] + offset[0], offset[1]) in the canvas' [-1, 1] coordinates (rendered at 2x and averaged down)."""
     n = zooms.shape[0]
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 0.5 / zooms
-    theta[:, 0, 2] = shifts
+    theta[:, 0, 2] = shifts + offset[0]
+    theta[:, 1, 2] = offset[1]
     grid = F.affine_grid(theta, (n, 3, 2 * res, 2 * res), align_corners=False)
     frames = F.grid_sample(canv[None].expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection",
                            align_corners=False)
@@ -88,14 +90,22 @@ def trajectory(motion: str, frames: int, amount: float, strength: float = 1.0) -
 
 
 def random_clip(faces: list[FaceCrop], gen: torch.Generator, res: int, frames: int,
-                motion: str | None = None, strength: float = 1.0) -> tuple[torch.Tensor, str]:
-    """One clip [F, res, res, 3] of a random face with a random (or the given) motion, and its motion."""
+                motion: str | None = None, strength: float = 1.0, translate: float = 0.0,
+                augment: bool = True) -> tuple[torch.Tensor, str]:
+    """One clip [F, res, res, 3] of a random face with a random (or the given) motion, and its motion.
+    ``translate``: the face's place in the frame moves by up to this share of the frame side in x and y (random,
+    the same for the whole clip; 0: centred, and no extra random draw, so other clips stay as they were).
+    ``augment`` False: no flip, brightness, contrast or zoom jitter and a middling motion amount, so each face
+    gives exactly one clip per motion (the same random draws are made either way)."""
     u = torch.rand(6, generator=gen).tolist()
     face = faces[int(torch.randint(len(faces), (1,), generator=gen))]
     motion = motion or MOTIONS[int(torch.randint(len(MOTIONS), (1,), generator=gen))]
     canv = cached_canvas(face, res)
+    if not augment:
+        u = [0.5, 1.0, 0.5, 0.5, 0.5, u[5]]  # zoom 1.12, no flip, contrast and brightness unchanged, amount 0.5
     if u[1] < 0.5:
         canv = canv.flip(-1)
     canv = ((canv - 0.5) * (0.85 + 0.3 * u[2]) + 0.5 + 0.1 * (u[3] - 0.5)).clamp(0, 1)  # contrast, brightness
     zooms, shifts = trajectory(motion, frames, u[4], strength)
-    return render(canv, res, zooms * (1 + 0.24 * u[0]), shifts), motion  # face fills 0.42-0.52 at zoom 1
+    offset = tuple(((torch.rand(2, generator=gen) * 2 - 1) * translate).tolist()) if translate else (0.0, 0.0)
+    return render(canv, res, zooms * (1 + 0.24 * u[0]), shifts, offset), motion  # face fills 0.42-0.52 at zoom 1

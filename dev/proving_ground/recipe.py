@@ -43,15 +43,18 @@ class Recipe:
     vae_finetune_lr: float = 5e-4
     vae_latent_noise: float = 0.1  # noise on the unit-variance latents the decoder fine-tunes on
     clips: int = 768  # training clips encoded once for the diffusion model
+    dit_translate: float = 0.0  # the face's place in those clips moves by up to this share of the frame side
+    identities: int = 4  # the diffusion model's clips show only the N largest faces (0: all of them)
+    dit_augment: bool = False  # flips, colour and zoom jitter in those clips (False: one clip per face and motion)
     dit_dim: int = 256  # ComfyUI reads num_heads = dim // 128
     dit_layers: int = 4
-    dit_steps: int = 4000
+    dit_steps: int = 5000
     dit_batch: int = 8
     dit_lr: float = 5e-4
-    dit_image_steps: int = 0  # image-first: steps on one latent frame (the clips' first) before the clip steps
+    dit_image_steps: int = 4000  # image-first: steps on one latent frame (the clips' first) before the clip steps
     dit_ema: float = 0.995  # EMA decay of the saved weights (0: the raw weights)
     shift: float = 2.0  # flow shift of the sigmas, in training and in every sampling graph (ModelSamplingSD3)
-    timesteps: str = "logit_normal"  # training sigmas: "logit_normal" (SD3) or "uniform", then shifted
+    timesteps: str = "uniform"  # training sigmas: "uniform" or "logit_normal" (SD3), then shifted
     loss: str = "velocity"  # "velocity" or "x0" (the error of the implied clean latent; train.flow_loss)
     cfg_dropout: float = 0.1  # share of steps trained on the empty prompt (classifier-free guidance)
     eval_clips: int = 4  # sampled clips per motion prompt for the build's numbers
@@ -69,7 +72,8 @@ class Recipe:
         """Hash of what the folded VAE and the encoded training latents depend on."""
         return _hash({k: v for k, v in dataclasses.asdict(self).items()
                       if k in _VAE_FIELDS or k.startswith("vae_finetune") or k in ("vae_latent_noise", "clips",
-                                                                                    "frames")})
+                                                                                    "frames", "dit_translate",
+                                                                                    "identities", "dit_augment")})
 
 
 _VAE_FIELDS = ("vae_dim", "vae_steps", "vae_batch", "vae_crop", "vae_lr", "res", "seed", "motion_strength")

@@ -137,15 +137,26 @@ def train_vae(recipe: Recipe, faces: list[FaceCrop], progress: Progress | None =
     return vae.eval()
 
 
+def identities(faces: list[FaceCrop], count: int) -> list[FaceCrop]:
+    """The ``count`` largest faces (in photo pixels; ties by order), all when ``count`` is 0: the people the
+    diffusion model learns to draw (a handful it can memorise; the VAE still trains on every face)."""
+    if count <= 0 or count >= len(faces):
+        return faces
+    ranked = sorted(range(len(faces)), key=lambda i: (-faces[i].size, i))[:count]
+    return [faces[i] for i in sorted(ranked)]
+
+
 @torch.no_grad()
 def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress | None = None):
     """(latents [N, 16, T, h, w] as the diffusion model sees them, motion index [N]); motions cycle evenly."""
     gen = torch.Generator().manual_seed(recipe.seed + 1)
     fmt = _latent_format()
+    faces = identities(faces, recipe.identities)
     latents, motions = [], []
     for start in range(0, recipe.clips, 8):
         batch = [MOTIONS[i % len(MOTIONS)] for i in range(start, min(start + 8, recipe.clips))]
-        clips = [random_clip(faces, gen, recipe.res, recipe.frames, motion=m, strength=recipe.motion_strength)[0]
+        clips = [random_clip(faces, gen, recipe.res, recipe.frames, motion=m, strength=recipe.motion_strength,
+                             translate=recipe.dit_translate, augment=recipe.dit_augment)[0]
                  for m in batch]
         latents.append(fmt.process_in(vae.encode(_to_video(clips))))
         motions += [MOTIONS.index(m) for m in batch]
