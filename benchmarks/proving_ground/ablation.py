@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -199,6 +200,11 @@ def _take(rt, keys: list[str]) -> dict:
     return {k: captured.pop(k) for k in keys if k in captured}
 
 
+def _number(value) -> float | None:
+    """A measurement for JSON: None where there is none (no motion named, or fewer than two frames with a face)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -227,7 +233,7 @@ def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, 
     got = _take(rt, [keys["identity"]] + [k + suffix for *_, k in keys["clips"] for suffix in ("|frames", "|json")])
     detector = got[keys["identity"]]
     clips = []
-    for p, (prompt, seed, key) in enumerate(keys["clips"]):
+    for prompt, seed, key in keys["clips"]:
         result, frames = json.loads(got[key + "|json"]), got[key + "|frames"]
         motion = motion_of(prompt)
         moved = measure(frames.float(), detector) if motion else None
@@ -238,8 +244,7 @@ def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, 
             "clip_t": result.get("clip_t"), "no_face_rate": result["no_face_rate"], "dynamic": result["dynamic"],
             "flow": sum(flows) / max(len(flows), 1),
             "follows_prompt": None if moved is None else moved.follows(motion),
-            "dx": None if moved is None or moved.dx != moved.dx else moved.dx,
-            "log_scale": None if moved is None or moved.log_scale != moved.log_scale else moved.log_scale})
+            "dx": _number(moved and moved.dx), "log_scale": _number(moved and moved.log_scale)})
         if on_clip is not None:
             on_clip(arm, prompt, seed, frames)
     out |= {"clips": clips, "load_after": _load()}
