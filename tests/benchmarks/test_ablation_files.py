@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +67,16 @@ def argv(files, model_args, *extra, prompts=PROMPTS, seeds=(3,), evaluators=True
 
 
 def run_script(comfy, args, output):
+    """What ``main`` does after parsing, with each clip's frames also kept here."""
     clips = {}
     setup, _ = ablation.setup_from_args(args)
-    out = ablation.run_setup(comfy, setup, output, on_clip=lambda arm, p, s, f: clips.__setitem__((arm, p, s), f),
-                             say=lambda _: None)
+    save = ablation.clip_saver(output, setup)
+
+    def keep(arm, prompt, seed, frames):
+        clips[(arm, prompt, seed)] = frames
+        save(arm, prompt, seed, frames)
+
+    out = ablation.run_setup(comfy, setup, output, on_clip=keep, say=lambda _: None)
     return setup, json.loads(out.read_text()), clips
 
 
@@ -110,7 +117,7 @@ def updated_steps(arm_result) -> int:
     return sum(1 for step in arm_result["curve"] if not step["skipped"])
 
 
-def test_every_arm_on_a_tiny_wan_through_the_nodes(comfy, files, tmp_path):
+def test_every_arm_on_a_tiny_wan_through_the_nodes(comfy, files, tmp_path, capsys):
     setup, data, clips = run_script(comfy, argv(files, ["--diffusion-model", files["wan"]]), tmp_path)
     arms = {a["arm"]: a for a in data["arms"]}
     assert list(arms) == list(ablation_graph.ARMS)
@@ -142,6 +149,12 @@ def test_every_arm_on_a_tiny_wan_through_the_nodes(comfy, files, tmp_path):
     report = ablation.report(data["arms"])
     assert report.split("\n\n")[0].count("\n") == 1 + len(arms)  # header, separator, one row per arm
     assert "identity gain over the base model" in report and "not measurable: no face" in report
+    assert ablation.main(["--table", str(tmp_path / "ablation.json")]) == 0
+    assert capsys.readouterr().out.strip() == report
+    for name in arms:  # what a user looks at: the clips and the training curves
+        with Image.open(tmp_path / "clips" / ablation_graph.slug(name) / "prompt0_seed3.webp") as clip:
+            assert (clip.n_frames, clip.size) == (FRAMES, (SIZE, SIZE))
+        assert (tmp_path / "curves" / f"{ablation_graph.slug(name)}.png").is_file() == (name != "base")
 
 
 def test_wan22_a14b_pair_samples_as_the_template_and_trains_the_low_noise_expert(comfy, files, tmp_path):
