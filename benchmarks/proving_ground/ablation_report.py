@@ -60,9 +60,14 @@ def difference(results, arm, other, key) -> str:
     return "n/a" if got is None else f"{got[0]:+.3f} ± {got[1]:.3f} (n {got[2]})"
 
 
+# two-sided 95 % critical values of Student's t for 1..30 degrees of freedom (then 1.96)
+T95 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11, 2.10,
+       2.09, 2.09, 2.08, 2.07, 2.07, 2.06, 2.06, 2.06, 2.05, 2.05, 2.05, 2.04)
+
+
 def verdict(diffs: list[float], wanted_sign: int) -> str:
-    """'holds' / 'does not hold' by a paired t statistic of 2 (about 95 % two-sided for n >= 10), else 'no clear
-    difference'; with fewer than 2 pairs 'not measurable'."""
+    """'holds' / 'does not hold: the opposite' when the paired t test (two-sided, 95 %) finds a difference in the
+    claimed / the other direction, else 'does not hold: no clear difference'; fewer than 2 pairs: not measurable."""
     if len(diffs) < 2:
         return "not measurable (fewer than 2 paired clips)"
     m, sd = statistics.fmean(diffs), statistics.stdev(diffs)
@@ -70,11 +75,12 @@ def verdict(diffs: list[float], wanted_sign: int) -> str:
         t = 0.0 if m == 0.0 else math.copysign(math.inf, m)
     else:
         t = m / (sd / math.sqrt(len(diffs)))
-    if t * wanted_sign >= 2:
-        return f"holds (t {t:+.1f})"
-    if t * wanted_sign <= -2:
-        return f"does not hold: the opposite (t {t:+.1f})"
-    return f"does not hold: no clear difference (t {t:+.1f})"
+    critical = T95[len(diffs) - 2] if len(diffs) - 1 <= len(T95) else 1.96
+    if t * wanted_sign >= critical:
+        return f"holds (t {t:+.1f}, 95 % needs {critical})"
+    if t * wanted_sign <= -critical:
+        return f"does not hold: the opposite (t {t:+.1f}, 95 % needs {critical})"
+    return f"does not hold: no clear difference (t {t:+.1f}, 95 % needs {critical})"
 
 
 def _faces(results, arm) -> bool:

@@ -194,3 +194,28 @@ def test_bad_arguments_are_refused_naming_the_input(files, tmp_path):
     with pytest.raises(ValueError, match="shift: got none with a high-noise expert"):
         ablation.setup_from_args([a for a in good if a not in ("--shift", str(SHIFT))] +
                                  ["--high-noise-model", str(files["high"])])
+
+
+def test_directions_read_paired_differences_on_the_same_prompts_and_seeds():
+    """The verdicts from hand-made clips: a face gain on every pair holds, a flow loss is the opposite, an arm
+    without any face makes face metrics not measurable, a metric no clip has is not measurable."""
+    import ablation_report
+
+    def arm(name, face, flow, no_face=0.5):
+        return {"arm": name, "clips": [{"prompt": p, "seed": s, "face_sim": face + 0.1 * s, "face_sim_dlib": face,
+                                        "flow": flow + s, "no_face_rate": no_face, "clip_t": None}
+                                       for p in PROMPTS for s in (0, 1, 2)]}
+
+    results = [arm("base", 20.0, 5.0), arm("gate 0.75", 30.0, 5.0), arm("all steps", 35.0, 7.0),
+               arm("gate 0.75, no SCR", 0.0, 5.0, no_face=1.0)]
+    blocks = {b.splitlines()[0]: b for b in ("\n" + ablation_report.directions(results)).split("\n- ")[1:]}
+
+    def line(direction: str, key: str) -> str:
+        block = next(b for title, b in blocks.items() if direction in title)
+        return next(x for x in block.splitlines() if x.strip().startswith(f"- {key}:"))
+
+    assert "+10.000 ± 0.000 (n 6) -> holds" in line("identity gain", "face_sim_dlib")
+    assert "-2.000 ± 0.000 (n 6) -> does not hold: the opposite" in line("all-step injection", "flow")
+    assert "not measurable: no face" in line("SCR keeps", "follows_prompt")
+    assert "not measurable: no values" in line("SCR keeps", "clip_t")
+    assert "no clear difference" in ablation_report.verdict([1.0, -1.0, 0.5], +1)
