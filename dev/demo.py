@@ -163,7 +163,8 @@ def main() -> int:
                                                            "NOT rising over these steps."))
         print(demo_mode.compare(tuned_numbers, base_numbers))
         size = f"{proving_ground.FULL.res}x{proving_ground.FULL.res}, {proving_ground.FULL.frames} frames"
-        print(f"Proving-ground model ({size}, trained here on a few dozen faces; Obama held out), prompt "
+        people = proving_ground.FULL.identities or "a few dozen"
+        print(f"Proving-ground model ({size}, trained here to draw {people} people; Obama held out), prompt "
               f"{demo_mode.PROMPT!r}, reference {photo}: a tiny face model, not a real video model. For real "
               "models, open workflows/*.json in ComfyUI; their notes name the files.")
     else:
