@@ -1,6 +1,7 @@
 """House rules that can be checked mechanically."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,3 +77,15 @@ def test_scaleout_stays_outside_the_node_pack():
     comfy_users = {str(p.relative_to(REPO)): sorted(_imports(p) & COMFY_MODULES)
                    for p in (REPO / "scaleout").rglob("*.py") if _imports(p) & COMFY_MODULES}
     assert comfy_users == {}, f"scaleout/ must not import ComfyUI modules: {comfy_users}"
+
+
+PACKAGE_FOLDERS = ("evaluation", "nodes", "scaleout", "training")  # the repository root is the package personalvideo
+
+
+def test_pyproject_lists_every_package_folder():
+    """``pip install .`` ships the packages pyproject.toml lists: every folder of the package with an __init__.py
+    (a subpackage left out would be missing from an installed copy), and none of tests/, dev/ or benchmarks/."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"personalvideo"} | {".".join(("personalvideo", *p.parent.relative_to(REPO).parts))
+                                 for folder in PACKAGE_FOLDERS for p in (REPO / folder).rglob("__init__.py")}
+    assert listed == found
