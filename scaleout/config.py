@@ -46,8 +46,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from training.loop.trainer import TrainSettings
-from training.semantic.reward import HPS_ARCHITECTURE
+from ..training.loop.trainer import TrainSettings
+from ..training.semantic.reward import HPS_ARCHITECTURE
 
 
 @dataclass

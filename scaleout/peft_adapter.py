@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from training.adapter.lora import load_lora_state_dict, lora_state_dict
+from ..training.adapter.lora import load_lora_state_dict, lora_state_dict
 
 ADAPTER = "identity"
 

@@ -2,12 +2,12 @@
 
 Run from the repository root (after ``pip install -r requirements.txt -r requirements-train.txt``)::
 
-    python -m scaleout.train CONFIG.toml                                          # one process
-    torchrun --nproc_per_node N -m scaleout.train CONFIG.toml                     # N GPUs of one machine
-    accelerate launch --multi_gpu --num_processes N -m scaleout.train CONFIG.toml # the same through accelerate
+    python -m personalvideo.scaleout.train CONFIG.toml                                          # one process
+    torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml                     # N GPUs of one machine
+    accelerate launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml # the same through accelerate
 
-On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m scaleout.train
-CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m scaleout.train
+On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m personalvideo.scaleout.train
+CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m personalvideo.scaleout.train
 CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
 process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
 
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.identity.reference import build_reference
-from training.identity.reward import load_identity_reward_model
-from training.loop.chart import training_chart
-from training.loop.records import TrainResult
-from training.loop.summary import summarize
-from training.loop.trainer import Trainer, TrainSettings
-from training.prompts import PromptBank, build_prompt_bank
+from ..training.identity.reference import build_reference
+from ..training.identity.reward import load_identity_reward_model
+from ..training.loop.chart import training_chart
+from ..training.loop.records import TrainResult
+from ..training.loop.summary import summarize
+from ..training.loop.trainer import Trainer, TrainSettings
+from ..training.prompts import PromptBank, build_prompt_bank
 
 from .config import Config, load_config
 from .distributed import DistributedRun, init_distributed
@@ -124,7 +124,7 @@ def load_photo(path: Path) -> torch.Tensor:
 
 
 def model_dtype(config: Config, device: torch.device) -> torch.dtype:
-    from training.devices import half_dtype_for
+    from ..training.devices import half_dtype_for
 
     name = config.compute.dtype
     return half_dtype_for(device) if name == "auto" else getattr(torch, name)
@@ -150,7 +150,7 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
                                                 run.device)
     semantic_model = None
     if r.hpsv2 is not None:
-        from training.semantic.reward import load_semantic_reward_model
+        from ..training.semantic.reward import load_semantic_reward_model
 
         semantic_model = load_semantic_reward_model(r.hpsv2, r.hps_architecture, run.device, run.device)
     dtype = model_dtype(config, run.device)
@@ -186,7 +186,7 @@ def _log_to_stderr(run: DistributedRun) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaleout.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m personalvideo.scaleout.train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="the TOML configuration (see scaleout/config.py)")
     args = parser.parse_args(argv)
     config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank

@@ -28,10 +28,10 @@ def import_pack():
     from dev.pack_path import add_pack_to_path
 
     add_pack_to_path()
-    from PersonalVideo.evaluation import metrics
-    from PersonalVideo.training.identity import reference
-    from PersonalVideo.training.identity import reward as identity_reward
-    from PersonalVideo.training.semantic import reward as semantic_reward
+    from personalvideo.evaluation import metrics
+    from personalvideo.training.identity import reference
+    from personalvideo.training.identity import reward as identity_reward
+    from personalvideo.training.semantic import reward as semantic_reward
 
     return identity_reward, metrics, reference, semantic_reward
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     sem = semantic_reward.load_semantic_reward_model(args.hps, args.architecture) if args.hps else None
     evaluator = evaluator_ref = None
     if args.dlib:
-        from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator
+        from personalvideo.evaluation.dlib_face import DlibFaceEvaluator
 
         evaluator = DlibFaceEvaluator.load(args.dlib)
         evaluator_ref = evaluator.reference_descriptor([photo])

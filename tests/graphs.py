@@ -14,7 +14,7 @@ MODEL_FILES = {f: f"tiny_{f}.safetensors" for f in tiny_models.FAMILIES}
 
 def pack_module(name: str):
     """A module of the pack as ComfyUI loaded it, e.g. ``pack_module("training.loop.trainer")`` (ComfyUI names the
-    package after its path, so this is not ``PersonalVideo.training.loop.trainer``)."""
+    package after its path, so this is not ``personalvideo.training.loop.trainer``)."""
     import nodes
 
     node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__

@@ -47,10 +47,10 @@ def main() -> None:
     _pkg()
     from dev.face_assets import load_photo, make_dlib_folder, make_pack
     from dev.reward_hacking import gap_closed, pixel_hack
-    from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator, cosine
-    from PersonalVideo.evaluation.metrics import face_similarity
-    from PersonalVideo.training.identity.reference import build_reference
-    from PersonalVideo.training.identity.reward import load_identity_reward_model
+    from personalvideo.evaluation.dlib_face import DlibFaceEvaluator, cosine
+    from personalvideo.evaluation.metrics import face_similarity
+    from personalvideo.training.identity.reference import build_reference
+    from personalvideo.training.identity.reward import load_identity_reward_model
 
     tmp = Path(tempfile.mkdtemp())
     model = load_identity_reward_model(make_pack(tmp))

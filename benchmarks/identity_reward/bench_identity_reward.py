@@ -58,8 +58,8 @@ def bench(fn, repeats: int) -> float:
 def main() -> None:
     _pkg()
     from dev.face_assets import load_photo, make_pack
-    from PersonalVideo.training.identity.align import arcface_matrix
-    from PersonalVideo.training.identity.reward import load_identity_reward_model
+    from personalvideo.training.identity.align import arcface_matrix
+    from personalvideo.training.identity.reward import load_identity_reward_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", type=Path, default=None)

@@ -90,10 +90,10 @@ def child(config_path: str, out: str) -> None:
     sys.path.insert(0, str(REPO))
     import torch
 
-    from scaleout import train as cli
-    from scaleout.backends import build_backend
-    from scaleout.config import load_config
-    from scaleout.distributed import init_distributed
+    from personalvideo.scaleout import train as cli
+    from personalvideo.scaleout.backends import build_backend
+    from personalvideo.scaleout.config import load_config
+    from personalvideo.scaleout.distributed import init_distributed
 
     config = load_config(config_path)
     run = init_distributed(cpu=True)

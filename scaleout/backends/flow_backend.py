@@ -15,8 +15,8 @@ import types
 
 import torch
 
-from training.adapter.gate import first_gated_step
-from training.loop.block_checkpoint import checkpointed_blocks
+from ...training.adapter.gate import first_gated_step
+from ...training.loop.block_checkpoint import checkpointed_blocks
 
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, flow

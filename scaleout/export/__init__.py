@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from training.adapter.files import build_metadata, save_adapter
+from ...training.adapter.files import build_metadata, save_adapter
 
 PACK_VERSION = "0.1.0"  # pyproject's version; scaleout has no ComfyUI entry point to read it from
 

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from dev.face_assets import load_photo, make_pack
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.evaluation.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.evaluation.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
                                            uniform_indices)
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reference import build_reference
 
 
 def test_uniform_indices_span_the_clip():
@@ -135,8 +135,8 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
 def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
     """CLIP-T = 100 x mean cos(image, text); consistency = mean cos of consecutive image embeddings."""
     from dev import tiny_models
-    from PersonalVideo.evaluation.metrics import clip_scores
-    from PersonalVideo.training.semantic.reward import load_semantic_reward_model
+    from personalvideo.evaluation.metrics import clip_scores
+    from personalvideo.training.semantic.reward import load_semantic_reward_model
 
     tiny_models.register_tiny_hps_config(tmp_path)
     tiny_models.write_tiny_hps_checkpoint(tmp_path / "tiny.pt")

@@ -14,8 +14,8 @@ import pytest
 import torch
 from dev.face_assets import make_pack, photo_path
 from graphs import Graph
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
 from PIL import Image
 from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
@@ -100,7 +100,7 @@ def test_reference_node_errors(rt):
 
 
 def test_missing_pack_folder_error_from_paths(rt):
-    from PersonalVideo.nodes import paths
+    from personalvideo.nodes import paths
 
     assert PACK in paths.insightface_packs()
     with pytest.raises(FileNotFoundError, match="'antelopev2' not found.*models/insightface/models"):

@@ -30,10 +30,10 @@ sys.path[:0] = [str(TESTS.parent)]
 from dev.pack_path import add_pack_to_path  # noqa: E402
 
 add_pack_to_path()
-from scaleout.backends import ModelSpec  # noqa: E402
-from scaleout.distributed import init_distributed  # noqa: E402
-from scaleout.train import build_model  # noqa: E402
-from training.loop.trainer import TrainSettings  # noqa: E402
+from personalvideo.scaleout.backends import ModelSpec  # noqa: E402
+from personalvideo.scaleout.distributed import init_distributed  # noqa: E402
+from personalvideo.scaleout.train import build_model  # noqa: E402
+from personalvideo.training.loop.trainer import TrainSettings  # noqa: E402
 
 BLOCKS = {"WanTransformer3DModel": ("blocks",),
           "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
@@ -123,7 +123,7 @@ def main(out: Path) -> None:
              "animatediff": ModelSpec("animatediff", tiny=True, **(SIZE | {"num_frames": 3}))}
     folder = out / "wan_folder"
     if run.is_main:
-        from scaleout import tiny
+        from personalvideo.scaleout import tiny
 
         tiny.wan_pipeline().save_pretrained(folder)
     run.barrier()

@@ -29,12 +29,12 @@ from dev.pack_path import add_pack_to_path  # noqa: E402  (toy_backend imports t
 add_pack_to_path()
 from toy_backend import C, ToyBackend, toy_identity  # noqa: E402
 
-from scaleout.distributed import init_distributed, shard_blocks  # noqa: E402
-from scaleout.export import write_comfyui_lora  # noqa: E402
-from scaleout.train import CHECKPOINT, Rewards, train_identity  # noqa: E402
-from training.adapter.lora import LoRAParameters  # noqa: E402
-from training.loop.trainer import TrainSettings  # noqa: E402
-from training.prompts import PromptBank  # noqa: E402
+from personalvideo.scaleout.distributed import init_distributed, shard_blocks  # noqa: E402
+from personalvideo.scaleout.export import write_comfyui_lora  # noqa: E402
+from personalvideo.scaleout.train import CHECKPOINT, Rewards, train_identity  # noqa: E402
+from personalvideo.training.adapter.lora import LoRAParameters  # noqa: E402
+from personalvideo.training.loop.trainer import TrainSettings  # noqa: E402
+from personalvideo.training.prompts import PromptBank  # noqa: E402
 
 BLOCKS = 3
 SKIP_RANK, SKIP_STEP = 1, 1

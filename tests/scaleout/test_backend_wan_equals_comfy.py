@@ -81,9 +81,9 @@ CASES = {"wan21": dict(boundary=None, gate_start=0.5, gated_calls=2),
 def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
     import nodes
 
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop import trainer as trainer_module
-    from training.prompts import PromptBank
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop import trainer as trainer_module
+    from personalvideo.training.prompts import PromptBank
 
     boundary, gate_start, gated_calls = CASES[case].values()
     spec = ModelSpec("wan", tiny=True, width=SIZE, height=SIZE, num_frames=FRAMES, negative_prompt=NEGATIVE,

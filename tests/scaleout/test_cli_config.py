@@ -9,9 +9,9 @@ from dataclasses import fields
 import pytest
 
 from dev.face_assets import make_pack, photo_path
-from scaleout.backends import ModelSpec
-from scaleout.config import ConfigError, load_config
-from training.loop.trainer import TrainSettings
+from personalvideo.scaleout.backends import ModelSpec
+from personalvideo.scaleout.config import ConfigError, load_config
+from personalvideo.training.loop.trainer import TrainSettings
 
 BASE = """
 [model]

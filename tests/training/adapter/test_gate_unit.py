@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.gate import first_gated_step, gate_is_open, step_gate_sigma
+from personalvideo.training.adapter.gate import first_gated_step, gate_is_open, step_gate_sigma
 
 
 @pytest.mark.parametrize("n,start,expected", [(20, 0.75, 15), (8, 0.75, 6), (10, 0.75, 8), (30, 0.75, 23),
@@ -38,7 +38,7 @@ def test_never_and_always():
 
 
 def test_a_window_is_gated_at_the_global_step_of_the_schedule_it_is_part_of():
-    from PersonalVideo.training.adapter.gate import window_gate_sigma
+    from personalvideo.training.adapter.gate import window_gate_sigma
 
     full = torch.linspace(1.0, 0.0, 21)  # 20 steps: the gate at step 15
     other = torch.linspace(0.9, 0.0, 21)  # shares no sigma sequence with ``full``
@@ -52,7 +52,7 @@ def test_a_window_is_gated_at_the_global_step_of_the_schedule_it_is_part_of():
 
 
 def test_unmatched_and_ambiguous_windows_give_no_threshold():
-    from PersonalVideo.training.adapter.gate import window_gate_sigma
+    from personalvideo.training.adapter.gate import window_gate_sigma
 
     full = torch.linspace(1.0, 0.0, 21)
     assert window_gate_sigma(torch.tensor([0.77, 0.5, 0.0]), [("a", full)], 0.75) == ("unmatched", None, [])
@@ -64,7 +64,7 @@ def test_unmatched_and_ambiguous_windows_give_no_threshold():
 
 @pytest.mark.parametrize("bad", ["late", float("nan"), None, 2])
 def test_gate_start_check_names_the_value(bad):
-    from PersonalVideo.training.adapter.gate import check_gate_start
+    from personalvideo.training.adapter.gate import check_gate_start
 
     with pytest.raises(ValueError, match=r"gate_start: got .*expected a fraction in \[0, 1\]"):
         check_gate_start(bad)

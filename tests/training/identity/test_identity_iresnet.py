@@ -14,9 +14,9 @@ import pytest
 import torch
 from dev.face_assets import load_photo, make_pack
 from iresnet import IResNet, export_like_insightface, randomise
-from PersonalVideo.training.identity.arcface import load_arcface
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.arcface import load_arcface
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
 
 
 @pytest.fixture(scope="module")

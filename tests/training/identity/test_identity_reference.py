@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dev.face_assets import load_photo, make_pack, vectron_dir
-from PersonalVideo.training.identity.arcface import load_arcface
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.arcface import load_arcface
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PersonalVideo.training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+from personalvideo.training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
 
 
 def toy(latent: torch.Tensor, weight: torch.Tensor):

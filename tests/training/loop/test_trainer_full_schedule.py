@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import Trainer, TrainSettings
 from toy_backend import C, H, T, W, ToyModel, euler_sample
 
 

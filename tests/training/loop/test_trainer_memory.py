@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.trainer import Trainer
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import Trainer
 from toy_backend import ToyModel, make, toy_identity
 
 
@@ -121,7 +121,7 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
 
 
 def test_layers_outside_the_graph_are_found_except_image_projections():
-    from PersonalVideo.training.loop.gradients import layers_without_gradient
+    from personalvideo.training.loop.gradients import layers_without_gradient
 
     params = LoRAParameters({"blocks.0.attn.q.weight": (2, 2), "blocks.0.attn.o.weight": (2, 2),
                              "blocks.0.cross_attn.k_img.weight": (2, 2)}, rank=1, alpha=1.0, seed=0)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.gate import first_gated_step, step_gate_sigma
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.rollout import gated_rollout
-from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
+from personalvideo.training.adapter.gate import first_gated_step, step_gate_sigma
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.rollout import gated_rollout
+from personalvideo.training.loop.trainer import Trainer, TrainSettings
 from toy_backend import C, H, T, W, euler_sample, make, toy_identity
 
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from PersonalVideo.training.adapter.gate import step_gate_sigma
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.rollout import gated_rollout
-from PersonalVideo.training.loop.trainer import TrainSettings
-from PersonalVideo.training.prompts import PromptBank
+from personalvideo.training.adapter.gate import step_gate_sigma
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.rollout import gated_rollout
+from personalvideo.training.loop.trainer import TrainSettings
+from personalvideo.training.prompts import PromptBank
 
 C, T, H, W = 4, 3, 4, 4
 

@@ -13,7 +13,7 @@ import argparse
 
 import pytest
 import torch
-from PersonalVideo.training.semantic import reward as sr
+from personalvideo.training.semantic import reward as sr
 
 from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
 
