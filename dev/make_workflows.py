@@ -1,6 +1,6 @@
 """Write the example workflows in workflows/ (ComfyUI UI format) from readable API-format graphs.
 
-    .venv/bin/python dev/make_workflows.py
+    .venv/bin/python -m dev.make_workflows
 
 Model file names are the ones the official ComfyUI model downloads use, so a user who has them runs the
 graphs as they are. The tests execute every file (tests/test_workflows.py).
@@ -9,12 +9,10 @@ graphs as they are. The tests execute every file (tests/test_workflows.py).
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 FAMILIES = {
     "wan21": dict(

@@ -23,11 +23,7 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp"}
 
 
 def import_pack():
-    """The pack's training modules as the package ``PersonalVideo`` (the repository is its folder)."""
-    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
-    from dev.pack_path import add_pack_to_path
-
-    add_pack_to_path()
+    """The pack's evaluation modules (the installed package personalvideo: scripts/setup_env.sh)."""
     from personalvideo.evaluation import metrics
     from personalvideo.training.identity import reference
     from personalvideo.training.identity import reward as identity_reward

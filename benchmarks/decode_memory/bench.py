@@ -1,6 +1,6 @@
 """Peak memory of the trainer's VAE decode with gradient (forward + backward) by decode_gradient and clip length.
 
-    .venv/bin/python benchmarks/decode_memory/bench.py [--frames 33 49 81] [--size 128] [--vae-dim 8]
+    .venv/bin/python -m benchmarks.decode_memory.bench [--frames 33 49 81] [--size 128] [--vae-dim 8]
 
 The decode alone, through ``ComfyBackend.decode`` (the trainer's code path) on a Wan 2.1 VAE built from ComfyUI's
 class with random weights and loaded by core VAELoader: 4 reward frames spread over the clip, the last one the
@@ -27,7 +27,6 @@ MODES = ("plain", "checkpointed", "truncated")
 def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
     import torch
 
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from dev import tiny_models
     from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
@@ -84,8 +83,8 @@ def main() -> None:
     rows = {}
     for frames in args.frames:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(frames), str(args.size),
-                                  str(args.vae_dim)], env=env, capture_output=True, text=True, check=False)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.decode_memory.bench", "--child", mode, str(frames), str(args.size),
+                                  str(args.vae_dim)], cwd=REPO, env=env, capture_output=True, text=True, check=False)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode != 0 or not line:
                 raise RuntimeError(f"{mode} {frames} failed:\n{out.stderr[-3000:]}")

@@ -1,6 +1,6 @@
 """Cost of placing a split sampler run in the whole schedule (nodes/gate_schedule.py), once per model / slice.
 
-    .venv/bin/python benchmarks/gate_split/bench.py
+    .venv/bin/python -m benchmarks.gate_split.bench
 
 Builds the candidate schedules for a Wan-like flow model (ModelSamplingSD3 shift 8, as the Wan 2.2 template
 sets it) with a fresh ScheduleLocator, then resolves the two slices of the template (steps 0-10 and 10-20 of
@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The measurements of benchmarks/gpu_check.sh: training step time and peak memory, gate overhead; one table.
 
-    .venv/bin/python benchmarks/gpu_check/check.py --mode full      # on a GPU (gpu_check.sh sets the device)
-    .venv/bin/python benchmarks/gpu_check/check.py --mode reduced   # anywhere, tiny sizes (the test runs this)
+    .venv/bin/python -m benchmarks.gpu_check.check --mode full      # on a GPU (gpu_check.sh sets the device)
+    .venv/bin/python -m benchmarks.gpu_check.check --mode reduced   # anywhere, tiny sizes (the test runs this)
 
 Rows, each on the same model, latent size, prompt draws and seed:
 - one training step (the trainer node's code path: ComfyBackend + Trainer, the real w600k_mbf ArcFace and SCRFD
@@ -49,7 +49,6 @@ CPU_VAE_ROW = "train step: blocks on, --cpu-vae"
 
 
 def setup(base: Path, mode: str, write: bool):
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from dev import tiny_models
     from dev.comfy_runtime import ComfyRuntime
     from dev.face_assets import make_pack, photo_path
@@ -164,8 +163,8 @@ def sampling_rows(rt, mode: str) -> dict[str, dict]:
 def cpu_vae_row(base: Path, mode: str) -> dict:
     """The trainer with ComfyUI's --cpu-vae, in its own process (ComfyUI's arguments are fixed at boot)."""
     env = dict(os.environ, PERSONALVIDEO_COMFY_ARGS=(os.environ.get("PERSONALVIDEO_COMFY_ARGS", "") + " --cpu-vae"))
-    out = subprocess.run([sys.executable, __file__, "--mode", mode, "--base", str(base), "--child-cpu-vae"],
-                         env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check.check", "--mode", mode, "--base", str(base), "--child-cpu-vae"],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"the --cpu-vae row failed:\n{out.stderr[-3000:]}")

@@ -1,6 +1,6 @@
 """The paper's ablation in miniature, on the proving-ground model, through the real pack in real ComfyUI.
 
-    .venv/bin/python benchmarks/proving_ground/ablation.py [--train-steps 16] [--seeds 3] [--build]
+    .venv/bin/python -m benchmarks.proving_ground.ablation [--train-steps 16] [--seeds 3] [--build]
 
 Personalises the proving-ground model (dev/proving_ground; Obama held out of its pre-training) to Obama from one
 photo (obama.jpg) with the Train Identity Adapter node, applies the adapter with the Apply node, samples each
@@ -27,10 +27,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from dev.proving_ground import recipe as recipes
 from dev.proving_ground import sampling

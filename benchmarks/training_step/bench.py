@@ -1,6 +1,6 @@
 """One training step: ours vs a naive reward-training baseline, time and peak memory.
 
-    .venv/bin/python benchmarks/training_step/bench.py [--steps-list 8 20 40] [--size medium]
+    .venv/bin/python -m benchmarks.training_step.bench [--steps-list 8 20 40] [--size medium]
 
 Ours (training/): the pre-gate trajectory once without gradient, source and adapter branches from the
 gate latent, every gradient step and the transformer blocks inside it checkpointed, only the latent frames
@@ -40,8 +40,6 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
 
     import torch
 
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
-    import conftest  # noqa: F401  (puts the PersonalVideo package on sys.path)
     from dev import tiny_models
     from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
@@ -126,9 +124,8 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
 
 def run_child(variant: str, steps: int, size: str, repeats: int, frames: int = 0) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size, str(repeats), str(frames)],
-                         env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.training_step.bench", "--child", variant, str(steps), size, str(repeats), str(frames)],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"{variant} N={steps} failed:\n{out.stderr[-3000:]}")

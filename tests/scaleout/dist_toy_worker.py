@@ -1,5 +1,5 @@
 """One rank of a data-parallel toy run, launched by tests/scaleout/test_distributed_*.py with
-``torchrun --nproc_per_node 2 tests/scaleout/dist_toy_worker.py OUT STEPS [fsdp]`` on the CPU (gloo).
+``torchrun --nproc_per_node 2 -m tests.scaleout.dist_toy_worker OUT STEPS [fsdp]`` (from the repository root) on the CPU (gloo).
 
 Written for the tests (a stand-in, said plainly): a toy video model whose frozen base is a stack of linear blocks
 with the LoRA inside each block (where peft puts it), the toy decoder and the toy identity reward of
@@ -22,19 +22,13 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-TESTS = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS.parent), str(TESTS / "training" / "loop")]
-from dev.pack_path import add_pack_to_path  # noqa: E402  (toy_backend imports the pack as PersonalVideo)
-
-add_pack_to_path()
-from toy_backend import C, ToyBackend, toy_identity  # noqa: E402
-
-from personalvideo.scaleout.distributed import init_distributed, shard_blocks  # noqa: E402
-from personalvideo.scaleout.export import write_comfyui_lora  # noqa: E402
-from personalvideo.scaleout.train import CHECKPOINT, Rewards, train_identity  # noqa: E402
-from personalvideo.training.adapter.lora import LoRAParameters  # noqa: E402
-from personalvideo.training.loop.trainer import TrainSettings  # noqa: E402
-from personalvideo.training.prompts import PromptBank  # noqa: E402
+from personalvideo.scaleout.distributed import init_distributed, shard_blocks
+from personalvideo.scaleout.export import write_comfyui_lora
+from personalvideo.scaleout.train import CHECKPOINT, Rewards, train_identity
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import TrainSettings
+from personalvideo.training.prompts import PromptBank
+from tests.training.loop.toy_backend import C, ToyBackend, toy_identity
 
 BLOCKS = 3
 SKIP_RANK, SKIP_STEP = 1, 1

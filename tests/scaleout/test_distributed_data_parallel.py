@@ -16,15 +16,14 @@ from safetensors import safe_open
 
 from two_ranks import run_two_ranks
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = REPO / "tests" / "scaleout" / "dist_toy_worker.py"
+WORKER = "tests.scaleout.dist_toy_worker"  # run as a module from the repository root
 STEPS = 4
 
 
 def launch(out: Path, steps: int, *mode: str) -> list[dict]:
     """Run the worker on 2 processes; each rank's trace."""
     out.mkdir(parents=True, exist_ok=True)
-    run_two_ranks(str(WORKER), str(out), str(steps), *mode, timeout=240)
+    run_two_ranks("-m", WORKER, str(out), str(steps), *mode, timeout=240)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) | {"out": str(out)} for r in (0, 1)]
 
 
