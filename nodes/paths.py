@@ -6,8 +6,6 @@ import os
 
 import folder_paths
 
-CATEGORY = "PersonalVideo"
-
 
 def lora_names() -> list[str]:
     """LoRA files under every registered ``loras`` folder, as ComfyUI lists them."""

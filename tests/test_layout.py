@@ -89,3 +89,18 @@ def test_pyproject_lists_every_package_folder():
     found = {"personalvideo"} | {".".join(("personalvideo", *p.parent.relative_to(REPO).parts))
                                  for folder in PACKAGE_FOLDERS for p in (REPO / folder).rglob("__init__.py")}
     assert listed == found
+
+
+def test_node_schema_files_share_only_types_and_runtime():
+    """nodes/ holds node schemas (one file per group of nodes) over runtime/ (what they run in ComfyUI): a schema
+    file imports no other schema file, and runtime/ imports none (only extension.py, the registry, imports them)."""
+    schemas = {p.stem for p in (REPO / "nodes").glob("*_nodes.py")}
+    offenders = []
+    for path in [*(REPO / "nodes").glob("*.py"), *(REPO / "nodes" / "runtime").glob("*.py")]:
+        if path.name == "extension.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = [(node.module or "").split(".")[-1]] + [a.name for a in node.names]
+                offenders += [f"{path.relative_to(REPO)} imports {n}" for n in names if n in schemas]
+    assert offenders == []

@@ -1,4 +1,4 @@
-"""Cost of placing a split sampler run in the whole schedule (nodes/gate_schedule.py), once per model / slice.
+"""Cost of placing a split sampler run in the whole schedule (nodes/runtime/gate_schedule.py), once per model / slice.
 
     .venv/bin/python -m benchmarks.gate_split.bench
 
@@ -9,7 +9,6 @@ sets it) with a fresh ScheduleLocator, then resolves the two slices of the templ
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +22,8 @@ def main() -> None:
     ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_gate_split_")), with_dev_nodes=False)
     import comfy.model_sampling as model_sampling
     import comfy.samplers as samplers
-    import nodes
 
-    pack = nodes.NODE_CLASS_MAPPINGS["PersonalVideoApplyIdentityAdapter"].__module__.rsplit(".nodes.", 1)[0]
-    locator_cls = sys.modules[pack + ".nodes.gate_schedule"].ScheduleLocator
+    from personalvideo.nodes.runtime.gate_schedule import ScheduleLocator as locator_cls
 
     class Flow(model_sampling.ModelSamplingDiscreteFlow, model_sampling.CONST):
         pass

@@ -67,8 +67,10 @@ def main() -> None:
         for m in args.frames:
             row = {"frames": m}
             for method in ("torch_fwd_bwd", "torch_fwd", "ort_fwd"):
-                out = subprocess.run([sys.executable, "-m", "benchmarks.identity_reward.bench_identity_reward", "--pack", str(pack), "--repeats", str(args.repeats),
-                                      "--threads", str(args.threads), "--child", str(m), method], check=True, capture_output=True, text=True).stdout
+                out = subprocess.run([sys.executable, "-m", "benchmarks.identity_reward.bench_identity_reward", "--pack",
+                                      str(pack), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                                      "--child", str(m), method], cwd=REPO, check=True, capture_output=True,
+                                     text=True).stdout
                 res = json.loads(out)
                 info = res.pop("info")
                 row.update(res)

@@ -39,7 +39,7 @@ def simple_schedule(table: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def timestep_fraction(sigma: float) -> float:
-    """A flow model's timestep of ``sigma`` as a fraction of its range (nodes/expert_split.py's rule)."""
+    """A flow model's timestep of ``sigma`` as a fraction of its range (nodes/runtime/expert_split.py's rule)."""
     return float(torch.tensor(float(sigma)) * MULTIPLIER) / MULTIPLIER
 
 

@@ -3,9 +3,9 @@ HunyuanVideo, flow models; AnimateDiff overrides the noise levels and the model 
 
 Sampling follows ComfyUI's KSampler for these models step for step (flow.py: euler/simple sigmas with the model's
 shift, CFG on x0, the latent (un)scaling of ComfyUI's latent formats), so a step here equals the node side's
-(nodes/train_backend.py) on the same weights where the model code agrees. Two experts (Wan 2.2 A14B): the
+(nodes/runtime/backend.py) on the same weights where the model code agrees. Two experts (Wan 2.2 A14B): the
 high-noise expert samples steps 0..b without the adapter and hands over through the latent round trip two
-KSamplerAdvanced make; the adapter trains on the low-noise expert (nodes/expert_split.py's boundary rule).
+KSamplerAdvanced make; the adapter trains on the low-noise expert (nodes/runtime/expert_split.py's boundary rule).
 A subclass supplies the text encoding, the model call, the latent format and the VAE decode.
 """
 

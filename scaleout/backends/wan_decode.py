@@ -1,7 +1,7 @@
 """diffusers' Wan VAE (AutoencoderKLWan, 2.1 and 2.2) as a per-latent-frame ``step`` for
 training/loop/causal_decode.py: the reward frames decoded with gradient in bounded memory, as the node side does
-for ComfyUI's Wan VAEs (nodes/vae_decode.py). The step repeats ``AutoencoderKLWan._decode``'s loop: post_quant_conv,
-then the decoder per latent frame with its feature cache (``first_chunk`` on frame 0), unpatchify (2.2), and the
+for ComfyUI's Wan VAEs (nodes/runtime/vae_decode.py). The step repeats ``AutoencoderKLWan._decode``'s loop:
+post_quant_conv, then the decoder per latent frame with its feature cache (``first_chunk`` on frame 0), unpatchify (2.2), and the
 final clamp to [-1, 1].
 """
 

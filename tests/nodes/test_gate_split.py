@@ -148,7 +148,7 @@ def test_rule_is_logged_once_per_schedule(comfy, caplog):
     from graphs import pack_module
 
     ms = flow_sampling()
-    locator = pack_module("nodes.gate_schedule").ScheduleLocator(max_steps=30)
+    locator = pack_module("nodes.runtime.gate_schedule").ScheduleLocator(max_steps=30)
     full = samplers.calculate_sigmas(ms, "simple", STEPS)
     with caplog.at_level(logging.INFO):
         for _ in range(3):

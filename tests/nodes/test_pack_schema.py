@@ -28,7 +28,7 @@ def test_comfyui_runs_the_installed_package_one_copy_of_each_module(comfy):
 
     from graphs import Graph, gated, install_models
     from personalvideo.nodes import adapter_nodes
-    from personalvideo.nodes.gate import IdentityGate
+    from personalvideo.nodes.runtime.gate import IdentityGate
 
     assert nodes.NODE_CLASS_MAPPINGS["PersonalVideoApplyIdentityAdapter"] is adapter_nodes.ApplyIdentityAdapter
     install_models(comfy)

@@ -71,24 +71,24 @@ def template(rt, adapter_file=None, split=10):
 
 
 def _training_mode():
-    return pack_module("nodes.train_backend").training_mode()
+    return pack_module("nodes.runtime.autograd").training_mode()
 
 
 def _backend(loaded, boundary=TEMPLATE_BOUNDARY, gate_start=0.75):
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
-    split = pack_module("nodes.expert_split")
+    runtime_model, backend_mod = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
+    split = pack_module("nodes.runtime.expert_split")
     with _training_mode():
         low = loaded["low_noise"]
-        params, gate, patched = train_nodes.attach_trainable_adapter(low, train_nodes.lora_targets(low, "attention"),
-                                                                     4, 4.0, 0, gate_start, "cpu")
+        params, gate, patched = runtime_model.attach_trainable_adapter(
+            low, runtime_model.adapter_targets(low, "attention").shapes, 4, 4.0, 0, gate_start, "cpu")
         with torch.no_grad():
             gen = torch.Generator().manual_seed(3)
             for up in params.up:  # a trained-looking adapter: a fresh one (up = 0) changes nothing
                 up.copy_(torch.randn(up.shape, generator=gen) * 0.2)
-        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], NEGATIVE, 64, 64, 9, STEPS,
-                                           CFG, True, "euler", "simple")
-        b = backend.use_high_noise_expert(split.HighNoiseExpert(loaded["high_noise"], boundary), gate_start)
-    return params, backend, b
+        settings = backend_mod.ComfyBackendSettings(NEGATIVE, 64, 64, 9, STEPS, CFG)
+        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], settings,
+                                           split.HighNoiseExpert(loaded["high_noise"], boundary))
+    return params, backend, backend.boundary_step
 
 
 def _trainer_rollout(backend, gate_start=0.75):
@@ -106,7 +106,7 @@ def _trainer_rollout(backend, gate_start=0.75):
 
 
 def test_boundary_step_for_shift_8_and_20_steps(loaded):
-    split = pack_module("nodes.expert_split")
+    split = pack_module("nodes.runtime.expert_split")
     low = loaded["low_noise"]
     sigmas = split.ksampler_sigmas(low, STEPS, "euler", "simple")
     ms = low.get_model_object("model_sampling")
@@ -146,7 +146,7 @@ def test_gate_start_in_the_high_noise_steps_is_refused(loaded):
 
 
 def test_boundary_outside_the_range_is_refused(loaded):
-    split = pack_module("nodes.expert_split")
+    split = pack_module("nodes.runtime.expert_split")
     with pytest.raises(ValueError, match=r"expert_boundary: got 1\.0, expected .* \(0, 1\)"):
         split.HighNoiseExpert(loaded["high_noise"], 1.0)
 

@@ -17,7 +17,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
     models), the message must name the settings, and the checkpoint of step 2 (two good steps) must resume."""
     import comfy.model_management as mm
 
-    backend_cls = pack_module("nodes.train_backend").ComfyBackend
+    backend_cls = pack_module("nodes.runtime.backend").ComfyBackend
     decode, calls, unloads = backend_cls.decode, [], []
 
     def decode_then_oom(self, latent, frames):
@@ -117,7 +117,7 @@ def test_prompts_are_encoded_before_training_and_results_are_unchanged(rt, monke
     """Every text-encoder call (counted at ComfyBackend's ``encode``) happens before the first training step,
     once per distinct text of the bank plus the negative; the adapter equals the one trained with lazy encoding
     (each prompt encoded when first drawn, what the trainer did before)."""
-    backend_mod = pack_module("nodes.train_backend")
+    backend_mod = pack_module("nodes.runtime.backend")
     trainer = pack_module("training.loop.trainer").Trainer
     encode, train_step, events = backend_mod.encode, trainer.train_step, []
     monkeypatch.setattr(backend_mod, "encode", lambda clip, text: (events.append(("encode", text)), encode(clip, text))[1])
@@ -148,7 +148,7 @@ def test_release_model_unloads_a_loaded_text_encoder(rt):  # noqa: F811
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    release_model = pack_module("nodes.train_backend").release_model
+    release_model = pack_module("nodes.runtime.backend").release_model
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(8, 8), load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
     mm.load_models_gpu([patcher])
@@ -193,7 +193,7 @@ def test_apply_node_drops_its_device_copies_of_the_adapter_after_sampling(rt, mo
     import comfy.patcher_extension
     from graphs import base_graph, gated, ksampler, run_latent
 
-    weight_delta = pack_module("nodes.gate").WeightDelta
+    weight_delta = pack_module("nodes.runtime.gate").WeightDelta
     call, cached = weight_delta.__call__, []
 
     def counting(self, weight):

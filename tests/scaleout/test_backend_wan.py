@@ -40,7 +40,7 @@ def test_schedule_and_boundary_equal_comfyuis(comfy, shift, steps):
     sampling.set_parameters(shift=shift)
     sigmas = comfy.samplers.simple_scheduler(sampling, steps)
     assert torch.equal(flow.simple_sigmas(shift, steps), sigmas)
-    expert_split = pack_module("nodes.expert_split")
+    expert_split = pack_module("nodes.runtime.expert_split")
     for boundary in (0.875, 0.9):
         assert flow.boundary_step(sigmas, boundary) == expert_split.boundary_step(sampling, sigmas, boundary)
 

@@ -12,7 +12,7 @@ what a model call can see: the current sigma and the running sampler call's sigm
   noise level, not a call counter. When one sampling is split over several sampler nodes, each sees only
   its slice (a *window*) of the full schedule; ``window_gate_sigma`` places the window in the full
   schedule so that g counts the steps of the whole sampling (the caller supplies the candidate full
-  schedules; nodes/gate_schedule.py decides when a schedule is a window).
+  schedules; nodes/runtime/gate_schedule.py decides when a schedule is a window).
 - ``"timestep"``: ``gate_start`` is a fraction of the model's timestep range, as core hooks and the
   start/end percent inputs of core nodes use it; the caller converts it to a sigma threshold
   (``model_sampling.percent_to_sigma``).

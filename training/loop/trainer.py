@@ -8,13 +8,13 @@ softmax(T·HPS_source)); backward into the adapter only; clip; AdamW step. A non
 step and is counted; it never reaches the weights. A checkpoint (loop/checkpoint.py) is written atomically every K
 steps, on cancel and on errors, and ``resume`` continues from it exactly.
 
-The ComfyUI side implements ``Backend`` (nodes/train_backend.py); this module never imports ComfyUI. The backward
+The ComfyUI side implements ``Backend`` (nodes/runtime/backend.py); this module never imports ComfyUI. The backward
 pass runs *inside* the backend's sampling call, while ComfyUI still has the model loaded, because it recomputes the
 checkpointed gated model calls. One step, as calls::
 
     Trainer.train_step(step)
     ├─ draw(step) -> StepDraw(prompt, noise_seed, frames)
-    ├─ backend.run(prompt, noise_seed, generate_and_backprop)           nodes/train_backend.py
+    ├─ backend.run(prompt, noise_seed, generate_and_backprop)           nodes/runtime/backend.py
     │  └─ ComfyUI CFGGuider.sample(KSAMPLER(training_sampler))          conditioning, CFG, model loaded
     │     └─ training_sampler(model, x, sigmas)
     │        └─ generate_and_backprop(denoise, sample, x, sigmas)       back here

@@ -23,7 +23,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 
-from ..training.adapter.gate import first_gated_step
+from ...training.adapter.gate import first_gated_step
 
 log = logging.getLogger(__name__)
 DEFAULT_BOUNDARY = 0.875  # Wan 2.2 T2V A14B's official expert boundary (fraction of the timestep range)

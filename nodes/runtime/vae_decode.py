@@ -25,7 +25,7 @@ import logging
 
 import torch
 
-from ..training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+from ...training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
 
 log = logging.getLogger(__name__)
 

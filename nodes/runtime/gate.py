@@ -9,7 +9,7 @@ How it sits on ComfyUI's own machinery:
   and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
   and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward (fp8_e4m3fn_fast layers
-  keep their fp8 matmul then, as core's LoRA loading does: nodes/fp8_matmul.py).
+  keep their fp8 matmul then, as core's LoRA loading does: fp8_matmul.py).
 
 So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
 never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
@@ -31,7 +31,7 @@ import comfy.lora
 import comfy.patcher_extension
 import comfy.utils
 
-from ..training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
+from ...training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
 from .fp8_matmul import is_fp8_matmul_layer, keep_fp8_matmul, round_to_storage
 from .gate_schedule import LOCATOR
 
@@ -114,7 +114,7 @@ class IdentityGate:
                 setattr(module, attr, previous + [delta])  # a new list: never mutate one ComfyUI holds
                 installed.append((module, attr, previous))
                 modules[id(module)] = module
-            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (nodes/fp8_matmul.py)
+            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (fp8_matmul.py)
                 if is_fp8_matmul_layer(module):
                     installed.append((module, "forward_comfy_cast_weights",
                                       module.__dict__.get("forward_comfy_cast_weights", _MISSING)))

@@ -29,7 +29,7 @@ import torch
 
 import comfy.samplers
 
-from ..training.adapter.gate import step_gate_sigma, window_gate_sigma
+from ...training.adapter.gate import step_gate_sigma, window_gate_sigma
 
 log = logging.getLogger(__name__)
 

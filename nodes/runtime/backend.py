@@ -1,17 +1,18 @@
-"""The trainer's view of a ComfyUI MODEL / CLIP / VAE (implements training.trainer.Backend).
+"""The trainer's view of a ComfyUI MODEL / CLIP / VAE (implements training.loop.trainer.Backend).
 
 Sampling goes through ComfyUI's own machinery, so conditioning, CFG, model_sampling, wrappers, the sigma
 schedule and the sampler's arithmetic are exactly what KSampler uses: ``comfy.samplers.CFGGuider`` with a
 custom ``KSAMPLER`` function in which the training step (rollout, decode, rewards, backward) runs while
-the model is loaded; inside it the user's sampler function runs twice (source and adapter runs, see
+the model is loaded; inside it the user's sampler function runs twice (source and tuned runs, see
 training/loop/rollout.py). The two runs switch the same ``IdentityGate`` the apply node uses (``gate.forced``).
+What the run samples and decodes is one frozen ``ComfyBackendSettings``, given at construction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -19,32 +20,55 @@ import comfy.model_management as mm
 import comfy.sample
 import comfy.samplers
 
-from ..training.devices import to_reward_device
-from ..training.loop.block_checkpoint import checkpointed_blocks
-from ..training.loop.inplace_safety import norm_inputs_copied
+from ...training.devices import to_reward_device
+from ...training.loop.block_checkpoint import checkpointed_blocks
+from ...training.loop.causal_decode import DECODE_MODES, latent_frame_of
+from ...training.loop.inplace_safety import norm_inputs_copied
+from .attention import use_differentiable_attention
+from .autograd import make_trainable, weight_function_state
 from .expert_split import HighNoiseExpert
 from .gate import IdentityGate
-from .train_attention import use_differentiable_attention
-from .train_memory import reserve_training_memory
-from .weight_path import same_weight_path
 from .latent_geometry import latent_geometry
+from .memory import reserve_training_memory
 from .residual_readers import residual_readers_copied
 from .vae_decode import causal_vae_frames, decodes_causally
+from .weight_path import same_weight_path
 
 log = logging.getLogger(__name__)
 
+# Samplers a training run can use: each is checked in tests/nodes/test_trainer_samplers.py (the source and tuned
+# runs equal KSampler without and with the apply node; the gradient matches finite differences). Others are not
+# checked, and some cannot train: euler_ancestral on flow models hands over to a no_grad-decorated helper, which
+# cuts the gradient (training/loop/rollout.py would stop with an error).
+TRAINING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
 
-@contextlib.contextmanager
-def training_mode():
-    """What a training run inside a ComfyUI node needs: autograd on (ComfyUI runs nodes under inference mode)
-    and ``model_management.in_training`` set, so Wan/Flux rotary embeddings take their differentiable path."""
-    was_training = getattr(mm, "in_training", False)
-    with torch.inference_mode(False), torch.enable_grad():
-        mm.in_training = True
-        try:
-            yield
-        finally:
-            mm.in_training = was_training
+
+@dataclass(frozen=True)
+class ComfyBackendSettings:
+    """What a training run samples and decodes (the trainer node's inputs), fixed for the run."""
+
+    negative: str  # the negative prompt of every step
+    width: int
+    height: int
+    frames: int  # pixel frames requested: the VAE's rule (e.g. 4k+1) is checked against the model's geometry
+    sampling_steps: int
+    cfg: float
+    checkpoint_blocks: bool = True  # recompute each transformer block in backward (one block's activations)
+    sampler: str = "euler"
+    scheduler: str = "simple"
+    # How the reward frames' decode carries the gradient (training/loop/causal_decode.py: "checkpointed" exact and
+    # bounded, "truncated" approximate and least, "plain" the whole decode graph).
+    decode_gradient: str = "checkpointed"
+    # Where the decoded frames go: the reward models' device (None: ComfyUI's torch device, where the node puts them).
+    reward_device: torch.device | str | None = None
+
+    def __post_init__(self):
+        if self.sampler not in TRAINING_SAMPLERS:
+            raise ValueError(f"sampler: got {self.sampler!r}, expected one of {TRAINING_SAMPLERS}")
+        if self.scheduler not in comfy.samplers.SCHEDULER_NAMES:
+            raise ValueError(f"scheduler: got {self.scheduler!r}, expected one of {comfy.samplers.SCHEDULER_NAMES}")
+        if self.decode_gradient not in DECODE_MODES:
+            raise ValueError(f"decode_gradient: got {self.decode_gradient!r}, expected one of {DECODE_MODES}")
 
 
 def encode(clip, text: str):
@@ -71,66 +95,6 @@ def release_model(patcher) -> bool:
     return False
 
 
-def make_trainable(module: torch.nn.Module, *holders) -> int:
-    """Replace inference-mode tensors (what ComfyUI's loaders create) by ordinary ones of equal value.
-
-    Autograd cannot save inference tensors for backward. Values do not change, so the model stays the
-    same for every other node. ``holders`` are plain objects whose tensor attributes are treated the same
-    way (e.g. the latent format's mean/std). Returns how many tensors were replaced.
-    """
-    replaced = 0
-    with torch.inference_mode(False):
-        for holder in holders:
-            for name, value in list(vars(holder).items()):
-                if isinstance(value, torch.Tensor) and value.is_inference():
-                    setattr(holder, name, value.clone())
-                    replaced += 1
-        for m in module.modules():
-            for name, p in list(m._parameters.items()):
-                if p is not None and p.is_inference():
-                    m._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
-                    replaced += 1
-            for name, b in list(m._buffers.items()):
-                if b is not None and b.is_inference():
-                    m._buffers[name] = b.clone()
-                    replaced += 1
-    return replaced
-
-
-def weight_function_state(block: torch.nn.Module):
-    """Snapshot of the weight functions (the gate's adapter) on a block's layers, and a restorer of it.
-
-    Lets a checkpointed block be recomputed in backward with the adapter it ran with, after the model
-    call that installed the functions has returned.
-    """
-    snapshot = [(m, m.weight_function, m.bias_function) for m in block.modules() if hasattr(m, "weight_function")]
-
-    @contextlib.contextmanager
-    def restore():
-        current = [(m, m.weight_function, m.bias_function) for m, _, _ in snapshot]
-        for m, weight_fns, bias_fns in snapshot:
-            m.weight_function, m.bias_function = weight_fns, bias_fns
-        try:
-            yield
-        finally:
-            for m, weight_fns, bias_fns in current:
-                m.weight_function, m.bias_function = weight_fns, bias_fns
-
-    return restore
-
-
-def latent_index(frame: int, temporal_compression: int = 4) -> int:
-    """Latent frame that pixel frame ``frame`` decodes from (causal video VAEs: frame 0 alone, then groups)."""
-    return 0 if frame == 0 else (frame - 1) // temporal_compression + 1
-
-
-# Samplers a training run can use: each is checked in tests/test_trainer_samplers.py (the source and adapter
-# runs equal KSampler without and with the apply node; the gradient matches finite differences). Others are
-# not checked, and some cannot train: euler_ancestral on flow models hands over to a no_grad-decorated helper,
-# which cuts the gradient (training/loop/rollout.py would stop with an error).
-TRAINING_SAMPLERS = ("euler", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "ddim")
-
-
 class _SamplerModel:
     """What a sampler function calls: ``model(x, sigma, **extra_args)`` goes to ``model_fn``; anything else the
     sampler reads (``inner_model``, ...) comes from ComfyUI's model wrapper."""
@@ -146,36 +110,39 @@ class _SamplerModel:
 
 
 class ComfyBackend:
-    def __init__(self, patcher, gate: IdentityGate, clip, vae, negative: str, width: int, height: int,
-                 frames: int, sampling_steps: int, cfg: float, checkpoint_blocks: bool = True,
-                 sampler: str = "euler", scheduler: str = "simple"):
-        if sampler not in TRAINING_SAMPLERS:
-            raise ValueError(f"sampler: got {sampler!r}, expected one of {TRAINING_SAMPLERS}")
-        if scheduler not in comfy.samplers.SCHEDULER_NAMES:
-            raise ValueError(f"scheduler: got {scheduler!r}, expected one of {comfy.samplers.SCHEDULER_NAMES}")
+    def __init__(self, patcher, gate: IdentityGate, clip, vae, settings: ComfyBackendSettings,
+                 high_noise: HighNoiseExpert | None = None):
+        """``high_noise``: Wan 2.2 A14B's high-noise expert, which samples the steps before the expert boundary
+        (``patcher`` is then the low-noise expert); a gate start in the high-noise steps is refused here."""
+        s = self.settings = settings
         self.patcher, self.gate, self.clip, self.vae = patcher, gate, clip, vae
-        self.checkpoint_blocks = checkpoint_blocks
-        self.cfg, self.sampling_steps = cfg, sampling_steps
-        self.sampler, self.scheduler = sampler, scheduler
         self.geometry = latent_geometry(patcher, vae)  # channels, spatial and temporal compression
-        self.geometry.check_video_size(width, height, frames)  # e.g. LTX-Video: 8k+1 frames, multiples of 32
-        self.latent_frames = self.geometry.latent_frames(frames)
-        self.num_frames = self.geometry.pixel_frames(frames)
-        self.latent_shape = self.geometry.latent_shape(width, height, frames)
+        self.geometry.check_video_size(s.width, s.height, s.frames)  # e.g. LTX-Video: 8k+1 frames, multiples of 32
+        self.latent_frames = self.geometry.latent_frames(s.frames)
+        self.num_frames = self.geometry.pixel_frames(s.frames)
+        self.latent_shape = self.geometry.latent_shape(s.width, s.height, s.frames)
         self._conds: dict[str, object] = {}
-        self.negative = negative
+        self.high_noise, self.boundary_step = high_noise, 0
+        if high_noise is not None:  # refuses a gate start in the high-noise steps, before any step
+            self.boundary_step, num_steps = high_noise.split_step(patcher, s.sampling_steps, s.sampler, s.scheduler)
+            high_noise.check_gate(gate.gate_start, self.boundary_step, num_steps)
         self.attention = use_differentiable_attention(patcher)  # sage/flash have no backward
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
-        # ComfyUI loads the model leaving room for backward, not only for a forward (nodes/train_memory.py)
-        self.memory_factor = reserve_training_memory(patcher, checkpoint_blocks)
+        # ComfyUI loads the model leaving room for backward, not only for a forward (nodes/runtime/memory.py)
+        self.memory_factor = reserve_training_memory(patcher, s.checkpoint_blocks)
+
+    @property
+    def decode_gradient(self) -> str:
+        """The decode's gradient mode (the trainer names it when memory runs out)."""
+        return self.settings.decode_gradient
 
     def encode_prompts(self, texts) -> int:
         """Encode every text (the bank's prompts and the negative) once, before training, keep the conditioning on
         ComfyUI's intermediate device (CPU: samplers move it per call) and unload the text encoder: a multi-GB
         encoder is not loaded again mid-run. Returns how many texts were encoded."""
         device = mm.intermediate_device()
-        todo = [t for t in dict.fromkeys([*texts, self.negative]) if t not in self._conds]
+        todo = [t for t in dict.fromkeys([*texts, self.settings.negative]) if t not in self._conds]
         with torch.no_grad():
             for text in todo:
                 self._conds[text] = conditioning_to(encode(self.clip, text), device)
@@ -193,18 +160,19 @@ class ComfyBackend:
         latent = torch.zeros(self.latent_shape)
         noise = comfy.sample.prepare_noise(latent, seed)
         # KSampler's schedule (it adds and drops a step for uni_pc and dpm_2).
-        sigmas = comfy.samplers.KSampler(self.patcher, self.sampling_steps, self.patcher.load_device,
-                                         sampler=self.sampler, scheduler=self.scheduler, denoise=1.0).sigmas
-        if self.high_noise is not None:  # Wan 2.2 A14B: the template's two sampler calls (nodes/expert_split.py)
+        s = self.settings
+        sigmas = comfy.samplers.KSampler(self.patcher, s.sampling_steps, self.patcher.load_device,
+                                         sampler=s.sampler, scheduler=s.scheduler, denoise=1.0).sigmas
+        if self.high_noise is not None:  # Wan 2.2 A14B: the template's two sampler calls (runtime/expert_split.py)
             latent, noise, sigmas, full_sigmas = self._after_high_noise_part(prompt, seed, noise, latent, sigmas)
             fn = functools.partial(fn, full_sigmas=full_sigmas)
-        sampler = comfy.samplers.sampler_object(self.sampler)
+        sampler = comfy.samplers.sampler_object(s.sampler)
         model_sampling = self.patcher.get_model_object("model_sampling")
         # k-diffusion's samplers are decorated with no_grad; the undecorated function is differentiable.
         sampler_function = getattr(sampler.sampler_function, "__wrapped__", sampler.sampler_function)
         guider = comfy.samplers.CFGGuider(self.patcher)
-        guider.set_conds(self._cond(prompt), self._cond(self.negative))
-        guider.set_cfg(self.cfg)
+        guider.set_conds(self._cond(prompt), self._cond(s.negative))
+        guider.set_cfg(s.cfg)
         result = {}
 
         def training_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -224,7 +192,7 @@ class ComfyBackend:
             diffusion_model = self.patcher.model.diffusion_model
             with norm_inputs_copied(diffusion_model), residual_readers_copied(diffusion_model), \
                     same_weight_path(self.patcher.model, self.gate.deltas), \
-                    checkpointed_blocks(diffusion_model, self.checkpoint_blocks, weight_function_state):
+                    checkpointed_blocks(diffusion_model, s.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, sample, x, sigmas)
             return x
 
@@ -232,33 +200,15 @@ class ComfyBackend:
                       disable_pbar=True)
         return result["out"]
 
-    # -- Wan 2.2 A14B: the high-noise expert (nodes/expert_split.py) --------------------------------------
-    high_noise: HighNoiseExpert | None = None
-
-    def use_high_noise_expert(self, expert: HighNoiseExpert, gate_start: float) -> int:
-        """Sample the steps before the expert boundary with ``expert`` (this backend's model is the low-noise
-        one); refuses a gate start in the high-noise steps. Returns the boundary step b."""
-        b, num_steps = expert.split_step(self.patcher, self.sampling_steps, self.sampler, self.scheduler)
-        expert.check_gate(gate_start, b, num_steps)
-        self.high_noise, self.boundary_step = expert, b
-        return b
-
     def _after_high_noise_part(self, prompt, seed, noise, latent, sigmas):
         """The first KSamplerAdvanced (high-noise expert, steps 0..b, leftover noise); returns what the second
         one (low-noise expert, add_noise off) starts from: its latent, zero noise, the schedule from b, and
         the full schedule for the trainer's gate (global step ceil(gate_start·N))."""
-        b = self.boundary_step
-        latent = self.high_noise.high_noise_part(noise, latent, self._cond(prompt), self._cond(self.negative),
-                                                 self.cfg, self.sampling_steps, self.sampler, self.scheduler, b,
-                                                 seed)
+        b, s = self.boundary_step, self.settings
+        latent = self.high_noise.high_noise_part(noise, latent, self._cond(prompt), self._cond(s.negative), s.cfg,
+                                                 s.sampling_steps, s.sampler, s.scheduler, b, seed)
         noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
         return latent, noise, sigmas[b:], sigmas
-    # How the decode carries the gradient (training/loop/causal_decode.py: "checkpointed" exact and bounded,
-    # "truncated" approximate and least, "plain" today's whole-graph autograd), and where the decoded frames go:
-    # the device the reward models are on (None: ComfyUI's torch device, where the trainer node puts them).
-    # Class attributes, set by the trainer node on its instance.
-    decode_gradient: str = "checkpointed"
-    reward_device: torch.device | str | None = None
 
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
         """Frames ``frame_indices`` as [M, H, W, 3] in [0, 1] on the reward device, with gradient. With a causal VAE
@@ -266,7 +216,7 @@ class ComfyBackend:
         decode the whole latent; Wan's latent frame by latent frame as ``decode_gradient`` says, others at once,
         with plain autograd."""
         latent = self.patcher.model.process_latent_out(latent)
-        last = max(latent_index(f, self.geometry.temporal) for f in frame_indices)
+        last = max(latent_frame_of(f, self.geometry.temporal)[0] for f in frame_indices)
         if not decodes_causally(self.vae.first_stage_model):  # e.g. LTX-Video: frames see later latent frames
             last = latent.shape[2] - 1
         # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so
@@ -282,4 +232,4 @@ class ComfyBackend:
         if picked is None:  # plain asked for, or a VAE that is not walked per latent frame
             picked = vae_model.decode(z)[:, :, frame_indices]  # [1, 3, F, H, W] in [-1, 1]
         frames = self.vae.process_output(picked.float())[0].permute(1, 2, 3, 0)  # [M, H, W, 3]
-        return to_reward_device(frames, self.reward_device or mm.get_torch_device())
+        return to_reward_device(frames, self.settings.reward_device or mm.get_torch_device())
