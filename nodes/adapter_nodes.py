@@ -7,7 +7,6 @@ import os
 
 from comfy_api.latest import io
 
-from .. import __version__
 from ..training.adapter.files import (EXPERTS, IdentityAdapter, build_metadata, load_adapter, recorded_expert,
                                       recorded_gate_start, save_adapter)
 from ..training.adapter.gate import DEFAULT_GATE_START, GATE_MODES, check_gate_start
@@ -152,7 +151,7 @@ class SaveIdentityAdapter(io.ComfyNode):
         family = model_family(model) if model is not None else meta.get(META_BASE_MODEL)
         start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
         expert_used, expert_from = resolve_expert(adapter, expert)
-        meta.update(build_metadata(adapter, start, family, __version__, expert=expert_used))
+        meta.update(build_metadata(adapter, start, family, expert=expert_used))
         root = paths.lora_save_dir()
         path = save_adapter(paths.next_free_path(root, filename_prefix), adapter, meta)
         name = os.path.relpath(path, root).replace(os.sep, "/")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
+from ..training.adapter.experts import DEFAULT_BOUNDARY
 from ..training.adapter.targets import LAYER_CHOICES
 from ..training.loop.causal_decode import DECODE_MODES
 from ..training.loop.trainer import TrainSettings
 from .runtime.backend import TRAINING_SAMPLERS, ComfyBackendSettings
-from .runtime.expert_split import DEFAULT_BOUNDARY
 from .runtime.model import computes_in_fp16
 from .runtime.training_run import train_identity_adapter
 from .types import TRAINING_CATEGORY, FaceEvaluator, IdentityReward, PromptBankType, Reference, SemanticReward

@@ -15,6 +15,8 @@ Example (relative paths are relative to the config file's folder)::
     width = 480
     height = 272
     num_frames = 33
+    # expert_boundary = 0.9   # Wan 2.2 A14B (a two-expert folder) only; default: the folder's boundary_ratio, else
+                              # 0.875 (training/adapter/experts.py). The resume file records it.
 
     [rewards]
     insightface_pack = "/models/insightface/models/antelopev2"   # SCRFD + ArcFace .onnx files
@@ -41,10 +43,14 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (ComfyUI's oldest): tomli is the same parser; the train extra installs it
+    import tomli as tomllib
 
 from ..training.loop.trainer import TrainSettings
 from ..training.semantic.reward import HPS_ARCHITECTURE
@@ -203,12 +209,13 @@ def load_config(path: str | Path, model_spec=None) -> Config:
             raise ConfigError(f"config {path}: missing section [{required}] (see scaleout/config.py for an example)")
     base = path.parent.resolve()
     train = _build(TrainSettings, raw.get("train", {}), "train", exclude={
-        "expert_boundary": "set it in [model] (with high_noise_path), where the two experts are",
+        "expert_boundary": "set it in [model], where the two-expert (Wan 2.2 A14B) folder is",
         "loss_scaling": "decided from the model's dtype, not configured"})
     _check_train(train)
     model = _build(model_spec, raw["model"], "model")
-    train.expert_boundary = getattr(model, "expert_boundary", None) if getattr(model, "high_noise_path", None) \
-        else None
+    # the training settings carry the boundary (the resume file must match it); a two-expert folder without one in
+    # the config gets its own when the model is built (train.train_all)
+    train.expert_boundary = getattr(model, "expert_boundary", None)
     rewards = _build(RewardConfig, raw["rewards"], "rewards")
     rewards.insightface_pack = _resolve(base, rewards.insightface_pack, "[rewards] insightface_pack", True)
     rewards.hpsv2 = _resolve(base, rewards.hpsv2, "[rewards] hpsv2", False)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..training.atomic import write_atomic
 from ..training.identity.reference import build_reference
 from ..training.identity.reward import load_identity_reward_model
 from ..training.loop.chart import training_chart
@@ -54,20 +53,6 @@ class Rewards:
 
     identity: Callable  # frames -> IdentityRewardResult
     semantic: Callable | None = None  # (frames, prompt) -> scores; None: SCR off
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def save_chart(path: Path, result: TrainResult) -> Path:
@@ -110,7 +95,8 @@ def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Re
             "trained_steps": str(len(result.history)), "identity": name, "seed": str(settings.seed),
             "world_size": str(run.world_size)})
         save_chart(folder / CHART, result)
-        summary = summarize(result, settings, trainer.scr_on) + f"\nprocesses: {run.world_size}"
+        summary = summarize(result, settings, trainer.scr_on, adapted=getattr(model, "adapted", "") or None) + \
+            f"\nprocesses: {run.world_size}"
         write_atomic(folder / SUMMARY, lambda tmp: Path(tmp).write_text(summary + "\n"))
         log.info("%s done:\n%s", name, summary)
     run.barrier()  # no rank starts the next identity (or exits) before rank 0's files are written
@@ -156,6 +142,9 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
     dtype = model_dtype(config, run.device)
     settings = replace(config.train, loss_scaling=dtype == torch.float16)
     model = build_model(config.model, settings, run, dtype, config.compute.fsdp, build_backend)
+    # the boundary the model was built with (a two-expert folder's own when the config sets none): the resume file
+    # records it, and resuming with another is refused
+    settings = replace(settings, expert_boundary=getattr(model, "expert_boundary", None))
     fresh = model.params.lora_state_dict()
     results = {}
     for ident in config.identities:

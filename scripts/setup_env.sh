@@ -16,6 +16,10 @@ VENV="$here/.venv"
 pip_() { "$VENV/bin/python" -m pip "$@"; }  # not bin/pip: its first line names the python it was made with
 
 if [ ! -x "$VENV/bin/python" ]; then
+  # the tests and tools use Python 3.11's tomllib; the node pack itself runs on ComfyUI's Python 3.10 too
+  "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "setup_env.sh: $PY is Python $("$PY" -c 'import platform; print(platform.python_version())'), expected 3.11 or" \
+      "newer for the test environment; set PYTHON=python3.11" >&2; exit 2; }
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.personalvideo-setup"

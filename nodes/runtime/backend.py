@@ -22,8 +22,9 @@ import comfy.samplers
 
 from ...training.devices import to_reward_device
 from ...training.loop.block_checkpoint import checkpointed_blocks
-from ...training.loop.causal_decode import DECODE_MODES, latent_frame_of
+from ...training.loop.causal_decode import DECODE_MODES
 from ...training.loop.inplace_safety import norm_inputs_copied
+from ...training.prompts import EncodedPrompts
 from .attention import use_differentiable_attention
 from .autograd import make_trainable, weight_function_state
 from .expert_split import HighNoiseExpert
@@ -121,7 +122,8 @@ class ComfyBackend:
         self.latent_frames = self.geometry.latent_frames(s.frames)
         self.num_frames = self.geometry.pixel_frames(s.frames)
         self.latent_shape = self.geometry.latent_shape(s.width, s.height, s.frames)
-        self._conds: dict[str, object] = {}
+        device = mm.intermediate_device()  # CPU: samplers move the conditioning per call
+        self.prompts = EncodedPrompts(lambda text: conditioning_to(encode(clip, text), device), s.negative)
         self.high_noise, self.boundary_step = high_noise, 0
         if high_noise is not None:  # refuses a gate start in the high-noise steps, before any step
             self.boundary_step, num_steps = high_noise.split_step(patcher, s.sampling_steps, s.sampler, s.scheduler)
@@ -130,7 +132,7 @@ class ComfyBackend:
         make_trainable(patcher.model, patcher.model.latent_format)
         make_trainable(vae.first_stage_model)
         # ComfyUI loads the model leaving room for backward, not only for a forward (nodes/runtime/memory.py)
-        self.memory_factor = reserve_training_memory(patcher, s.checkpoint_blocks)
+        reserve_training_memory(patcher, s.checkpoint_blocks)
 
     @property
     def decode_gradient(self) -> str:
@@ -138,23 +140,12 @@ class ComfyBackend:
         return self.settings.decode_gradient
 
     def encode_prompts(self, texts) -> int:
-        """Encode every text (the bank's prompts and the negative) once, before training, keep the conditioning on
-        ComfyUI's intermediate device (CPU: samplers move it per call) and unload the text encoder: a multi-GB
-        encoder is not loaded again mid-run. Returns how many texts were encoded."""
-        device = mm.intermediate_device()
-        todo = [t for t in dict.fromkeys([*texts, self.settings.negative]) if t not in self._conds]
-        with torch.no_grad():
-            for text in todo:
-                self._conds[text] = conditioning_to(encode(self.clip, text), device)
+        """Encode every text (the bank's prompts and the negative) once, before training, and unload the text
+        encoder: a multi-GB encoder is not loaded again mid-run. Returns how many texts were encoded."""
+        count = self.prompts.encode_all(texts)
         if getattr(self.clip, "patcher", None) is not None and release_model(self.clip.patcher):
-            log.info("PersonalVideo training: %d prompts encoded; text encoder unloaded for the run", len(todo))
-        return len(todo)
-
-    def _cond(self, text: str):
-        if text not in self._conds:  # a text outside the bank (encode_prompts covers the bank)
-            log.warning("PersonalVideo training: encoding %r mid-run (not in the pre-encoded prompts)", text[:60])
-            self._conds[text] = encode(self.clip, text)
-        return self._conds[text]
+            log.info("PersonalVideo training: %d prompts encoded; text encoder unloaded for the run", count)
+        return count
 
     def run(self, prompt: str, seed: int, fn):
         latent = torch.zeros(self.latent_shape)
@@ -171,7 +162,7 @@ class ComfyBackend:
         # k-diffusion's samplers are decorated with no_grad; the undecorated function is differentiable.
         sampler_function = getattr(sampler.sampler_function, "__wrapped__", sampler.sampler_function)
         guider = comfy.samplers.CFGGuider(self.patcher)
-        guider.set_conds(self._cond(prompt), self._cond(s.negative))
+        guider.set_conds(self.prompts[prompt], self.prompts[s.negative])
         guider.set_cfg(s.cfg)
         result = {}
 
@@ -205,7 +196,7 @@ class ComfyBackend:
         one (low-noise expert, add_noise off) starts from: its latent, zero noise, the schedule from b, and
         the full schedule for the trainer's gate (global step ceil(gate_start·N))."""
         b, s = self.boundary_step, self.settings
-        latent = self.high_noise.high_noise_part(noise, latent, self._cond(prompt), self._cond(s.negative), s.cfg,
+        latent = self.high_noise.high_noise_part(noise, latent, self.prompts[prompt], self.prompts[s.negative], s.cfg,
                                                  s.sampling_steps, s.sampler, s.scheduler, b, seed)
         noise = torch.zeros(latent.size(), dtype=latent.dtype, layout=latent.layout, device="cpu")
         return latent, noise, sigmas[b:], sigmas
@@ -216,7 +207,7 @@ class ComfyBackend:
         decode the whole latent; Wan's latent frame by latent frame as ``decode_gradient`` says, others at once,
         with plain autograd."""
         latent = self.patcher.model.process_latent_out(latent)
-        last = max(latent_frame_of(f, self.geometry.temporal)[0] for f in frame_indices)
+        last = self.geometry.last_latent_frame(frame_indices)
         if not decodes_causally(self.vae.first_stage_model):  # e.g. LTX-Video: frames see later latent frames
             last = latent.shape[2] - 1
         # The diffusion model is listed too: backward recomputes its checkpointed calls after this decode, so

@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw
 import comfy.model_management as mm
 import comfy.utils
 
-from ... import __version__
 from ...evaluation.dlib_face import independent_similarity
 from ...training.adapter.files import IdentityAdapter, build_metadata
 from ...training.loop.chart import training_chart
@@ -83,7 +82,7 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
     tensors = params.lora_state_dict()
     # The adapter carries its gate start and expert: low_noise when a high-noise expert was connected ("" =
     # unknown: a one-model family; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
-    meta = build_metadata(tensors, settings.gate_start, model_family(model), __version__,
+    meta = build_metadata(tensors, settings.gate_start, model_family(model),
                           extra={"trained_steps": len(result.history), "layers": layers},
                           expert="low_noise" if high_noise is not None else "")
     adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")

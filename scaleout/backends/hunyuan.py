@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..export import adapted_modules
+from ..export import native_targets
 from ..export.hunyuan import export_hunyuan, native_key, native_target
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
@@ -90,12 +90,16 @@ def build_hunyuan(spec: ModelSpec, settings, device, dtype, shard=None) -> Scale
     transformer = pipe.transformer
     prepare((pipe.text_encoder, pipe.text_encoder_2, pipe.vae), device, dtype, spec.tiny)  # whole on every rank
 
+    # the trainer node's layers on ComfyUI's HunyuanVideo (the single blocks' linear1/linear2 included), chosen by
+    # name (also on an empty model) before peft wraps them
+    chosen, modules = native_targets(transformer, "HunyuanVideo", spec.layers, native_key, BLOCK_PREFIXES)
+
     def adapt(model):
-        names = adapted_modules(model, spec.layers, native_key, BLOCK_PREFIXES)
-        return PeftLoRA(model, {n: n + ".weight" for n in names}, settings.rank, settings.alpha, settings.seed)
+        return PeftLoRA(model, {n: n + ".weight" for n in modules}, settings.rank, settings.alpha, settings.seed)
 
     params = place(transformer, lambda: whole_transformer(spec, dtype), BLOCK_LISTS, device, dtype, spec.tiny, shard,
                    adapt)
     backend = HunyuanBackend(pipe, transformer, params, spec, settings, device, dtype)
     return ScaleoutModel(backend=backend, params=params, transformer=transformer, exporter=exporter(transformer),
-                         base_model="HunyuanVideo", gate_start=settings.gate_start, block_lists=BLOCK_LISTS)
+                         base_model="HunyuanVideo", gate_start=settings.gate_start, block_lists=BLOCK_LISTS,
+                         adapted=chosen.describe())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ...training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+from ...training.latent_geometry import latent_frame_of
+from ...training.loop.causal_decode import causal_decode, select_frames
 
 
 def wan_vae_frames(vae, z: torch.Tensor, frame_indices: list[int], temporal: int, mode: str) -> torch.Tensor:

@@ -85,7 +85,7 @@ def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded,
     name = f"trained_{family}.safetensors"
     tensors = params.lora_state_dict()
     files.save_adapter(rt.model_dir("loras") / name, tensors,
-                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family], "test"))
+                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family]))
     gated = families.latent(rt, family, *families.sample(family, adapter=name))
     assert rel_err(source, base) <= SAME, rel_err(source, base)
     assert rel_err(tuned, gated) <= SAME, rel_err(tuned, gated)

@@ -111,9 +111,9 @@ def test_boundary_step_for_shift_8_and_20_steps(loaded):
     sigmas = split.ksampler_sigmas(low, STEPS, "euler", "simple")
     ms = low.get_model_object("model_sampling")
     # The official boundary 0.875: sigma_10 = 0.889 still belongs to the high-noise expert, so it splits at 11.
-    assert split.boundary_step(ms, sigmas, 0.875) == 11
+    assert split.high_noise_steps(ms, sigmas, 0.875) == 11
     assert 0.875 < float(sigmas[10]) < TEMPLATE_BOUNDARY <= float(sigmas[9])
-    assert split.boundary_step(ms, sigmas, TEMPLATE_BOUNDARY) == 10
+    assert split.high_noise_steps(ms, sigmas, TEMPLATE_BOUNDARY) == 10
 
 
 def test_source_and_tuned_runs_equal_the_template_without_and_with_the_apply_node(rt, loaded):
@@ -127,7 +127,7 @@ def test_source_and_tuned_runs_equal_the_template_without_and_with_the_apply_nod
     base = template(rt)
     tensors = params.lora_state_dict()
     adapter_file.save_adapter(rt.model_dir("loras") / "trained_a14b.safetensors", tensors,
-                              adapter_file.build_metadata(tensors, 0.75, "WAN21_T2V", "test", expert="low_noise"))
+                              adapter_file.build_metadata(tensors, 0.75, "WAN21_T2V", expert="low_noise"))
     gated = template(rt, "trained_a14b.safetensors")
     # bit-identical: the same two sampler calls, schedules and model calls
     assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)

@@ -110,7 +110,7 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
     base = _ksampler(rt, sampler)
     name = f"trained_{sampler}.safetensors"
     adapter_file.save_adapter(rt.model_dir("loras") / name, params.lora_state_dict(),
-                              adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V", "test"))
+                              adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V"))
     gated = _ksampler(rt, sampler, name)
     # bit-identical: the same sampler function, schedule and model calls (measured: 0.0 for every sampler)
     assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)

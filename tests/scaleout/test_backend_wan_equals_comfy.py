@@ -112,7 +112,7 @@ def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
             expert = pack_module("nodes.runtime.expert_split").HighNoiseExpert(high, boundary)
         sampling = train_backend.ComfyBackendSettings(NEGATIVE, SIZE, SIZE, FRAMES, STEPS, CFG)
         backend = train_backend.ComfyBackend(patched, gate, None, vae, sampling, expert)
-        backend._conds = {t: [[e.clone(), {}]] for t, e in model.backend.text_embeddings.items()}
+        backend.prompts.encoded = {t: [[e.clone(), {}]] for t, e in model.backend.prompts.encoded.items()}
         if boundary is not None:
             assert backend.boundary_step == model.backend.boundary_step == 3
             assert model.expert == "low_noise"  # what its exported adapter records, as the node's

@@ -39,11 +39,11 @@ def _adapted(names):
 
 def _all_block_layers():
     from personalvideo.scaleout import tiny
-    from personalvideo.scaleout.export import adapted_modules
+    from personalvideo.scaleout.export import native_targets
     from personalvideo.scaleout.export.hunyuan import native_key
 
-    return adapted_modules(tiny.hunyuan_transformer(), "attention+mlp", native_key,
-                           ("transformer_blocks.", "single_transformer_blocks."))
+    return list(native_targets(tiny.hunyuan_transformer(), "HunyuanVideo", "attention+mlp", native_key,
+                               ("transformer_blocks.", "single_transformer_blocks."))[1])
 
 
 @pytest.mark.parametrize("which", ["attention+mlp", "partial"])

@@ -71,7 +71,7 @@ def _comfy_sample(model_patcher, model, seed):
 
     latent = torch.zeros(model.backend.latent_shape)
     noise = comfy.sample.prepare_noise(latent, seed)
-    conds = {t: [[e.clone(), {}]] for t, e in model.backend.text_embeddings.items()}
+    conds = {t: [[e.clone(), {}]] for t, e in model.backend.prompts.encoded.items()}
     return comfy.sample.sample(model_patcher, noise, STEPS, CFG, "euler", "simple", conds[PROMPT], conds[NEGATIVE],
                                latent, denoise=1.0, seed=seed, disable_pbar=True)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..adapter.files import save_safetensors_atomic
 from ..adapter.lora import LoRAParameters
+from ..atomic import save_safetensors_atomic
 from .records import StepRecord, TrainResult
 
 # Settings a resumed run must share with the checkpoint: other values would continue another experiment.

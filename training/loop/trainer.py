@@ -42,6 +42,7 @@ from typing import Callable, Protocol, TypeVar
 
 import torch
 
+from ..adapter.experts import check_gate_after_boundary
 from ..adapter.gate import step_gate_sigma
 from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
@@ -168,12 +169,12 @@ class Trainer:
         ``full_sigmas``: the whole sampling's schedule when ``sigmas`` is its last part (Wan 2.2 A14B: the
         low-noise expert's steps); the gate counts the steps of the whole sampling, as the apply node does.
         """
-        gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, self.settings.gate_start)
-        if full_sigmas is not None and gate_sigma is not None and gate_sigma > float(sigmas[0]) * (1 + 1e-4):
-            raise ValueError(f"gate_start: got {self.settings.gate_start:g}, which opens the gate before this "
-                             f"model's part of the sampling (it starts at sigma {float(sigmas[0]):.4g}, the gate at "
-                             f"{gate_sigma:.4g}), expected a gate inside it; raise gate_start")
-        return gated_rollout(sample, denoise, x, gate_sigma, self.settings.backprop_last_k)
+        s = self.settings
+        if full_sigmas is not None:  # the model samples steps b..N-1 of N: the gate must open in them
+            num_steps = len(full_sigmas) - 1
+            check_gate_after_boundary(s.gate_start, num_steps - (len(sigmas) - 1), num_steps, s.expert_boundary)
+        gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, s.gate_start)
+        return gated_rollout(sample, denoise, x, gate_sigma, s.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """The reward frames only (the backend decodes just the latent frames they depend on)."""
