@@ -3,7 +3,7 @@
     .venv/bin/python -m dev.make_workflows
 
 Model file names are the ones the official ComfyUI model downloads use, so a user who has them runs the
-graphs as they are. The tests execute every file (tests/test_workflows.py).
+graphs as they are. The tests execute every file (tests/workflows/test_workflows.py).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def training_nodes(family: str) -> dict:
         "face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
                        "inputs": {"pack": "antelopev2", "det_size": 640, "det_threshold": 0.5}},
         "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
-                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+                "inputs": {"model_file": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
         "reference": {"class_type": "PersonalVideoLoadReferenceFaces",
                       "inputs": {"identity_reward": ["face_model", 0], "images": ["photo", 0], "augmentations": 8,
                                  "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
@@ -85,7 +85,7 @@ def training_nodes(family: str) -> dict:
             "scheduler": "simple", "cfg": FAMILIES[family]["train_cfg"], "width": 480, "height": 272, "frames": 33,
             "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
-            "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
+            "save_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
         "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
         "faces": {"class_type": "PreviewImage", "inputs": {"images": ["reference", 1]}},
     }
@@ -189,7 +189,7 @@ def workflows() -> dict[str, tuple[dict, str]]:
                       "inputs": {"identity_reward": ["eval_face_model", 0], "images": ["photo", 0],
                                  "augmentations": 8, "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
         "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
-                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+                "inputs": {"model_file": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
         "evaluate": {"class_type": "PersonalVideoEvaluateVideo", "inputs": {
             "images": ["frames", 0], "reference": ["reference", 0], "identity_reward": ["eval_face_model", 0],
             "prompt": "a woman dancing in the rain on a city street at night, neon reflections, the camera "

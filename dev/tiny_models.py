@@ -196,7 +196,7 @@ WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length":
 def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
     """Tiny models under the workflows' file names, the tiny HPS checkpoint, and a style LoRA.
 
-    The insightface pack and the reference photo come from the caller (tests/face_assets.py).
+    The insightface pack and the reference photo come from the caller (dev/face_assets.py).
     """
     models = Path(models_dir)
     for family, (unet, vae) in WORKFLOW_FILES.items():

@@ -131,14 +131,15 @@ class LoadSemanticRewardModel(io.ComfyNode):
             node_id="PersonalVideoLoadSemanticRewardModel",
             display_name="Load Semantic Reward Model",
             category=REWARDS_CATEGORY,
-            description="Loads an HPSv2 / v2.1 checkpoint as the semantic reward (OpenCLIP ViT-H-14 image-text "
+            description="Loads an HPSv2 / v2.1 model file as the semantic reward (OpenCLIP ViT-H-14 image-text "
                         "preference score, differentiable).",
             inputs=[
-                io.Combo.Input("checkpoint", options=paths.hpsv2_checkpoints(),
+                # model_file was named checkpoint: saved workflows keep its value (widgets load by position)
+                io.Combo.Input("model_file", options=paths.hpsv2_files(),
                                tooltip="HPS_v2_compressed.pt or HPS_v2.1_compressed.pt (or a .safetensors export) "
                                        "in models/hpsv2/."),
                 io.String.Input("architecture", default=HPS_ARCHITECTURE,
-                                tooltip="OpenCLIP model config the checkpoint was trained from; HPSv2 and v2.1 "
+                                tooltip="OpenCLIP model config the model file was trained from; HPSv2 and v2.1 "
                                         "are ViT-H-14."),
             ],
             outputs=[SemanticReward.Output(display_name="semantic_reward",
@@ -146,10 +147,10 @@ class LoadSemanticRewardModel(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, checkpoint, architecture) -> io.NodeOutput:
+    def execute(cls, model_file, architecture) -> io.NodeOutput:
         load_device, offload_device = comfy_devices()
         with torch.inference_mode(False):  # see LoadIdentityRewardModel: the trainer differentiates through it
-            model = load_semantic_reward_model(paths.hpsv2_path(checkpoint),
+            model = load_semantic_reward_model(paths.hpsv2_path(model_file),
                                                architecture.strip() or HPS_ARCHITECTURE, load_device, offload_device)
         return io.NodeOutput(model)
 

@@ -35,7 +35,7 @@ class TrainIdentityAdapter(io.ComfyNode):
             category=TRAINING_CATEGORY,
             description="Trains the isolated identity adapter on the connected video model: it generates videos "
                         "from noise for the bank's prompts and back-propagates the face reward (ICR) and the "
-                        "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a checkpoint.",
+                        "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a resume file.",
             inputs=[
                 io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...; "
                                                 "Wan 2.2 A14B: the low-noise expert)."),
@@ -82,12 +82,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                                          "models; costs extra compute). Every gated step is checkpointed anyway."),
                 _float("max_grad_norm", 1.0, 0.0, 1000.0, 0.01, "Gradient clipping norm."),
                 _int("seed", 0, 0, 2**31 - 1, "Seed: same seed and settings give the same adapter."),
-                _int("checkpoint_every", 50, 0, 100000, "Write a resumable checkpoint every K steps (0: only at "
+                # save_every was named checkpoint_every: saved workflows keep its value (widgets load by position)
+                _int("save_every", 50, 0, 100000, "Write the run's resume file every K steps (0: only at "
                      "the end, on cancel and on errors)."),
                 io.String.Input("run_name", default="identity",
-                                tooltip="Names the checkpoint in output/personalvideo_training/."),
+                                tooltip="Names the run's resume file in output/personalvideo_training/."),
                 io.Boolean.Input("resume", default=True,
-                                 tooltip="Continue from this run's checkpoint if it exists (same settings)."),
+                                 tooltip="Continue from this run's resume file if it exists (same settings)."),
                 SemanticReward.Input("semantic_reward", optional=True,
                                      tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
                 FaceEvaluator.Input("face_evaluator", optional=True,
@@ -122,7 +123,7 @@ class TrainIdentityAdapter(io.ComfyNode):
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
-                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
+                max_grad_norm, seed, save_every, run_name, resume, semantic_reward=None,
                 face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY,
                 decode_gradient="checkpointed") -> io.NodeOutput:
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
@@ -130,7 +131,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  scheduler=scheduler, cfg=cfg,
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
-                                 checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
+                                 save_every=save_every, max_grad_norm=max_grad_norm,
                                  backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae),
                                  expert_boundary=expert_boundary if high_noise_model is not None else None)
         sampling = ComfyBackendSettings(prompt_bank.negative, width, height, frames, sampling_steps, cfg,

@@ -1,18 +1,18 @@
 """The scale-out trainer's command: train one identity adapter per identity of a TOML config (scaleout/config.py).
 
-Run from the repository root (after ``pip install -r requirements.txt -r requirements-train.txt``)::
+Run after ``pip install '.[train]'`` (the package with the scale-out trainer's dependencies)::
 
-    python -m personalvideo.scaleout.train CONFIG.toml                                          # one process
-    torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml                     # N GPUs of one machine
-    accelerate launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml # the same through accelerate
+    python -m personalvideo.scaleout.train CONFIG.toml                            # one process
+    torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml       # N GPUs of one machine
+    accelerate launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml   # the same
 
-On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m personalvideo.scaleout.train
-CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m personalvideo.scaleout.train
-CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
+On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m
+personalvideo.scaleout.train CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu
+--num_processes 2 -m personalvideo.scaleout.train CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
 process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
 
-Per identity, in ``<output folder>/<name>/``: ``checkpoint.safetensors`` (resumable; written by rank 0 every
-``checkpoint_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
+Per identity, in ``<output folder>/<name>/``: ``resume.safetensors`` (the resume file; written by rank 0 every
+``save_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
 the pack's metadata: Load Identity Adapter and core LoraLoaderModelOnly read it), ``training_curve.png`` (the
 node's chart) and ``summary.txt``. The loop is the node's (training/loop/trainer.py), with the data-parallel hook
 of scaleout/distributed.py.
@@ -44,7 +44,7 @@ from .config import Config, load_config
 from .distributed import DistributedRun, init_distributed
 
 log = logging.getLogger(__name__)
-CHECKPOINT, CHART, SUMMARY = "checkpoint.safetensors", "training_curve.png", "summary.txt"
+RESUME_FILE, CHART, SUMMARY = "resume.safetensors", "training_curve.png", "summary.txt"
 
 
 @dataclass
@@ -81,10 +81,10 @@ class ProgressBar:
 def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Rewards, run: DistributedRun,
                    folder: Path, name: str, resume: bool) -> TrainResult:
     """Train ``model``'s adapter (a ``scaleout.backends.ScaleoutModel``) for one identity on every rank; rank 0
-    writes the checkpoint, the ComfyUI LoRA, the chart and the summary into ``folder``."""
+    writes the resume file, the ComfyUI LoRA, the chart and the summary into ``folder``."""
     bar = ProgressBar(run, settings.steps, name)
     trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
-                      semantic_score=rewards.semantic, checkpoint_file=folder / CHECKPOINT, on_step=bar,
+                      semantic_score=rewards.semantic, resume_file=folder / RESUME_FILE, on_step=bar,
                       data_parallel=run)
     try:
         result = trainer.train(resume=resume)

@@ -39,7 +39,7 @@ def main() -> None:
         full = samplers.calculate_sigmas(ms, name, 20)
         for window in (full[:11], full[10:]):
             t = time.perf_counter()
-            locator.steps_threshold(ms, window, 0.75, noise_added=False)
+            locator.steps_gate_sigma(ms, window, 0.75, noise_added=False)
             resolve.append(time.perf_counter() - t)
     resolve.sort()
     print(f"candidate schedules: {count}, built in {build:.2f} s; slice resolution: median "

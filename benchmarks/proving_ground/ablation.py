@@ -37,7 +37,7 @@ PACK = "vectron_s"
 ARMS = {"base": None, "gate 0.75": (0.75, True), "all steps": (0.0, True), "gate 0.75, no SCR": (0.75, False)}
 TRAIN = {"learning_rate": 2e-3, "rank": 8, "alpha": 8.0, "layers": "attention+mlp", "sampler_name": "euler",
          "scheduler": "simple", "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
-         "backprop_last_k": 0, "checkpoint_blocks": False, "max_grad_norm": 1.0, "checkpoint_every": 0, "resume": False}
+         "backprop_last_k": 0, "checkpoint_blocks": False, "max_grad_norm": 1.0, "save_every": 0, "resume": False}
 
 
 def install(rt) -> bool:
@@ -77,7 +77,7 @@ def arm_graph(recipe, arm: str, train_steps: int, seeds: list[int], dlib: bool, 
                      user_prompts="\n".join(prompt_for(m, "{subject}") for m in MOTIONS), use_built_in=False)
         clip = g.add("PersonalVideoDevCLIPStandIn", width=sampling.TEXT_WIDTH, pooled_width=0,
                      tokens=sampling.TEXT_TOKENS)
-        extra = {"semantic_reward": g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt",
+        extra = {"semantic_reward": g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps.pt",
                                           architecture=TINY_HPS_ARCH)} if scr else {}
         trained = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
                         identity_reward=idm, prompt_bank=bank, steps=train_steps, gate_start=gate_start,

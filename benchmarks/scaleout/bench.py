@@ -43,7 +43,7 @@ alpha = 16.0
 sampling_steps = 8
 cfg = 3.0
 frames_per_reward = 2
-checkpoint_every = 0
+save_every = 0
 scr_weight = 0.0
 
 [model]

@@ -13,7 +13,7 @@ Each (variant, N) runs in its own process with glibc told to return freed memory
 it every millisecond. Peak = highest resident set during the timed step minus the resident set just before
 it. Each process runs one untimed warm-up step first. Real ComfyUI 0.3.75 on the CPU; a Wan 2.1 model built
 from ComfyUI's class with random weights; tiny Wan VAE; the real w600k_mbf ArcFace and SCRFD (detector
-threshold 0.05 so the random model's frames yield face crops, as in tests/test_trainer_comfy.py).
+threshold 0.05 so the random model's frames yield face crops, as in tests/nodes/test_trainer_comfy.py).
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
 
     class NaiveTrainer(training.Trainer):
         def generate(self, denoise, sample, x, sigmas, full_sigmas=None):
-            threshold = gate_rule.step_gate_sigma(sigmas, self.settings.gate_start)
+            gate_sigma = gate_rule.step_gate_sigma(sigmas, self.settings.gate_start)
             with torch.no_grad():
                 source = sample(lambda v, sigma, **kw: denoise(v, sigma, False, **kw), x)
             # from noise again, graph kept through every gated call
-            tuned = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, threshold), **kw), x)
+            tuned = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, gate_sigma), **kw), x)
             return rollout.Rollout(None, source, tuned, 0)
 
         def decode_frames(self, latent, frames):

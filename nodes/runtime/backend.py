@@ -154,7 +154,7 @@ class ComfyBackend:
         s = self.settings
         sigmas = comfy.samplers.KSampler(self.patcher, s.sampling_steps, self.patcher.load_device,
                                          sampler=s.sampler, scheduler=s.scheduler, denoise=1.0).sigmas
-        if self.high_noise is not None:  # Wan 2.2 A14B: the template's two sampler calls (runtime/expert_split.py)
+        if self.high_noise is not None:  # Wan 2.2 A14B: the template's two sampler calls (expert_split.py)
             latent, noise, sigmas, full_sigmas = self._after_high_noise_part(prompt, seed, noise, latent, sigmas)
             fn = functools.partial(fn, full_sigmas=full_sigmas)
         sampler = comfy.samplers.sampler_object(s.sampler)

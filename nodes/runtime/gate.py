@@ -63,13 +63,13 @@ class IdentityGate:
         finally:
             self._forced = previous
 
-    def threshold(self, model_sampling, sample_sigmas: torch.Tensor | None, noise_added: bool | None = None
-                  ) -> float | None:
+    def gate_sigma(self, model_sampling, sample_sigmas: torch.Tensor | None,
+                   noise_added: bool | None = None) -> float | None:
         """The sigma at or below which a call of a sampler run is gated, or None (never gated)."""
         if self.gate_start >= 1.0:
             return None
         if self.mode == "steps" and sample_sigmas is not None:
-            return LOCATOR.steps_threshold(model_sampling, sample_sigmas, self.gate_start, noise_added)
+            return LOCATOR.steps_gate_sigma(model_sampling, sample_sigmas, self.gate_start, noise_added)
         if self.mode == "steps" and not self._warned:
             self._warned = True
             log.warning("PersonalVideo gate: this sampler does not report its sigma schedule "
@@ -87,7 +87,7 @@ class IdentityGate:
         if (isinstance(extra_args, dict) and isinstance(sigmas, torch.Tensor) and isinstance(noise, torch.Tensor)
                 and not noise.is_nested and model_sampling is not None and sigmas.shape[-1] > 0):
             options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
-            options[self.run_key] = self.threshold(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
+            options[self.run_key] = self.gate_sigma(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
         return executor(*args, **kwargs)
 
     def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
@@ -100,7 +100,7 @@ class IdentityGate:
         elif self.run_key in transformer_options:  # decided at the start of this sampler run
             is_open = gate_is_open(t, transformer_options[self.run_key])
         else:
-            is_open = gate_is_open(t, self.threshold(base_model.model_sampling,
+            is_open = gate_is_open(t, self.gate_sigma(base_model.model_sampling,
                                                      transformer_options.get("sample_sigmas")))
         if not is_open:
             return executor(x, t, *args, **kwargs)

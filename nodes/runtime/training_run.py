@@ -49,7 +49,7 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
     """Train the identity adapter of ``model`` (Wan 2.2 A14B: the low-noise expert, ``high_noise_model`` the other;
     ``settings.expert_boundary`` their boundary); returns (adapter, training-curve IMAGE, summary)."""
     reference.check_recognizer(identity_reward)
-    checkpoint = paths.training_checkpoint_path(run_name)
+    resume_file = paths.resume_file_path(run_name)
     device = mm.get_torch_device()
     targets = adapter_targets(model, layers)  # refuses an unsupported family before anything runs
     sampling = dataclasses.replace(sampling, reward_device=device)  # where the reward models are
@@ -65,14 +65,14 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
         def on_step(record, preview):
             shown = _preview(preview.frame, preview.box, record.similarity) if preview is not None else None
             pbar.update_absolute(record.step + 1, settings.steps, shown)
-            # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
+            # Cancel: raises InterruptProcessingException; the trainer writes its resume file first.
             mm.throw_exception_if_processing_interrupted()
 
         trainer = Trainer(
             backend, params, prompt_bank, settings,
             identity_reward=lambda f: identity_reward.reward(f, ref),
             semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
-            checkpoint_file=checkpoint, on_step=on_step,
+            resume_file=resume_file, on_step=on_step,
             independent_similarity=independent_similarity(face_evaluator, reference))
         # Reward models stay on the device from forward through backward (moving their weights
         # in between would leave autograd with tensors on the wrong device).
@@ -86,7 +86,7 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
                           extra={"trained_steps": len(result.history), "layers": layers},
                           expert="low_noise" if high_noise is not None else "")
     adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
-    summary = summarize(result, settings, trainer.scr_on, adapted=targets.describe()) + f"\ncheckpoint: {checkpoint}"
+    summary = summarize(result, settings, trainer.scr_on, adapted=targets.describe()) + f"\nresume file: {resume_file}"
     if settings.loss_scaling:
         summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
     if high_noise is not None:

@@ -14,7 +14,7 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
 - ``ModelSpec``: which model (family, diffusers folder or ``tiny=True``), the video size and the negative prompt.
   Wan 2.2 A14B: ``path`` is diffusers' two-expert pipeline folder (``transformer`` = high-noise expert,
   ``transformer_2`` = low-noise expert, which alone trains, as on the node side); the boundary is
-  ``expert_boundary``, else the folder's ``boundary_ratio``, else 0.875 (nodes/runtime/expert_split.py's rule). Tiny:
+  ``expert_boundary``, else the folder's ``boundary_ratio``, else 0.875 (training/adapter/experts.py). Tiny:
   ``expert_boundary`` set = two tiny experts (low-noise seeded ``seed``, high-noise ``seed + 1``).
 - ``ScaleoutModel.backend`` implements ``training.loop.trainer.Backend`` (run, decode, num_frames).
 - ``ScaleoutModel.params`` is the trainable LoRA with ``training.adapter.lora.LoRAParameters``' interface (keys,

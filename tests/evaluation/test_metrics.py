@@ -102,7 +102,7 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
                     colour_jitter=0.1, seed=0)
         photo = g.add("LoadImage", image=f"eval_{who}")
         clip = g.add("RepeatImageBatch", image=photo, amount=6)
-        hps = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="eval_tiny.pt",
+        hps = g.add("PersonalVideoLoadSemanticRewardModel", model_file="eval_tiny.pt",
                     architecture=tiny_models.TINY_HPS_ARCH)
         second = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=320,
                        det_threshold=0.5)

@@ -132,7 +132,7 @@ def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, lo
                layers="attention", gate_start=0.75, sampling_steps=STEPS, sampler_name="euler", scheduler="simple",
                cfg=CFG, width=families.SIZE, height=families.SIZE, frames=families.FRAMES[family],
                frames_per_reward=1, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
-               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name=f"family_{family}",
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, save_every=0, run_name=f"family_{family}",
                resume=False)
     saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix=f"families/{family}",
                   gate_start=0.75)

@@ -103,7 +103,7 @@ def test_wan22_5b_trains_a_step_with_its_48_channel_16x_latent(comfy, loaded, mo
                layers="attention", gate_start=0.75, sampling_steps=4, sampler_name="euler", scheduler="simple",
                cfg=3.0, width=64, height=64, frames=5, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0,
                scr_temperature=100.0, backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=0,
-               checkpoint_every=0, run_name="wan22_5b", resume=False)
+               save_every=0, run_name="wan22_5b", resume=False)
     g.capture(vae, "vae")
     g.capture(tr, "adapter")
     g.capture([tr[0], 2], "summary")

@@ -109,7 +109,7 @@ def test_missing_pack_folder_error_from_paths(rt):
 
 def test_semantic_nodes_load_and_score(rt):
     g = Graph()
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture=TINY_HPS_ARCH)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps.pt", architecture=TINY_HPS_ARCH)
     photo = g.add("LoadImage", image="obama.jpg")
     score = g.add("PersonalVideoSemanticScore", semantic_reward=sem, images=photo, prompt="a man in a suit")
     g.capture(score, "score")
@@ -122,6 +122,6 @@ def test_semantic_nodes_load_and_score(rt):
     assert out["score"] == pytest.approx(float(out["model"].score(frame, "a man in a suit")[0]), abs=1e-5)
 
     g = Graph()
-    g.capture(g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture="ViT-H-14"), "m")
-    with pytest.raises(GraphError, match="tiny_hps.pt: not an OpenCLIP ViT-H-14 checkpoint"):
+    g.capture(g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps.pt", architecture="ViT-H-14"), "m")
+    with pytest.raises(GraphError, match="tiny_hps.pt: not an OpenCLIP ViT-H-14 model file"):
         rt.run(g.nodes)

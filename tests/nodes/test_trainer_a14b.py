@@ -201,7 +201,7 @@ def test_trainer_node_refuses_a_gate_start_in_the_high_noise_steps_before_traini
                prompt_bank=bank, steps=1, learning_rate=1e-2, rank=4, alpha=4.0, layers="attention", gate_start=0.25,
                sampling_steps=STEPS, sampler_name="euler", scheduler="simple", cfg=CFG, width=64, height=64, frames=9,
                frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
-               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name="a14b_refused",
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, save_every=0, run_name="a14b_refused",
                resume=False, high_noise_model=experts["high_noise"])  # expert_boundary: the default 0.875
     g.capture(tr, "adapter")
     with pytest.raises(GraphError, match=r"gate_start: got 0\.25, which opens the gate at step 5 of 20, but steps "

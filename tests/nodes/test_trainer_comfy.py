@@ -38,7 +38,7 @@ def test_semantic_reward_on_trains_with_finite_scr(rt, tmp_path_factory):
     register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
     write_tiny_hps_checkpoint(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
     g, tr, *_ = train_graph("wan21", steps=2, run_name="scr")
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
     g.nodes[tr[0]]["inputs"]["semantic_reward"] = sem
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)
@@ -62,7 +62,7 @@ def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **
     settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", gate_start=0.75,
                     sampling_steps=8, sampler_name="euler", scheduler="simple", cfg=3.0, width=64, height=64,
                     frames=9, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0,
-                    backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, checkpoint_every=2, run_name=run_name, resume=resume) | over
+                    backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, save_every=2, run_name=run_name, resume=resume) | over
     tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
                identity_reward=idm, prompt_bank=bank, **settings)
     return g, tr, model, clip, vae

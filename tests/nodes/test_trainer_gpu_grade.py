@@ -29,7 +29,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
     monkeypatch.setattr(backend_cls, "decode", decode_then_oom)
     unload = mm.unload_all_models
     monkeypatch.setattr(mm, "unload_all_models", lambda: (unloads.append(1), unload())[1])
-    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", checkpoint_every=0)
+    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", save_every=0)
     g.capture(tr, "x")
     with graph_error() as err:
         rt.run(g.nodes)
@@ -41,7 +41,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
         assert setting in err.message, (setting, err.message)
     assert _checkpoint_step(rt, "oom") == 2
     monkeypatch.setattr(backend_cls, "decode", decode)
-    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", checkpoint_every=0, resume=True)
+    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", save_every=0, resume=True)
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)
     summary = rt.captured()["summary"]

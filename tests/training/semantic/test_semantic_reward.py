@@ -82,7 +82,7 @@ def test_scr_kl_is_zero_for_equal_scores_and_positive_otherwise():
 
 def test_loader_rejects_wrong_checkpoints_clearly(tiny, tmp_path):
     _, _, d = tiny
-    with pytest.raises(ValueError, match=r"tiny_hps.pt: not an OpenCLIP ViT-H-14 checkpoint: .*wrong shape.*"
+    with pytest.raises(ValueError, match=r"tiny_hps.pt: not an OpenCLIP ViT-H-14 model file: .*wrong shape.*"
                                          r"visual\..*expected.*HPS_v2_compressed.pt"):
         sr.load_semantic_reward_model(d / "tiny_hps.pt")
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}}, tmp_path / "other.pt")
