@@ -45,6 +45,13 @@ from .distributed import DistributedRun, init_distributed
 
 log = logging.getLogger(__name__)
 RESUME_FILE, CHART, SUMMARY = "resume.safetensors", "training_curve.png", "summary.txt"
+RESUME_FILE_BEFORE_RENAME = "checkpoint.safetensors"  # its name in runs started before it was called resume file
+
+
+def resume_file_in(folder: Path) -> Path:
+    """An identity folder's resume file; a run started before the rename continues in its checkpoint.safetensors."""
+    old = folder / RESUME_FILE_BEFORE_RENAME
+    return old if old.exists() and not (folder / RESUME_FILE).exists() else folder / RESUME_FILE
 
 
 @dataclass
@@ -84,7 +91,7 @@ def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Re
     writes the resume file, the ComfyUI LoRA, the chart and the summary into ``folder``."""
     bar = ProgressBar(run, settings.steps, name)
     trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
-                      semantic_score=rewards.semantic, resume_file=folder / RESUME_FILE, on_step=bar,
+                      semantic_score=rewards.semantic, resume_file=resume_file_in(folder), on_step=bar,
                       data_parallel=run)
     try:
         result = trainer.train(resume=resume)

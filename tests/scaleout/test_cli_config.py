@@ -77,6 +77,7 @@ def test_unknown_key_names_it_and_the_valid_ones(folder):
     ('rank = "16"', r"\[train\] rank: got '16' \(str\), expected int"),
     ("learning_rate = nan", r"\[train\] learning_rate: got nan, expected a finite number"),
     ("expert_boundary = 0.9", r"\[train\] expert_boundary: set it in \[model\]"),
+    ("checkpoint_every = 5", r"\[train\] checkpoint_every: renamed save_every"),  # its name before the renames
 ])
 def test_bad_train_values_name_the_key_and_the_expected_value(folder, line, message):
     with pytest.raises(ConfigError, match=message):

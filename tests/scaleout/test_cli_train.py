@@ -148,3 +148,14 @@ def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
     assert abs(result.history[0].scr_loss) < 1e-5
     summary = (assets / "scr" / "obama" / "summary.txt").read_text()
     assert "SCR: on" in summary and "processes: 1" in summary, summary
+
+
+def test_a_run_started_before_the_rename_continues_from_its_checkpoint_file(tmp_path):
+    """The resume file was checkpoint.safetensors before it was called so: such a run's folder resumes from it."""
+    from personalvideo.scaleout.train import RESUME_FILE, resume_file_in
+
+    assert resume_file_in(tmp_path) == tmp_path / RESUME_FILE  # a new run
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    assert resume_file_in(tmp_path) == tmp_path / "checkpoint.safetensors"
+    (tmp_path / RESUME_FILE).write_bytes(b"")
+    assert resume_file_in(tmp_path) == tmp_path / RESUME_FILE  # the renamed file wins once written
