@@ -12,7 +12,7 @@
 
 Stand-ins, because nothing real of that kind fits here: tiny random-weight Wan 2.1 model and VAE (ComfyUI's
 own classes, under the official file names the workflows use), a stand-in text encoder (no tiny UMT5
-exists), a tiny random OpenCLIP in HPSv2's checkpoint layout, and a random style LoRA. A random model
+exists), a tiny random OpenCLIP in HPSv2's file layout, and a random style LoRA. A random model
 makes no faces, so the identity reward finds none and training is driven by the semantic reward alone:
 this shows the pipeline, not quality. To use real models, load the same workflow files in ComfyUI with
 the files their notes name.
@@ -121,9 +121,9 @@ def main() -> int:
     curve = _training_curve(base, train_prompt, train_out)
     if curve is not None:
         written.append(shutil.copy2(curve, args.output / "training_curve.png"))
-    checkpoint = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
-    if not checkpoint.exists():
-        print("demo failed: no training checkpoint was written", file=sys.stderr)
+    resume_file = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
+    if not resume_file.exists():
+        print("demo failed: no resume file was written", file=sys.stderr)
         return 1
     print(f"PersonalVideo main job on ComfyUI {rt.version}, {time.time() - started:.1f} s: reference photo -> "
           f"{train_steps} training steps -> saved adapter -> gated generation -> evaluation. Wrote:")

@@ -1,7 +1,7 @@
 """Tiny native video models with random weights, built from ComfyUI's own model classes.
 
 They load through ComfyUI's ordinary loader nodes (UNETLoader, VAELoader), which detect the family from
-the keys exactly as for the real checkpoints. They show that the pipeline works, not quality. Weights are
+the keys exactly as for the real model files. They show that the pipeline works, not quality. Weights are
 generated on demand (seeded) and never committed. Needs ComfyUI importable (``dev.comfy_runtime`` boots it).
 """
 
@@ -151,7 +151,7 @@ def write_random_lora(family: str, path: Path | str, **kwargs) -> Path:
     return path
 
 
-# A tiny random OpenCLIP in HPSv2's checkpoint layout (no HPS/CLIP weights exist in any package).
+# A tiny random OpenCLIP in HPSv2's file layout (no HPS/CLIP weights exist in any package).
 TINY_HPS_ARCH = "pv-tiny-clip"
 TINY_HPS_CFG = {"embed_dim": 32,
                 "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
@@ -168,7 +168,7 @@ def register_tiny_hps_config(directory: Path | str) -> str:
     return TINY_HPS_ARCH
 
 
-def write_tiny_hps_checkpoint(path: Path | str, seed: int = 0):
+def write_tiny_hps_model_file(path: Path | str, seed: int = 0):
     """A ``{"state_dict": ...}`` .pt file as HPS_v2*_compressed.pt are, for the registered tiny config."""
     from open_clip.model import CLIP
 
@@ -194,7 +194,7 @@ WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length":
 
 
 def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
-    """Tiny models under the workflows' file names, the tiny HPS checkpoint, and a style LoRA.
+    """Tiny models under the workflows' file names, the tiny HPS model file, and a style LoRA.
 
     The insightface pack and the reference photo come from the caller (dev/face_assets.py).
     """
@@ -208,7 +208,7 @@ def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
             write_diffusion_model("wan21", models / "diffusion_models" / name, seed=seed)
     register_tiny_hps_config(scratch)
     (models / "hpsv2").mkdir(parents=True, exist_ok=True)
-    write_tiny_hps_checkpoint(models / "hpsv2" / "HPS_v2.1_compressed.pt")
+    write_tiny_hps_model_file(models / "hpsv2" / "HPS_v2.1_compressed.pt")
     write_random_lora("wan21", models / "loras" / "style_lora.safetensors", std=0.1)
 
 

@@ -3,7 +3,7 @@
 For tests and benchmarks of the scale-out trainer: they show that the code paths run and agree with the node
 side, not quality. The tiny Wan transformer has the shapes of dev/tiny_models.py's ComfyUI one (dim 128, one
 head, 2 blocks, text_dim 4096: ComfyUI's Wan detector fixes num_heads = dim / 128 and text_dim 4096), so its
-weights convert to a ComfyUI checkpoint one to one. diffusers' own tests fetch tokenizers from the hub, which is
+weights convert to a ComfyUI model file one to one. diffusers' own tests fetch tokenizers from the hub, which is
 unreachable here: the tokenizer is a ``tokenizers`` WordLevel model over a small fixed vocabulary wrapped in
 ``PreTrainedTokenizerFast`` (words outside it become <unk>).
 """

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("videos", type=Path)
     parser.add_argument("--reference", type=Path, required=True, help="photo of the person")
     parser.add_argument("--pack", type=Path, required=True, help="insightface pack folder (detector + recognizer)")
-    parser.add_argument("--hps", type=Path, help="HPSv2 checkpoint for CLIP-T / temporal consistency")
+    parser.add_argument("--hps", type=Path, help="HPSv2 model file for CLIP-T / temporal consistency")
     parser.add_argument("--architecture", default="ViT-H-14")
     parser.add_argument("--prompt", default="")
     parser.add_argument("--dlib", type=Path, help="folder with dlib's face models: an independent Face Sim")

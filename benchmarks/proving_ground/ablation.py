@@ -43,12 +43,12 @@ TRAIN = {"learning_rate": 2e-3, "rank": 8, "alpha": 8.0, "layers": "attention+ml
 def install(rt) -> bool:
     """Reward models, the reference photo and (when dlib is installed) the dlib files; True when dlib is usable."""
     from dev.face_assets import make_dlib_folder, make_pack, photo_path
-    from dev.tiny_models import register_tiny_hps_config, write_tiny_hps_checkpoint
+    from dev.tiny_models import register_tiny_hps_config, write_tiny_hps_model_file
 
     make_pack(rt.model_dir("insightface") / "models", PACK)
     shutil.copy(photo_path(REFERENCE), rt.base_dir / "input" / REFERENCE)
     register_tiny_hps_config(rt.base_dir)
-    write_tiny_hps_checkpoint(rt.model_dir("hpsv2") / "tiny_hps.pt")
+    write_tiny_hps_model_file(rt.model_dir("hpsv2") / "tiny_hps.pt")
     try:
         import dlib  # noqa: F401
 

@@ -226,7 +226,7 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
 
 
 def layer_weight_scale(module) -> float:
-    """The factor a layer multiplies its stored weight by (scaled-fp8 checkpoints: ``scale_weight``), else 1."""
+    """The factor a layer multiplies its stored weight by (scaled-fp8 model files: ``scale_weight``), else 1."""
     scale = getattr(module, "scale_weight", None)
     if not isinstance(scale, torch.Tensor):
         return 1.0

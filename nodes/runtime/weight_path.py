@@ -2,7 +2,7 @@
 
 ComfyUI's layers choose how to compute from what they carry: with no weight function a layer may multiply in
 its storage format (``fp8_ops`` with ``weight_dtype`` fp8_e4m3fn_fast on cards with fp8 compute: fp8 inputs
-times fp8 weights; mixed-precision checkpoints: quantized matmul), while a layer with a weight function
+times fp8 weights; mixed-precision model files: quantized matmul), while a layer with a weight function
 dequantises its weight first (``comfy.ops.cast_bias_weight``). The gate installs the adapter's weight function
 only in the tuned run, so the two runs took different arithmetic: a fresh adapter already differed
 from the source run, and on ``fp8_ops`` the fp8 matmul has no gradient, so the adapter silently never
@@ -62,7 +62,7 @@ def same_weight_path(base_model: torch.nn.Module, weight_keys):
         if isinstance(m, torch.nn.Linear) and hasattr(m, "scale_weight"):
             m.forward_comfy_cast_weights = _dequantised_linear(m)  # scaled fp8: its fp8 matmul ignores `training`
         if hasattr(m, "_full_precision_mm"):
-            m._full_precision_mm = True  # mixed-precision (quantized) checkpoints: dequantise, no quantized matmul
+            m._full_precision_mm = True  # mixed-precision (quantized) model files: dequantise, no quantized matmul
         if id(m) in adapted:
             m.weight_function = list(m.weight_function) + [_pass_through]  # a new list: never mutate ComfyUI's
     try:

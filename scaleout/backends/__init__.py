@@ -21,7 +21,7 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
   pairs(), parameters(), lora_state_dict(), load_lora_state_dict(), rank, alpha, scale) backed by peft's
   lora_A / lora_B weights (scaleout/peft_adapter.py; a plain view: it registers no parameters of its own, the
   weights live in ``transformer``). Wan: its keys are ComfyUI's native weight names
-  (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side;
+  (``diffusion_model.blocks.0.self_attn.q.weight``), so resume files and gradients line up with the node side;
   HunyuanVideo and AnimateDiff: diffusers' module names (``transformer_blocks.0.attn.to_q.weight``). Which layers:
   the trainer node's rule on the native names (scaleout/export's ``native_targets``); AnimateDiff, which core
   ComfyUI does not run, its spatial attention (export/animatediff.py).

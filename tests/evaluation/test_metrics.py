@@ -92,7 +92,7 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         shutil.copy(photo_path(name), comfy.base_dir / "input" / f"eval_{name}")
     tiny_models.register_tiny_hps_config(tmp_path_factory.mktemp("cfg"))
-    tiny_models.write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "eval_tiny.pt")
+    tiny_models.write_tiny_hps_model_file(comfy.model_dir("hpsv2") / "eval_tiny.pt")
     results = {}
     for who in ("obama.jpg", "biden.jpg"):
         g = Graph()
@@ -139,7 +139,7 @@ def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
     from personalvideo.training.semantic.reward import load_semantic_reward_model
 
     tiny_models.register_tiny_hps_config(tmp_path)
-    tiny_models.write_tiny_hps_checkpoint(tmp_path / "tiny.pt")
+    tiny_models.write_tiny_hps_model_file(tmp_path / "tiny.pt")
     model = load_semantic_reward_model(tmp_path / "tiny.pt", tiny_models.TINY_HPS_ARCH)
     frames = torch.rand(3, 48, 64, 3, generator=torch.Generator().manual_seed(2))
     clip_t, consistency = clip_scores(frames, "a man walking", model)

@@ -17,7 +17,7 @@ from graphs import Graph
 from personalvideo.training.identity.reward import load_identity_reward_model
 from personalvideo.training.identity.reference import build_reference
 from PIL import Image
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
 
 from dev.comfy_runtime import GraphError
 
@@ -32,7 +32,7 @@ def rt(comfy, tmp_path_factory):
         shutil.copy(photo_path(name), inputs / name)
     Image.new("RGB", (64, 48), (128, 128, 128)).save(inputs / "pv_blank.png")
     register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "tiny_hps.pt")
+    write_tiny_hps_model_file(comfy.model_dir("hpsv2") / "tiny_hps.pt")
     return comfy
 
 

@@ -1,5 +1,5 @@
 """fp8 base weights in training and in the apply node, in real ComfyUI on the CPU (issue 11): UNETLoader's fp8
-weight dtypes, ComfyUI's fp8-compute path (its own --supports-fp8-compute switch) and a scaled-fp8 checkpoint.
+weight dtypes, ComfyUI's fp8-compute path (its own --supports-fp8-compute switch) and a scaled-fp8 model file.
 Same tiny models and stand-ins as test_trainer_comfy.py (its ``rt`` fixture and ``train_graph``)."""
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ from __future__ import annotations
 import torch
 from comfy_runtime_errors import graph_error
 from graphs import pack_module
-from test_trainer_comfy import _checkpoint_step, rt, train_graph  # noqa: F401 (rt is a fixture)
+from test_trainer_comfy import _resume_file_step, rt, train_graph  # noqa: F401 (rt is a fixture)
 
 
 def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkeypatch):  # noqa: F811
     """Forced OOM: a wrapper around the backend's decode raises torch.OutOfMemoryError (what CUDA raises) at the
     5th decode, i.e. step 2's adapter frames, after that step's rollout ran (nothing can really run out of
     memory on this machine). ComfyUI must recognize it as OOM (its OOM tip in the message, its unload of all
-    models), the message must name the settings, and the checkpoint of step 2 (two good steps) must resume."""
+    models), the message must name the settings, and the resume file of step 2 (two good steps) must resume."""
     import comfy.model_management as mm
 
     backend_cls = pack_module("nodes.runtime.backend").ComfyBackend
@@ -39,7 +39,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
                     "decode_gradient (now checkpointed)",
                     "resume"):
         assert setting in err.message, (setting, err.message)
-    assert _checkpoint_step(rt, "oom") == 2
+    assert _resume_file_step(rt, "oom") == 2
     monkeypatch.setattr(backend_cls, "decode", decode)
     g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", save_every=0, resume=True)
     g.capture([tr[0], 2], "summary")

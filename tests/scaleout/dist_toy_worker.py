@@ -7,7 +7,7 @@ with the LoRA inside each block (where peft puts it), the toy decoder and the to
 tests/training/loop/toy_backend.py, small enough that equality of gradients and adapters can be checked exactly
 in seconds. Everything else is the real path: scaleout.distributed (gloo process group through accelerate, the
 gradient mean, FSDP2 ``fully_shard`` per block), scaleout.train.train_identity (the node's Trainer with the
-data-parallel hook, rank-0 checkpoint / ComfyUI LoRA export / chart / summary, resume).
+data-parallel hook, rank-0 resume file / ComfyUI LoRA export / chart / summary, resume).
 
 Each rank writes OUT/rank<r>.pt: per step its local gradient, the reduced gradient and the adapter before the
 step, and the final adapter. Rank 1 sees no face in step 1 (SKIP_STEP): its step is skipped locally, the
@@ -120,10 +120,10 @@ def main(out: Path, steps: int, fsdp: bool) -> None:
         return skipped
 
     run.reduce_gradients = recording_reduce
-    checkpoint = out / "toy" / RESUME_FILE
+    resume_file = out / "toy" / RESUME_FILE
     first_step = 0
-    if checkpoint.exists():  # a resumed run: where it continues (the trainer reads the same header)
-        with safe_open(str(checkpoint), "pt") as f:
+    if resume_file.exists():  # a resumed run: where it continues (the trainer reads the same header)
+        with safe_open(str(resume_file), "pt") as f:
             first_step = int(f.metadata()["step"])
     bank = PromptBank(prompts=("a walks", "a runs", "a dances", "a sits"), negative="", subject="a")
     rewards = Rewards(identity_reward(run.rank, first_step))

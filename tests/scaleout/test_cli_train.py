@@ -129,15 +129,15 @@ def test_resumed_command_gives_the_uninterrupted_adapter(assets, plain):
 
 
 def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
-    """[rewards] hpsv2 loads the HPS checkpoint with the pack's loader; one process, in this process (a tiny
+    """[rewards] hpsv2 loads the HPS model file with the pack's loader; one process, in this process (a tiny
     random OpenCLIP stand-in: HPSv2's ViT-H-14 weights are not installable, and its config is registered here)."""
-    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
     from personalvideo.scaleout.config import load_config
     from personalvideo.scaleout.distributed import DistributedRun
     from personalvideo.scaleout.train import train_all
 
     register_tiny_hps_config(tmp_path)
-    write_tiny_hps_checkpoint(assets / "tiny_hps.pt")
+    write_tiny_hps_model_file(assets / "tiny_hps.pt")
     text = TOML.format(steps=1, out="scr", fsdp="false").replace("scr_weight = 0.0", "scr_weight = 1.0")
     text = text.replace("augmentations = 2", f'augmentations = 2\nhpsv2 = "tiny_hps.pt"\n'
                                               f'hps_architecture = "{TINY_HPS_ARCH}"')

@@ -59,7 +59,7 @@ def test_adapters_are_identical_on_both_ranks_after_every_step(plain):
     assert max(float(p.abs().max()) for p in r0["final"][:3]) > 0, "the ups moved from zero: it trained"
 
 
-def test_rank_zero_writes_the_checkpoint_the_comfyui_lora_and_the_chart(plain):
+def test_rank_zero_writes_the_resume_file_the_comfyui_lora_and_the_chart(plain):
     folder = Path(plain[0]["out"]) / "toy"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["resume.safetensors", "summary.txt", "toy.safetensors", "training_curve.png"], names
@@ -93,4 +93,4 @@ def test_resumed_two_process_run_equals_an_uninterrupted_one(plain, tmp_path):
     for rank in (0, 1):
         assert max_diff(resumed[rank]["final"], plain[rank]["final"]) == 0.0
         assert max_diff(resumed[rank]["reduced"][-1], plain[rank]["reduced"][-1]) == 0.0
-    assert resumed[0]["prompts"] == plain[0]["prompts"]  # rank 0's history, continued from its checkpoint
+    assert resumed[0]["prompts"] == plain[0]["prompts"]  # rank 0's history, continued from its resume file

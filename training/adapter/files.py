@@ -89,8 +89,8 @@ def validate_lora(tensors: dict[str, torch.Tensor], source: str) -> None:
         sample = ", ".join(sorted(tensors)[:3])
         raise ValueError(
             f"identity adapter {source}: not a LoRA file ({len(tensors)} tensors, none with LoRA keys "
-            f"such as '.lora_up.weight'/'.lora_down.weight'; first keys: {sample}). It looks like a full "
-            "model checkpoint or another kind of file; pick a LoRA saved by PersonalVideo or a LoRA trainer."
+            f"such as '.lora_up.weight'/'.lora_down.weight'; first keys: {sample}). It looks like a whole "
+            "model file or another kind of file; pick a LoRA saved by PersonalVideo or a LoRA trainer."
         )
 
 

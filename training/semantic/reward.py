@@ -102,12 +102,12 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, name: str, a
 
 def _materialise(model: nn.Module, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> nn.Module:
     model.load_state_dict(sd, strict=True, assign=True)
-    # The causal text mask is a non-persistent buffer: not in checkpoints, so still on meta.
+    # The causal text mask is a non-persistent buffer: not in model files, so still on meta.
     context = model.positional_embedding.shape[0]
     model.attn_mask = torch.full((context, context), float("-inf")).triu_(1)
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_meta:
-            raise ValueError(f"internal: {name} was not set from the checkpoint")
+            raise ValueError(f"internal: {name} was not set from the model file")
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
 
@@ -213,7 +213,7 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 def load_semantic_reward_model(path: str | os.PathLike, architecture: str = HPS_ARCHITECTURE,
                                load_device: torch.device | str = "cpu", offload_device: torch.device | str = "cpu",
                                dtype: torch.dtype | None = None) -> SemanticRewardModel:
-    """Load an HPSv2 / v2.1 checkpoint (or any OpenCLIP checkpoint of ``architecture``)."""
+    """Load an HPSv2 / v2.1 model file (or any OpenCLIP model file of ``architecture``)."""
     name = os.path.basename(os.fspath(path))
     sd = read_model_file(path)
     model = build_clip(architecture, "meta")

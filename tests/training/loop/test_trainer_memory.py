@@ -45,8 +45,8 @@ def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-6), "OOM + resume must equal one uninterrupted run"
 
 
-def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_checkpoint(tmp_path):
-    """A failure while AdamW updates the adapter may leave it half updated: the checkpoint of the last completed
+def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_resume_file(tmp_path):
+    """A failure while AdamW updates the adapter may leave it half updated: the resume file of the last completed
     step (written at step 2 by save_every=2) must stay on disk unchanged. The failure is injected by a
     wrapper around the optimizer's step (said plainly: no real allocation fails here)."""
     s, params, backend, bank = make(steps=5)
@@ -56,7 +56,7 @@ def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_checkpoint(
 
     def step_failing_at_3(*args, **kwargs):
         if trainer.step == 3:
-            step(*args, **kwargs)  # the update happens (in part, as far as the checkpoint can know) ...
+            step(*args, **kwargs)  # the update happens (in part, as far as the resume file can know) ...
             raise torch.OutOfMemoryError("CUDA out of memory.")  # ... then the failure
         return step(*args, **kwargs)
 

@@ -140,7 +140,7 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-6)
 
 
-def test_cancel_keeps_a_checkpoint_that_resumes(tmp_path):
+def test_cancel_keeps_a_resume_file_that_resumes(tmp_path):
     s, params, backend, bank = make(steps=6)
     ck = tmp_path / "ck.safetensors"
 
