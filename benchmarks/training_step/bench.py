@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.training_step.bench [--steps-list 8 20 40] [--size medium]
 
-Ours (training/): the pre-gate trajectory once without gradient, source and adapter branches from the
+Ours (training/): the pre-gate trajectory once without gradient, source and tuned runs from the
 gate latent, every gradient step and the transformer blocks inside it checkpointed, only the latent frames
 the reward frames need decoded.
 Naive: separate source and adapter rollouts from noise, gradient kept through every gated step with no

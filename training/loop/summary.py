@@ -36,7 +36,7 @@ def reward_hacking_check(rows: list[StepRecord]) -> str | None:
 
 
 def summarize(result: TrainResult, settings, semantic_on: bool, adapted: str | None = None) -> str:
-    """The run in a few lines: steps, face similarity first -> last fifth against the base model, no-face rate,
+    """The run in a few lines: steps, face similarity first -> last fifth against the source video, no-face rate,
     SCR, the settings that shape the run and ``adapted`` (which layers the adapter has, when known)."""
     done = [r for r in result.history if not r.skipped]
     first = result.history[: max(1, len(result.history) // 5)]
