@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .tiny_weights import random_weights
+
 FAMILIES = ("wan21", "hunyuan_video")
 # HunyuanVideo 1.5, LTX-Video and CogVideoX (dev/tiny_families.py; CogVideoX only where this ComfyUI has it).
 MORE_FAMILIES = ("hunyuan_video_15", "ltxv", "cogvideox")
@@ -51,28 +53,12 @@ def build_diffusion_model(family: str, **overrides) -> torch.nn.Module:
     raise ValueError(f"family: got {family!r}, expected one of {FAMILIES + MORE_FAMILIES}")
 
 
-def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, tensor in module.state_dict().items():
-        if tensor.dtype.is_floating_point:
-            parent = name.rsplit(".", 2)[-2] if name.count(".") else ""
-            if name.endswith(("gamma", ".scale")) or ("norm" in parent and name.endswith(".weight")):
-                value = torch.ones(tensor.shape)
-            else:
-                value = torch.randn(tensor.shape, generator=gen) * std
-            sd[name] = value.to(torch.float32).contiguous()
-        else:
-            sd[name] = tensor.contiguous()
-    return sd
-
-
 def write_diffusion_model(family: str, path: Path | str, seed: int = 0, **overrides) -> Path:
     """A random-weight diffusion model file that core UNETLoader loads as ``family``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_diffusion_model(family, **overrides)
-    save_file(_randomize(model, seed), str(path))
+    save_file(random_weights(model, seed), str(path))
     return path
 
 
@@ -85,7 +71,7 @@ def write_wan_vae(path: Path | str, seed: int = 0, dim: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
-    save_file(_randomize(vae, seed, std=0.05), str(path))
+    save_file(random_weights(vae, seed, std=0.05), str(path))
     return path
 
 
@@ -102,7 +88,7 @@ def write_wan22_vae(path: Path | str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     vae = WanVAE(z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0, **TINY_WAN22_VAE)
-    save_file(_randomize(vae, seed, std=0.05), str(path))
+    save_file(random_weights(vae, seed, std=0.05), str(path))
     return path
 
 
