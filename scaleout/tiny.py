@@ -35,7 +35,6 @@ TEXT_ENCODER = dict(vocab_size=len(VOCAB_WORDS) + 3, d_model=4096, d_kv=8, d_ff=
                     relative_attention_num_buckets=8, relative_attention_max_distance=16,
                     feed_forward_proj="gated-gelu",
                     dense_act_fn="gelu_new", is_gated_act=True, pad_token_id=0, eos_token_id=1)
-TEXT_TOKENS = 16  # max_sequence_length of the tiny text encoding (real Wan: 512)
 
 
 def _word_level():
