@@ -1,9 +1,8 @@
 """PersonalVideo: identity-preserving video customisation (ICCV 2025) as ComfyUI nodes.
 
-Only the entry point lives here; node modules import ComfyUI and torch when ComfyUI asks for them.
+Only the entry point lives here; node modules import ComfyUI and torch when ComfyUI asks for them. The pack's
+version is pyproject.toml's (training/version.py reads it).
 """
-
-__version__ = "0.1.0"
 
 
 async def comfy_entrypoint():

@@ -29,7 +29,7 @@ if [[ $mode == full ]]; then
   if "$PY" -m pytest -q "$@" tests; then suite=passed; else suite=FAILED; fi
 fi
 echo "== measurements ($mode)"
-"$PY" benchmarks/gpu_check/check.py --mode "$mode"
+"$PY" -m benchmarks.gpu_check.check --mode "$mode"
 measured=$?
 echo "test suite: $suite"
 [[ $suite != FAILED && $measured == 0 ]]

@@ -4,6 +4,10 @@ Used by the tests and the demo. The ComfyUI is the one ``scripts/setup_env.sh`` 
 ``.comfyui/ComfyUI`` (0.3.75 from PyPI) unless ``COMFYUI_PATH`` names another checkout.
 ``ComfyRuntime.boot()`` is once per process: ComfyUI keeps its state in module globals.
 
+The pack is this checkout, installed (editable) as the package ``personalvideo``, which is what tests import;
+ComfyUI loads the same folder from ``custom_nodes/personalvideo`` and its node classes are that package's, so a
+process holds one copy of every module of the pack (``boot`` checks it).
+
 It boots with ``--cpu`` unless ``PERSONALVIDEO_COMFY_DEVICE=cuda`` (then ComfyUI picks its GPU as it does for
 users; benchmarks/gpu_check.sh runs the tests and its measurements that way). ``PERSONALVIDEO_COMFY_ARGS``
 adds ComfyUI arguments (e.g. ``--cpu-vae``).
@@ -20,7 +24,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACK_NAME = "PersonalVideo"
+PACK_NAME = "personalvideo"
 DEV_NODES = REPO / "dev" / "standin_nodes"
 DEVICE_ENV = "PERSONALVIDEO_COMFY_DEVICE"
 ARGS_ENV = "PERSONALVIDEO_COMFY_ARGS"
@@ -39,6 +43,21 @@ def device_args() -> list[str]:
     return (["--cpu"] if device == "cpu" else []) + shlex.split(os.environ.get(ARGS_ENV, ""))
 
 
+def installed_pack():
+    """The package ``personalvideo``, checked to be this checkout (an editable install points at one checkout; a
+    virtual environment shared between checkouts may point at another); ImportError saying how to fix it."""
+    try:
+        import personalvideo
+    except ImportError as e:
+        raise ImportError(f"the package personalvideo is not installed: run scripts/setup_env.sh (or `python -m pip "
+                          f"install --no-deps -e {REPO}` in this checkout's .venv)") from e
+    where = Path(personalvideo.__file__).resolve().parent
+    if where != REPO:
+        raise ImportError(f"personalvideo is installed from {where}, not from this checkout {REPO}: run "
+                          f"scripts/setup_env.sh here (or `python -m pip install --no-deps -e {REPO}`)")
+    return personalvideo
+
+
 def comfyui_path() -> Path:
     """The ComfyUI checkout to run: ``$COMFYUI_PATH`` or the one setup_env.sh installs."""
     path = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
@@ -48,6 +67,20 @@ def comfyui_path() -> Path:
             "or set COMFYUI_PATH to a ComfyUI checkout."
         )
     return path
+
+
+def import_comfyui(*args: str) -> Path:
+    """Make ComfyUI's modules importable and parse its arguments (``device_args()`` and ``args``), as its main.py
+    does first; returns the ComfyUI folder. ComfyUI is a folder of top-level modules (comfy, nodes, server, ...), not
+    an installed package, so its folder goes first on sys.path: the one sys.path edit of the test and dev tools."""
+    comfy_dir = comfyui_path()
+    sys.argv = [str(comfy_dir / "main.py"), *device_args(), *args]
+    if str(comfy_dir) not in sys.path:
+        sys.path.insert(0, str(comfy_dir))
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    return comfy_dir
 
 
 class Graph:
@@ -83,7 +116,7 @@ class ComfyRuntime:
         """Start ComfyUI in-process (on the CPU unless $PERSONALVIDEO_COMFY_DEVICE=cuda) with ``base_dir`` as its
         base directory.
 
-        ``base_dir`` gets ``custom_nodes/PersonalVideo`` (a link to this repository) and, with
+        ``base_dir`` gets ``custom_nodes/personalvideo`` (a link to this repository) and, with
         ``with_dev_nodes``, the test/demo stand-in nodes. Models go under ``base_dir/models``.
         ``cache`` turns on ComfyUI's classic node cache (benchmarks: only changed nodes re-run); without
         it every graph recomputes every node, so a test that runs the base model after a patched one
@@ -94,38 +127,40 @@ class ComfyRuntime:
                 raise RuntimeError("ComfyUI is already running in this process with another base directory")
             return cls._instance
         base_dir = Path(base_dir).resolve()
-        comfy_dir = comfyui_path()
         custom = base_dir / "custom_nodes"
         custom.mkdir(parents=True, exist_ok=True)
         for sub in ("input", "output", "user", "models"):
             (base_dir / sub).mkdir(exist_ok=True)
+        installed_pack()
+        for entry in custom.iterdir():  # a link to this checkout under another name would load the pack twice
+            if entry.is_symlink() and entry.name != PACK_NAME and entry.resolve() == REPO:
+                entry.unlink()
         _link(custom / PACK_NAME, REPO)
         if with_dev_nodes:
             _link(custom / "personalvideo_dev_standins", DEV_NODES)
 
-        sys.argv = [
-            str(comfy_dir / "main.py"), *device_args(), "--base-directory", str(base_dir),
-            "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
-        ]
-        if str(comfy_dir) not in sys.path:
-            sys.path.insert(0, str(comfy_dir))
+        comfy_dir = import_comfyui("--base-directory", str(base_dir), "--disable-api-nodes", "--database-url",
+                                   "sqlite:///:memory:")
         # Order matters (0.3.75): nodes.py puts comfy/ first on sys.path, and comfy/utils.py would then
         # shadow the top-level utils/ package that these imports need.
-        import comfy.options
-
-        comfy.options.enable_args_parsing()
         import folder_paths  # noqa: F401
         import utils.extra_config  # noqa: F401
         import server
         import execution
         import nodes
 
+        _load_pack_as_installed(folder_paths.get_folder_paths("custom_nodes"))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         prompt_server = server.PromptServer(loop)
         loop.run_until_complete(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         if not any(k.startswith("PersonalVideo") for k in nodes.NODE_CLASS_MAPPINGS):
             raise RuntimeError(f"the {PACK_NAME} pack did not register any node: see the log above")
+        module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
+        if not module.startswith("personalvideo."):
+            raise RuntimeError(f"ComfyUI loaded the pack's nodes as {module}, a second copy next to the installed "
+                               "personalvideo package; ComfyUI's naming of custom node modules changed "
+                               "(dev/comfy_runtime.py: _load_pack_as_installed)")
         rt = cls(base_dir, comfy_dir)
         rt.loop = loop
         cache_type = execution.CacheType.CLASSIC if cache else execution.CacheType.NONE
@@ -177,6 +212,21 @@ class ComfyRuntime:
         path = self.base_dir / "models" / kind
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _load_pack_as_installed(custom_node_folders: list[str]) -> None:
+    """Make ComfyUI's import of the pack use the installed ``personalvideo`` modules.
+
+    ComfyUI imports a custom node folder as a module named after the folder's path (``nodes.load_custom_node``:
+    the path with "." written "_x_"), and the pack's entry point (``__init__.py``) imports its nodes relatively,
+    ``.nodes.extension``, under that name. Registering the installed ``personalvideo.nodes.extension`` under the
+    name ComfyUI will ask for makes ComfyUI run the folder's real ``__init__.py`` with the installed package's
+    node classes: one copy of each module, the one tests import."""
+    import personalvideo.nodes.extension as extension
+
+    for folder in custom_node_folders:
+        package = os.path.join(folder, PACK_NAME).replace(".", "_x_")
+        sys.modules[f"{package}.nodes.extension"] = extension
 
 
 def _link(link: Path, target: Path) -> None:

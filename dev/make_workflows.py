@@ -1,20 +1,18 @@
 """Write the example workflows in workflows/ (ComfyUI UI format) from readable API-format graphs.
 
-    .venv/bin/python dev/make_workflows.py
+    .venv/bin/python -m dev.make_workflows
 
 Model file names are the ones the official ComfyUI model downloads use, so a user who has them runs the
-graphs as they are. The tests execute every file (tests/test_workflows.py).
+graphs as they are. The tests execute every file (tests/workflows/test_workflows.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 FAMILIES = {
     "wan21": dict(
@@ -36,7 +34,7 @@ NOTE_TRAIN = """PersonalVideo: train an identity adapter from one photo ({name})
 2. Face models: an insightface pack folder in ComfyUI/models/insightface/models/ (antelopev2 as PuLID / InstantID users have, or buffalo_l).
 3. Semantic reward (optional, recommended): HPS_v2.1_compressed.pt in ComfyUI/models/hpsv2/. Without it, disconnect it: SCR is then off.
 4. Prompt Bank: set 'subject' (a woman, a man, ...). The trainer generates videos for these prompts and learns the face from the rewards.
-5. Train: 200+ steps for a real adapter. Lower width/height/frames or set backprop_last_k to 1-2 if memory is short. Cancel keeps a checkpoint; run again with resume on to continue.
+5. Train: 200+ steps for a real adapter. Lower width/height/frames or set backprop_last_k to 1-2 if memory is short. Cancel keeps the run's resume file; run again with resume on to continue.
 6. The adapter is saved to models/loras/personalvideo/. Use it with the 'generate' workflow.
 The training curve shows the loss, face similarity (adapter vs base model) and the no-face rate."""
 
@@ -51,7 +49,7 @@ NOTE_EVALUATE = """PersonalVideo: evaluate a generated video against the referen
 
 - Load Image: the animated WEBP to score (copy it from ComfyUI/output/personalvideo into ComfyUI/input, or upload it); it loads every frame. For an MP4, use core Load Video + Get Video Components instead.
 - Face model: use a different insightface pack than the one the adapter was trained with (here buffalo_l vs antelopev2), so the face score is not the training reward grading itself.
-- Evaluate Video: Face Sim (x100 over 16 uniformly spaced frames, largest face; the ConsisID convention), dynamic degree (VBench's rule with a weight-free optical flow), and CLIP-T / temporal consistency from the connected OpenCLIP model (here the HPS checkpoint's CLIP). The table appears on the node; the JSON output has the per-frame numbers."""
+- Evaluate Video: Face Sim (x100 over 16 uniformly spaced frames, largest face; the ConsisID convention), dynamic degree (VBench's rule with a weight-free optical flow), and CLIP-T / temporal consistency from the connected OpenCLIP model (here the HPS model file's CLIP). The table appears on the node; the JSON output has the per-frame numbers."""
 
 NOTE_BOTH = """PersonalVideo: train an identity adapter and generate with it, in one graph ({name}).
 Training runs first (see the notes of the training workflow), then the same model samples a video with the trained adapter gated to the last quarter of the steps."""
@@ -72,7 +70,7 @@ def training_nodes(family: str) -> dict:
         "face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
                        "inputs": {"pack": "antelopev2", "det_size": 640, "det_threshold": 0.5}},
         "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
-                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+                "inputs": {"model_file": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
         "reference": {"class_type": "PersonalVideoLoadReferenceFaces",
                       "inputs": {"identity_reward": ["face_model", 0], "images": ["photo", 0], "augmentations": 8,
                                  "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
@@ -87,7 +85,7 @@ def training_nodes(family: str) -> dict:
             "scheduler": "simple", "cfg": FAMILIES[family]["train_cfg"], "width": 480, "height": 272, "frames": 33,
             "frames_per_reward": 4, "icr_weight": 1.0, "scr_weight": 1.0, "scr_temperature": 100.0,
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
-            "checkpoint_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
+            "save_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
         "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
         "faces": {"class_type": "PreviewImage", "inputs": {"images": ["reference", 1]}},
     }
@@ -124,7 +122,7 @@ NOTE_A14B = """PersonalVideo: train an identity adapter on Wan 2.2 T2V A14B (two
 
 Built like ComfyUI's own Wan 2.2 14B template: the high-noise expert samples steps 0-10 of 20 (KSamplerAdvanced, leftover noise), the low-noise expert steps 10-20. The trainer does the same: high_noise_model samples the steps before expert_boundary (0.9 splits 20 steps at shift 8 at step 10, as the template; the official Wan 2.2 value 0.875 gives step 11), without the adapter; 'model', the low-noise expert, is the only one trained, saved (expert: low_noise) and gated.
 The gate counts the steps of the whole sampling: gate_start 0.75 = steps 15-19, all in the low-noise expert (a gate start in the high-noise steps is refused).
-Face models, HPS checkpoint and prompts: see the notes of the Wan 2.1 training workflow."""
+Face models, HPS model file and prompts: see the notes of the Wan 2.1 training workflow."""
 
 A14B = dict(high="wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
             low="wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", vae="wan_2.1_vae.safetensors",
@@ -191,7 +189,7 @@ def workflows() -> dict[str, tuple[dict, str]]:
                       "inputs": {"identity_reward": ["eval_face_model", 0], "images": ["photo", 0],
                                  "augmentations": 8, "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}},
         "hps": {"class_type": "PersonalVideoLoadSemanticRewardModel",
-                "inputs": {"checkpoint": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
+                "inputs": {"model_file": "HPS_v2.1_compressed.pt", "architecture": "ViT-H-14"}},
         "evaluate": {"class_type": "PersonalVideoEvaluateVideo", "inputs": {
             "images": ["frames", 0], "reference": ["reference", 0], "identity_reward": ["eval_face_model", 0],
             "prompt": "a woman dancing in the rain on a city street at night, neon reflections, the camera "

@@ -21,6 +21,8 @@ from unittest import mock
 import torch
 from safetensors.torch import save_file
 
+from .tiny_weights import random_weights
+
 # Where each family's model class lives in ComfyUI (feature detection: an older ComfyUI lacks some).
 MODEL_CLASS = {"hunyuan_video_15": ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"),
                "ltxv": ("comfy.ldm.lightricks.model", "LTXVModel"),
@@ -92,18 +94,16 @@ def _hunyuan15_vae_parts(**sizes):
 def write_family_vae(family: str, path: Path | str, seed: int = 0) -> Path:
     """A tiny VAE of ``family``'s own class that core VAELoader loads (inside ``tiny_vae_sizes(family)``).
     LTX-Video's VAE comes inside its checkpoint instead (``write_ltxv_checkpoint``)."""
-    from .tiny_models import _randomize
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if family == "hunyuan_video_15":
         encoder, decoder = _hunyuan15_vae_parts(**TINY_HUNYUAN15_VAE)
-        sd = {f"encoder.{k}": v for k, v in _randomize(encoder, seed, std=0.05).items()}
-        sd |= {f"decoder.{k}": v for k, v in _randomize(decoder, seed + 1, std=0.05).items()}
+        sd = {f"encoder.{k}": v for k, v in random_weights(encoder, seed, std=0.05).items()}
+        sd |= {f"decoder.{k}": v for k, v in random_weights(decoder, seed + 1, std=0.05).items()}
     elif family == "cogvideox":
         from comfy.ldm.cogvideo.vae import AutoencoderKLCogVideoX
 
-        sd = _randomize(AutoencoderKLCogVideoX(latent_channels=16, **TINY_COGVIDEOX_VAE), seed, std=0.05)
+        sd = random_weights(AutoencoderKLCogVideoX(latent_channels=16, **TINY_COGVIDEOX_VAE), seed, std=0.05)
     else:
         raise ValueError(f"family: got {family!r}, expected hunyuan_video_15 or cogvideox (LTX-Video: "
                          "write_ltxv_checkpoint)")
@@ -116,15 +116,16 @@ def write_ltxv_checkpoint(path: Path | str, seed: int = 0) -> Path:
     the metadata) for core CheckpointLoaderSimple; no text encoder inside (the graph's CLIPLoader gives it)."""
     from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
 
-    from .tiny_models import _randomize, build_diffusion_model
+    import comfy.ops
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    vae = _randomize(VideoVAE(config=TINY_LTXV_VAE), seed + 1, std=0.05)
+    vae = random_weights(VideoVAE(config=TINY_LTXV_VAE), seed + 1, std=0.05)
     for key in vae:  # latent statistics: identity (mean 0, std 1)
         if key.startswith("per_channel_statistics."):
             vae[key] = torch.ones_like(vae[key]) if "std" in key else torch.zeros_like(vae[key])
-    sd = {f"model.diffusion_model.{k}": v for k, v in _randomize(build_diffusion_model("ltxv"), seed).items()}
+    model = build_family_model("ltxv", comfy.ops.manual_cast)
+    sd = {f"model.diffusion_model.{k}": v for k, v in random_weights(model, seed).items()}
     sd |= {f"vae.{k}": v for k, v in vae.items()}
     save_file(sd, str(path), metadata={"config": json.dumps({"vae": TINY_LTXV_VAE})})
     return path

@@ -1,7 +1,7 @@
 """Tiny native video models with random weights, built from ComfyUI's own model classes.
 
 They load through ComfyUI's ordinary loader nodes (UNETLoader, VAELoader), which detect the family from
-the keys exactly as for the real checkpoints. They show that the pipeline works, not quality. Weights are
+the keys exactly as for the real model files. They show that the pipeline works, not quality. Weights are
 generated on demand (seeded) and never committed. Needs ComfyUI importable (``dev.comfy_runtime`` boots it).
 """
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+from .tiny_weights import random_weights
 
 FAMILIES = ("wan21", "hunyuan_video")
 # HunyuanVideo 1.5, LTX-Video and CogVideoX (dev/tiny_families.py; CogVideoX only where this ComfyUI has it).
@@ -51,28 +53,12 @@ def build_diffusion_model(family: str, **overrides) -> torch.nn.Module:
     raise ValueError(f"family: got {family!r}, expected one of {FAMILIES + MORE_FAMILIES}")
 
 
-def _randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, tensor in module.state_dict().items():
-        if tensor.dtype.is_floating_point:
-            parent = name.rsplit(".", 2)[-2] if name.count(".") else ""
-            if name.endswith(("gamma", ".scale")) or ("norm" in parent and name.endswith(".weight")):
-                value = torch.ones(tensor.shape)
-            else:
-                value = torch.randn(tensor.shape, generator=gen) * std
-            sd[name] = value.to(torch.float32).contiguous()
-        else:
-            sd[name] = tensor.contiguous()
-    return sd
-
-
 def write_diffusion_model(family: str, path: Path | str, seed: int = 0, **overrides) -> Path:
     """A random-weight diffusion model file that core UNETLoader loads as ``family``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = build_diffusion_model(family, **overrides)
-    save_file(_randomize(model, seed), str(path))
+    save_file(random_weights(model, seed), str(path))
     return path
 
 
@@ -85,7 +71,7 @@ def write_wan_vae(path: Path | str, seed: int = 0, dim: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     vae = WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
-    save_file(_randomize(vae, seed, std=0.05), str(path))
+    save_file(random_weights(vae, seed, std=0.05), str(path))
     return path
 
 
@@ -102,7 +88,7 @@ def write_wan22_vae(path: Path | str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     vae = WanVAE(z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0, **TINY_WAN22_VAE)
-    save_file(_randomize(vae, seed, std=0.05), str(path))
+    save_file(random_weights(vae, seed, std=0.05), str(path))
     return path
 
 
@@ -151,7 +137,7 @@ def write_random_lora(family: str, path: Path | str, **kwargs) -> Path:
     return path
 
 
-# A tiny random OpenCLIP in HPSv2's checkpoint layout (no HPS/CLIP weights exist in any package).
+# A tiny random OpenCLIP in HPSv2's file layout (no HPS/CLIP weights exist in any package).
 TINY_HPS_ARCH = "pv-tiny-clip"
 TINY_HPS_CFG = {"embed_dim": 32,
                 "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
@@ -168,7 +154,7 @@ def register_tiny_hps_config(directory: Path | str) -> str:
     return TINY_HPS_ARCH
 
 
-def write_tiny_hps_checkpoint(path: Path | str, seed: int = 0):
+def write_tiny_hps_model_file(path: Path | str, seed: int = 0):
     """A ``{"state_dict": ...}`` .pt file as HPS_v2*_compressed.pt are, for the registered tiny config."""
     from open_clip.model import CLIP
 
@@ -194,9 +180,9 @@ WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length":
 
 
 def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
-    """Tiny models under the workflows' file names, the tiny HPS checkpoint, and a style LoRA.
+    """Tiny models under the workflows' file names, the tiny HPS model file, and a style LoRA.
 
-    The insightface pack and the reference photo come from the caller (tests/face_assets.py).
+    The insightface pack and the reference photo come from the caller (dev/face_assets.py).
     """
     models = Path(models_dir)
     for family, (unet, vae) in WORKFLOW_FILES.items():
@@ -208,7 +194,7 @@ def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
             write_diffusion_model("wan21", models / "diffusion_models" / name, seed=seed)
     register_tiny_hps_config(scratch)
     (models / "hpsv2").mkdir(parents=True, exist_ok=True)
-    write_tiny_hps_checkpoint(models / "hpsv2" / "HPS_v2.1_compressed.pt")
+    write_tiny_hps_model_file(models / "hpsv2" / "HPS_v2.1_compressed.pt")
     write_random_lora("wan21", models / "loras" / "style_lora.safetensors", std=0.1)
 
 

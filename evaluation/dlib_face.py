@@ -200,3 +200,22 @@ class DlibFaceEvaluator:
         when none has one). Same person about 0.6, different people about 0.15: the scale of ArcFace's cosine
         (about 0.65 / 0.05), so the training summary can set the gains of both recognizers side by side."""
         return 1.0 - self.similarity(frames, reference, count=int(frames.shape[0])).distance
+
+
+def evaluator_reference(face_evaluator, reference):
+    """The independent evaluator's reference descriptor, from the reference's unaligned context crops (it detects
+    and aligns faces its own way); None without an evaluator. ``reference``: training/identity/reference.py's
+    ReferenceIdentity."""
+    if face_evaluator is None:
+        return None
+    images = reference.context_crops if reference.context_crops is not None else reference.crops
+    return face_evaluator.reference_descriptor(images)
+
+
+def independent_similarity(face_evaluator, reference):
+    """frames -> closeness to the reference by the independent evaluator (the trainer's reward-hacking guard),
+    or None without an evaluator."""
+    if face_evaluator is None:
+        return None
+    descriptor = evaluator_reference(face_evaluator, reference)
+    return lambda frames: face_evaluator.closeness(frames, descriptor)

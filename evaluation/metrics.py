@@ -132,7 +132,7 @@ def clip_scores(frames: torch.Tensor, prompt: str, semantic_model) -> tuple[floa
     """(CLIP-T, temporal consistency) with an OpenCLIP scorer (the pack's semantic reward model).
 
     CLIP-T = 100 x mean over frames of cos(image, text); temporal consistency = mean cos between the image
-    embeddings of consecutive frames. With an HPS checkpoint the CLIP is HPS-tuned, not the stock CLIP
+    embeddings of consecutive frames. With an HPS model file the CLIP is HPS-tuned, not the stock CLIP
     papers use: comparable within the pack.
     """
     text = semantic_model.text_features(prompt, frames.device)

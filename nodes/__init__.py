@@ -1,1 +1,1 @@
-"""Thin ComfyUI glue over training/: schemas, model folders, patcher plumbing."""
+"""ComfyUI glue: the node schemas (one file per group of nodes, sharing types.py) and runtime/, what they run."""

@@ -7,23 +7,18 @@ import os
 
 from comfy_api.latest import io
 
-from .. import __version__
 from ..training.adapter.files import (EXPERTS, IdentityAdapter, build_metadata, load_adapter, recorded_expert,
                                       recorded_gate_start, save_adapter)
 from ..training.adapter.gate import DEFAULT_GATE_START, GATE_MODES, check_gate_start
 from . import paths
-from .gate import apply_gated_adapter
+from .runtime.gate import apply_gated_adapter
+from .runtime.model import model_family
+from .types import ADAPTER_CATEGORY
 
 log = logging.getLogger(__name__)
-AREA = paths.CATEGORY + "/Adapter"
 META_BASE_MODEL = "personalvideo.base_model"
 FROM_ADAPTER = "from adapter"
 EXPERT_CHOICES = (FROM_ADAPTER, "unknown", *[e for e in EXPERTS if e])
-
-
-def model_family(model) -> str:
-    """ComfyUI's name for the model's family (its supported-model config class), e.g. ``WAN21_T2V``."""
-    return type(model.model.model_config).__name__
 
 
 def adapter_input(optional: bool = False) -> io.Input:
@@ -80,7 +75,7 @@ class ApplyIdentityAdapter(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoApplyIdentityAdapter",
             display_name="Apply Identity Adapter (Gated)",
-            category=AREA,
+            category=ADAPTER_CATEGORY,
             description="Adds the identity adapter to the model so that it acts only in the final steps of "
                         "sampling (by default the gate start the adapter was trained with, usually the last "
                         "quarter), also across split samplers: motion comes from the base model, the face from "
@@ -129,7 +124,7 @@ class SaveIdentityAdapter(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoSaveIdentityAdapter",
             display_name="Save Identity Adapter",
-            category=AREA,
+            category=ADAPTER_CATEGORY,
             description="Saves the adapter as an ordinary ComfyUI LoRA (.safetensors) in models/loras, with "
                         "its gate start and expert (by default the adapter's own), rank/alpha, base model "
                         "family and pack version in its header.",
@@ -156,7 +151,7 @@ class SaveIdentityAdapter(io.ComfyNode):
         family = model_family(model) if model is not None else meta.get(META_BASE_MODEL)
         start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
         expert_used, expert_from = resolve_expert(adapter, expert)
-        meta.update(build_metadata(adapter, start, family, __version__, expert=expert_used))
+        meta.update(build_metadata(adapter, start, family, expert=expert_used))
         root = paths.lora_save_dir()
         path = save_adapter(paths.next_free_path(root, filename_prefix), adapter, meta)
         name = os.path.relpath(path, root).replace(os.sep, "/")
@@ -172,7 +167,7 @@ class LoadIdentityAdapter(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoLoadIdentityAdapter",
             display_name="Load Identity Adapter",
-            category=AREA,
+            category=ADAPTER_CATEGORY,
             description="Loads an identity adapter (or any ComfyUI LoRA file) from models/loras for the gated "
                         "apply node, and reports what the file says about itself.",
             inputs=[io.Combo.Input("lora_name", options=paths.lora_names(),

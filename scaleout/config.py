@@ -15,6 +15,8 @@ Example (relative paths are relative to the config file's folder)::
     width = 480
     height = 272
     num_frames = 33
+    # expert_boundary = 0.9   # Wan 2.2 A14B (a two-expert folder) only; default: the folder's boundary_ratio, else
+                              # 0.875 (training/adapter/experts.py). The resume file records it.
 
     [rewards]
     insightface_pack = "/models/insightface/models/antelopev2"   # SCRFD + ArcFace .onnx files
@@ -28,7 +30,7 @@ Example (relative paths are relative to the config file's folder)::
     photos = ["photos/alice_1.jpg", "photos/alice_2.jpg"]
 
     [output]
-    folder = "runs"           # runs/<identity>/: checkpoint, ComfyUI LoRA, training curve, summary
+    folder = "runs"           # runs/<identity>/: resume file, ComfyUI LoRA, training curve, summary
 
     [compute]
     fsdp = false              # FSDP2-shard the frozen base model's blocks across the ranks (2+ processes)
@@ -41,13 +43,17 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from training.loop.trainer import TrainSettings
-from training.semantic.reward import HPS_ARCHITECTURE
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (ComfyUI's oldest): tomli is the same parser; the train extra installs it
+    import tomli as tomllib
+
+from ..training.loop.trainer import TrainSettings
+from ..training.semantic.reward import HPS_ARCHITECTURE
 
 
 @dataclass
@@ -55,7 +61,7 @@ class RewardConfig:
     insightface_pack: Path  # folder with an SCRFD detector and an ArcFace recognizer (.onnx), as for the node
     det_size: int = 640
     det_threshold: float = 0.5
-    hpsv2: Path | None = None  # HPSv2 / v2.1 checkpoint (.pt or .safetensors); None: the semantic reward is off
+    hpsv2: Path | None = None  # HPSv2 / v2.1 model file (.pt or .safetensors); None: the semantic reward is off
     hps_architecture: str = HPS_ARCHITECTURE
     augmentations: int = 8  # reference: jittered views per photo (Load Reference Faces' settings)
     crop_jitter: float = 0.05
@@ -79,7 +85,7 @@ class Identity:
 @dataclass
 class OutputConfig:
     folder: Path
-    resume: bool = True  # continue each identity from its checkpoint when there is one (same settings)
+    resume: bool = True  # continue each identity from its resume file when there is one (same settings)
 
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -109,7 +115,7 @@ LIMITS = {
     "steps": (1, None), "learning_rate": (1e-12, 1.0), "rank": (1, 1024), "alpha": (1e-6, None),
     "gate_start": (0.0, 1.0), "sampling_steps": (2, None), "cfg": (1.0, None), "frames_per_reward": (1, None),
     "icr_weight": (0.0, None), "scr_weight": (0.0, None), "scr_temperature": (1e-6, None), "seed": (0, 2**31 - 1),
-    "checkpoint_every": (0, None), "max_grad_norm": (0.0, None), "backprop_last_k": (0, None),
+    "save_every": (0, None), "max_grad_norm": (0.0, None), "backprop_last_k": (0, None),
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -203,12 +209,14 @@ def load_config(path: str | Path, model_spec=None) -> Config:
             raise ConfigError(f"config {path}: missing section [{required}] (see scaleout/config.py for an example)")
     base = path.parent.resolve()
     train = _build(TrainSettings, raw.get("train", {}), "train", exclude={
-        "expert_boundary": "set it in [model] (with high_noise_path), where the two experts are",
-        "loss_scaling": "decided from the model's dtype, not configured"})
+        "expert_boundary": "set it in [model], where the two-expert (Wan 2.2 A14B) folder is",
+        "loss_scaling": "decided from the model's dtype, not configured",
+        "checkpoint_every": "renamed save_every (write the resume file every K steps)"})
     _check_train(train)
     model = _build(model_spec, raw["model"], "model")
-    train.expert_boundary = getattr(model, "expert_boundary", None) if getattr(model, "high_noise_path", None) \
-        else None
+    # the training settings carry the boundary (the resume file must match it); a two-expert folder without one in
+    # the config gets its own when the model is built (train.train_all)
+    train.expert_boundary = getattr(model, "expert_boundary", None)
     rewards = _build(RewardConfig, raw["rewards"], "rewards")
     rewards.insightface_pack = _resolve(base, rewards.insightface_pack, "[rewards] insightface_pack", True)
     rewards.hpsv2 = _resolve(base, rewards.hpsv2, "[rewards] hpsv2", False)

@@ -1,8 +1,9 @@
 """Data parallel and sharded training on torch.distributed (process group set up by accelerate's PartialState).
 
-Launch N processes with ``torchrun --nproc_per_node N -m scaleout.train CONFIG.toml`` or
-``accelerate launch --multi_gpu --num_processes N -m scaleout.train CONFIG.toml`` (both set RANK / WORLD_SIZE /
-LOCAL_RANK); one plain ``python -m scaleout.train CONFIG.toml`` is a world of one. GPUs use NCCL, CPUs gloo.
+Launch N processes with ``torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml`` or ``accelerate
+launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml`` (both set RANK / WORLD_SIZE /
+LOCAL_RANK); one plain ``python -m personalvideo.scaleout.train CONFIG.toml`` is a world of one. GPUs use NCCL, CPUs
+gloo.
 
 - Each rank draws its own prompt, noise and reward frames (the trainer's ``DataParallel.rank``); the adapter's
   initial weights come from the seed alone, so they are the same on every rank.
@@ -46,7 +47,7 @@ class DistributedRun:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: writes checkpoints, adapters, charts and shows the progress bar."""
+        """Rank 0: writes resume files, adapters, charts and shows the progress bar."""
         return self.rank == 0
 
     @property

@@ -1,7 +1,7 @@
 """peft's LoRA on a diffusers model, seen by the trainer as ``training.adapter.lora.LoRAParameters``.
 
 peft owns the weights (``lora_A`` = the pack's ``down`` [r, in], ``lora_B`` = ``up`` [out, r], scale alpha / r);
-this view names them by the caller's keys (for Wan: ComfyUI's native weight names, so checkpoints and gradients
+this view names them by the caller's keys (for Wan: ComfyUI's native weight names, so resume files and gradients
 line up with the node side) and initialises them by the pack's rule: for each key in sorted order, down drawn
 from one generator seeded ``seed`` (randn / sqrt(in)), up zero. Same keys, shapes and seed give the node's
 LoRAParameters exactly.
@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from training.adapter.lora import load_lora_state_dict, lora_state_dict
+from ..training.adapter.lora import load_lora_state_dict, lora_state_dict
 
 ADAPTER = "identity"
 

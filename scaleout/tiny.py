@@ -3,7 +3,7 @@
 For tests and benchmarks of the scale-out trainer: they show that the code paths run and agree with the node
 side, not quality. The tiny Wan transformer has the shapes of dev/tiny_models.py's ComfyUI one (dim 128, one
 head, 2 blocks, text_dim 4096: ComfyUI's Wan detector fixes num_heads = dim / 128 and text_dim 4096), so its
-weights convert to a ComfyUI checkpoint one to one. diffusers' own tests fetch tokenizers from the hub, which is
+weights convert to a ComfyUI model file one to one. diffusers' own tests fetch tokenizers from the hub, which is
 unreachable here: the tokenizer is a ``tokenizers`` WordLevel model over a small fixed vocabulary wrapped in
 ``PreTrainedTokenizerFast`` (words outside it become <unk>).
 """
@@ -35,7 +35,6 @@ TEXT_ENCODER = dict(vocab_size=len(VOCAB_WORDS) + 3, d_model=4096, d_kv=8, d_ff=
                     relative_attention_num_buckets=8, relative_attention_max_distance=16,
                     feed_forward_proj="gated-gelu",
                     dense_act_fn="gelu_new", is_gated_act=True, pad_token_id=0, eos_token_id=1)
-TEXT_TOKENS = 16  # max_sequence_length of the tiny text encoding (real Wan: 512)
 
 
 def _word_level():

@@ -1,18 +1,18 @@
 """The scale-out trainer's command: train one identity adapter per identity of a TOML config (scaleout/config.py).
 
-Run from the repository root (after ``pip install -r requirements.txt -r requirements-train.txt``)::
+Run after ``pip install '.[train]'`` (the package with the scale-out trainer's dependencies)::
 
-    python -m scaleout.train CONFIG.toml                                          # one process
-    torchrun --nproc_per_node N -m scaleout.train CONFIG.toml                     # N GPUs of one machine
-    accelerate launch --multi_gpu --num_processes N -m scaleout.train CONFIG.toml # the same through accelerate
+    python -m personalvideo.scaleout.train CONFIG.toml                            # one process
+    torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml       # N GPUs of one machine
+    accelerate launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml   # the same
 
-On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m scaleout.train
-CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu --num_processes 2 -m scaleout.train
-CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
+On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m
+personalvideo.scaleout.train CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu
+--num_processes 2 -m personalvideo.scaleout.train CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
 process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
 
-Per identity, in ``<output folder>/<name>/``: ``checkpoint.safetensors`` (resumable; written by rank 0 every
-``checkpoint_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
+Per identity, in ``<output folder>/<name>/``: ``resume.safetensors`` (the resume file; written by rank 0 every
+``save_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
 the pack's metadata: Load Identity Adapter and core LoraLoaderModelOnly read it), ``training_curve.png`` (the
 node's chart) and ``summary.txt``. The loop is the node's (training/loop/trainer.py), with the data-parallel hook
 of scaleout/distributed.py.
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -33,19 +31,27 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.identity.reference import build_reference
-from training.identity.reward import load_identity_reward_model
-from training.loop.chart import training_chart
-from training.loop.records import TrainResult
-from training.loop.summary import summarize
-from training.loop.trainer import Trainer, TrainSettings
-from training.prompts import PromptBank, build_prompt_bank
+from ..training.atomic import write_atomic
+from ..training.identity.reference import build_reference
+from ..training.identity.reward import load_identity_reward_model
+from ..training.loop.chart import training_chart
+from ..training.loop.records import TrainResult
+from ..training.loop.summary import summarize
+from ..training.loop.trainer import Trainer, TrainSettings
+from ..training.prompts import PromptBank, build_prompt_bank
 
 from .config import Config, load_config
 from .distributed import DistributedRun, init_distributed
 
 log = logging.getLogger(__name__)
-CHECKPOINT, CHART, SUMMARY = "checkpoint.safetensors", "training_curve.png", "summary.txt"
+RESUME_FILE, CHART, SUMMARY = "resume.safetensors", "training_curve.png", "summary.txt"
+RESUME_FILE_BEFORE_RENAME = "checkpoint.safetensors"  # its name in runs started before it was called resume file
+
+
+def resume_file_in(folder: Path) -> Path:
+    """An identity folder's resume file; a run started before the rename continues in its checkpoint.safetensors."""
+    old = folder / RESUME_FILE_BEFORE_RENAME
+    return old if old.exists() and not (folder / RESUME_FILE).exists() else folder / RESUME_FILE
 
 
 @dataclass
@@ -54,20 +60,6 @@ class Rewards:
 
     identity: Callable  # frames -> IdentityRewardResult
     semantic: Callable | None = None  # (frames, prompt) -> scores; None: SCR off
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> Path:
-    """``write(tmp)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def save_chart(path: Path, result: TrainResult) -> Path:
@@ -96,10 +88,10 @@ class ProgressBar:
 def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Rewards, run: DistributedRun,
                    folder: Path, name: str, resume: bool) -> TrainResult:
     """Train ``model``'s adapter (a ``scaleout.backends.ScaleoutModel``) for one identity on every rank; rank 0
-    writes the checkpoint, the ComfyUI LoRA, the chart and the summary into ``folder``."""
+    writes the resume file, the ComfyUI LoRA, the chart and the summary into ``folder``."""
     bar = ProgressBar(run, settings.steps, name)
     trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
-                      semantic_score=rewards.semantic, checkpoint_file=folder / CHECKPOINT, on_step=bar,
+                      semantic_score=rewards.semantic, resume_file=resume_file_in(folder), on_step=bar,
                       data_parallel=run)
     try:
         result = trainer.train(resume=resume)
@@ -110,7 +102,8 @@ def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Re
             "trained_steps": str(len(result.history)), "identity": name, "seed": str(settings.seed),
             "world_size": str(run.world_size)})
         save_chart(folder / CHART, result)
-        summary = summarize(result, settings, trainer.scr_on) + f"\nprocesses: {run.world_size}"
+        summary = summarize(result, settings, trainer.scr_on, adapted=getattr(model, "adapted", "") or None) + \
+            f"\nprocesses: {run.world_size}"
         write_atomic(folder / SUMMARY, lambda tmp: Path(tmp).write_text(summary + "\n"))
         log.info("%s done:\n%s", name, summary)
     run.barrier()  # no rank starts the next identity (or exits) before rank 0's files are written
@@ -124,7 +117,7 @@ def load_photo(path: Path) -> torch.Tensor:
 
 
 def model_dtype(config: Config, device: torch.device) -> torch.dtype:
-    from training.devices import half_dtype_for
+    from ..training.devices import half_dtype_for
 
     name = config.compute.dtype
     return half_dtype_for(device) if name == "auto" else getattr(torch, name)
@@ -150,12 +143,15 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
                                                 run.device)
     semantic_model = None
     if r.hpsv2 is not None:
-        from training.semantic.reward import load_semantic_reward_model
+        from ..training.semantic.reward import load_semantic_reward_model
 
         semantic_model = load_semantic_reward_model(r.hpsv2, r.hps_architecture, run.device, run.device)
     dtype = model_dtype(config, run.device)
     settings = replace(config.train, loss_scaling=dtype == torch.float16)
     model = build_model(config.model, settings, run, dtype, config.compute.fsdp, build_backend)
+    # the boundary the model was built with (a two-expert folder's own when the config sets none): the resume file
+    # records it, and resuming with another is refused
+    settings = replace(settings, expert_boundary=getattr(model, "expert_boundary", None))
     fresh = model.params.lora_state_dict()
     results = {}
     for ident in config.identities:
@@ -186,7 +182,7 @@ def _log_to_stderr(run: DistributedRun) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaleout.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m personalvideo.scaleout.train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="the TOML configuration (see scaleout/config.py)")
     args = parser.parse_args(argv)
     config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank

@@ -23,15 +23,11 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".gif", ".webp"}
 
 
 def import_pack():
-    """The pack's training modules as the package ``PersonalVideo`` (the repository is its folder)."""
-    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
-    from dev.pack_path import add_pack_to_path
-
-    add_pack_to_path()
-    from PersonalVideo.evaluation import metrics
-    from PersonalVideo.training.identity import reference
-    from PersonalVideo.training.identity import reward as identity_reward
-    from PersonalVideo.training.semantic import reward as semantic_reward
+    """The pack's evaluation modules (the installed package personalvideo: scripts/setup_env.sh)."""
+    from personalvideo.evaluation import metrics
+    from personalvideo.training.identity import reference
+    from personalvideo.training.identity import reward as identity_reward
+    from personalvideo.training.semantic import reward as semantic_reward
 
     return identity_reward, metrics, reference, semantic_reward
 
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("videos", type=Path)
     parser.add_argument("--reference", type=Path, required=True, help="photo of the person")
     parser.add_argument("--pack", type=Path, required=True, help="insightface pack folder (detector + recognizer)")
-    parser.add_argument("--hps", type=Path, help="HPSv2 checkpoint for CLIP-T / temporal consistency")
+    parser.add_argument("--hps", type=Path, help="HPSv2 model file for CLIP-T / temporal consistency")
     parser.add_argument("--architecture", default="ViT-H-14")
     parser.add_argument("--prompt", default="")
     parser.add_argument("--dlib", type=Path, help="folder with dlib's face models: an independent Face Sim")
@@ -79,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sem = semantic_reward.load_semantic_reward_model(args.hps, args.architecture) if args.hps else None
     evaluator = evaluator_ref = None
     if args.dlib:
-        from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator
+        from personalvideo.evaluation.dlib_face import DlibFaceEvaluator
 
         evaluator = DlibFaceEvaluator.load(args.dlib)
         evaluator_ref = evaluator.reference_descriptor([photo])

@@ -4,4 +4,5 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bash "$here/scripts/setup_env.sh"
-exec "$here/.venv/bin/python" "$here/dev/demo.py" "$@"
+cd "$here"
+exec "$here/.venv/bin/python" -m dev.demo "$@"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
 
 import torch
 
@@ -13,12 +13,10 @@ MODEL_FILES = {f: f"tiny_{f}.safetensors" for f in tiny_models.FAMILIES}
 
 
 def pack_module(name: str):
-    """A module of the pack as ComfyUI loaded it, e.g. ``pack_module("training.loop.trainer")`` (ComfyUI names the
-    package after its path, so this is not ``PersonalVideo.training.loop.trainer``)."""
-    import nodes
-
-    node_module = nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__
-    return sys.modules[node_module.rsplit(".nodes.", 1)[0] + "." + name]
+    """The pack's module ``personalvideo.<name>`` (e.g. ``"nodes.runtime.backend"``), imported when called: modules
+    of nodes/ import ComfyUI, which is importable once the ``comfy`` fixture has booted it. It is the module
+    ComfyUI's nodes use (dev/comfy_runtime.py: one copy of each)."""
+    return importlib.import_module("personalvideo." + name)
 
 
 WAN_VAE = "tiny_wan_vae.safetensors"

@@ -1,6 +1,7 @@
 """House rules that can be checked mechanically."""
 
 import ast
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,3 +77,55 @@ def test_scaleout_stays_outside_the_node_pack():
     comfy_users = {str(p.relative_to(REPO)): sorted(_imports(p) & COMFY_MODULES)
                    for p in (REPO / "scaleout").rglob("*.py") if _imports(p) & COMFY_MODULES}
     assert comfy_users == {}, f"scaleout/ must not import ComfyUI modules: {comfy_users}"
+
+
+PACKAGE_FOLDERS = ("evaluation", "nodes", "scaleout", "training")  # the repository root is the package personalvideo
+
+
+def test_pyproject_lists_every_package_folder():
+    """``pip install .`` ships the packages pyproject.toml lists: every folder of the package with an __init__.py
+    (a subpackage left out would be missing from an installed copy), and none of tests/, dev/ or benchmarks/."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"personalvideo"} | {".".join(("personalvideo", *p.parent.relative_to(REPO).parts))
+                                 for folder in PACKAGE_FOLDERS for p in (REPO / folder).rglob("__init__.py")}
+    assert listed == found
+
+
+def test_node_schema_files_share_only_types_and_runtime():
+    """nodes/ holds node schemas (one file per group of nodes) over runtime/ (what they run in ComfyUI): a schema
+    file imports no other schema file, and runtime/ imports none (only extension.py, the registry, imports them)."""
+    schemas = {p.stem for p in (REPO / "nodes").glob("*_nodes.py")}
+    offenders = []
+    for path in [*(REPO / "nodes").glob("*.py"), *(REPO / "nodes" / "runtime").glob("*.py")]:
+        if path.name == "extension.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                names = [(node.module or "").split(".")[-1]] + [a.name for a in node.names]
+                offenders += [f"{path.relative_to(REPO)} imports {n}" for n in names if n in schemas]
+    assert offenders == []
+
+
+def test_readme_layout_names_every_folder_and_loop_file():
+    """The README's Layout section is the map of the tree: every folder of it, and every file of training/loop/."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.index("\n## ", 1)] if "\n## " in layout[1:] else layout
+    folders = [f"{p.name}/" for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and any(p.rglob("*.py")) or p.name == "workflows"]
+    folders += [f"{sub}/" for sub in ("identity", "semantic", "adapter", "loop", "runtime", "backends", "export")]
+    loop_files = [p.stem for p in (REPO / "training" / "loop").glob("*.py") if p.stem != "__init__"]
+    missing = [name for name in folders + loop_files if name not in layout]
+    assert missing == []
+
+
+def test_the_node_pack_needs_no_tomllib():
+    """ComfyUI runs on Python 3.10, whose standard library has no tomllib (pyproject: requires-python >= 3.10): the
+    node pack (entry point, nodes/, training/, evaluation/) never imports it; scaleout/config.py falls back to tomli,
+    which the train extra installs on 3.10."""
+    pack = [REPO / "__init__.py", *(p for folder in ("nodes", "training", "evaluation")
+                                    for p in (REPO / folder).rglob("*.py"))]
+    assert [str(p.relative_to(REPO)) for p in pack if "tomllib" in _imports(p)] == []
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"] == ">=3.10"
+    config = (REPO / "scaleout" / "config.py").read_text()
+    assert "except ModuleNotFoundError:" in config and "import tomli as tomllib" in config

@@ -10,8 +10,14 @@ Plain Python: no torch, no ComfyUI.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
 
 PLACEHOLDER = "{subject}"
 
@@ -183,3 +189,29 @@ def build_prompt_bank(subject: str, user_prompts: str, negative: str, use_built_
     filled = (p.replace(PLACEHOLDER, subject) for p in raw)
     prompts = tuple(dict.fromkeys(" ".join(p.split()) for p in filled))
     return PromptBank(prompts=prompts, negative=negative.strip(), subject=subject)
+
+
+class EncodedPrompts:
+    """The conditioning of a run's prompts, encoded once before the first step: the bank's prompts and the negative
+    (both trainers do this, so a multi-GB text encoder is not needed again mid-run). A text outside them is encoded
+    when first asked for, with a warning. ``encoded``: text -> what the backend's model call takes."""
+
+    def __init__(self, encode: Callable[[str], object], negative: str):
+        self.encode, self.negative = encode, negative
+        self.encoded: dict[str, object] = {}
+
+    def encode_all(self, texts) -> int:
+        """Encode ``texts`` and the negative (those not encoded yet); returns how many were new."""
+        todo = [t for t in dict.fromkeys([*texts, self.negative]) if t not in self.encoded]
+        with torch.no_grad():
+            for text in todo:
+                self.encoded[text] = self.encode(text)
+        return len(todo)
+
+    def __getitem__(self, text: str):
+        if text not in self.encoded:
+            log.warning("PersonalVideo training: encoding %r mid-run (not among the prompts encoded before training)",
+                        text[:60])
+            with torch.no_grad():
+                self.encoded[text] = self.encode(text)
+        return self.encoded[text]

@@ -1,6 +1,6 @@
 """Peak memory of the trainer's VAE decode with gradient (forward + backward) by decode_gradient and clip length.
 
-    .venv/bin/python benchmarks/decode_memory/bench.py [--frames 33 49 81] [--size 128] [--vae-dim 8]
+    .venv/bin/python -m benchmarks.decode_memory.bench [--frames 33 49 81] [--size 128] [--vae-dim 8]
 
 The decode alone, through ``ComfyBackend.decode`` (the trainer's code path) on a Wan 2.1 VAE built from ComfyUI's
 class with random weights and loaded by core VAELoader: 4 reward frames spread over the clip, the last one the
@@ -27,26 +27,28 @@ MODES = ("plain", "checkpointed", "truncated")
 def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
     import torch
 
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from dev import tiny_models
     from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
-    from graphs import pack_module
 
     rt = ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_decode_bench_")))
     tiny_models.write_wan_vae(rt.model_dir("vae") / "v.safetensors", dim=vae_dim)
     tiny_models.write_diffusion_model("wan21", rt.model_dir("diffusion_models") / "m.safetensors")
     import nodes
 
-    tb = pack_module("nodes.train_backend")
-    with tb.training_mode():
+    from personalvideo.nodes.runtime import autograd
+    from personalvideo.nodes.runtime import backend as tb
+    from personalvideo.nodes.runtime.latent_geometry import latent_geometry
+
+    with autograd.training_mode():
         model = nodes.UNETLoader().load_unet("m.safetensors", "default")[0]
         vae = nodes.VAELoader().load_vae("v.safetensors")[0]
-        tb.make_trainable(model.model, model.model.latent_format)
-        tb.make_trainable(vae.first_stage_model)
+        autograd.make_trainable(model.model, model.model.latent_format)
+        autograd.make_trainable(vae.first_stage_model)
     backend = object.__new__(tb.ComfyBackend)  # only what decode() reads
-    backend.patcher, backend.vae, backend.decode_gradient = model, vae, mode
-    backend.geometry = pack_module("nodes.latent_geometry").latent_geometry(model, vae)
+    backend.patcher, backend.vae = model, vae
+    backend.settings = tb.ComfyBackendSettings("", size, size, frames, 1, 1.0, decode_gradient=mode)
+    backend.geometry = latent_geometry(model, vae)
     latent_frames = (frames - 1) // 4 + 1
     picks = [0, frames // 3, 2 * frames // 3, frames - 1]
     gen = torch.Generator().manual_seed(0)
@@ -55,7 +57,7 @@ def child(mode: str, frames: int, size: int, vae_dim: int) -> dict:
 
     def step():
         z = latent.clone().requires_grad_(True)
-        with tb.training_mode():
+        with autograd.training_mode():
             (backend.decode(z, picks) * weights).sum().backward()
         return z.grad
 
@@ -84,8 +86,8 @@ def main() -> None:
     rows = {}
     for frames in args.frames:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, str(frames), str(args.size),
-                                  str(args.vae_dim)], env=env, capture_output=True, text=True, check=False)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.decode_memory.bench", "--child", mode, str(frames),
+                                  str(args.size), str(args.vae_dim)], cwd=REPO, env=env, capture_output=True, text=True, check=False)
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode != 0 or not line:
                 raise RuntimeError(f"{mode} {frames} failed:\n{out.stderr[-3000:]}")

@@ -5,7 +5,7 @@ For each scale of the photo of Biden (full size: face about 320 px wide) and eac
 pixels toward the ArcFace embedding of Obama (dev/reward_hacking.py), 8-bit result; then ArcFace (the
 evaluation's Face Sim, re-detecting) and dlib score it. Prints one JSON line per case, and the table rows.
 
-    .venv/bin/python benchmarks/dlib_transfer/bench.py [--scales 1 0.75 0.5] [--steps 6 8]
+    .venv/bin/python -m benchmarks.dlib_transfer.bench [--scales 1 0.75 0.5] [--steps 6 8]
 """
 
 from __future__ import annotations
@@ -23,13 +23,6 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _pkg():
-    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
-    from dev.pack_path import add_pack_to_path
-
-    add_pack_to_path()
-
-
 def scaled(img: torch.Tensor, scale: float) -> torch.Tensor:
     if scale == 1:
         return img
@@ -44,13 +37,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--redetect", choices=["no", "yes", "both"], default="both")
     args = parser.parse_args()
-    _pkg()
     from dev.face_assets import load_photo, make_dlib_folder, make_pack
     from dev.reward_hacking import gap_closed, pixel_hack
-    from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator, cosine
-    from PersonalVideo.evaluation.metrics import face_similarity
-    from PersonalVideo.training.identity.reference import build_reference
-    from PersonalVideo.training.identity.reward import load_identity_reward_model
+    from personalvideo.evaluation.dlib_face import DlibFaceEvaluator, cosine
+    from personalvideo.evaluation.metrics import face_similarity
+    from personalvideo.training.identity.reference import build_reference
+    from personalvideo.training.identity.reward import load_identity_reward_model
 
     tmp = Path(tempfile.mkdtemp())
     model = load_identity_reward_model(make_pack(tmp))

@@ -1,6 +1,6 @@
 """Sampling time: gated identity adapter vs base vs always-on LoRA vs core's hook keyframe graph.
 
-    .venv/bin/python benchmarks/gate_overhead/bench.py [--repeats 5] [--steps 20]
+    .venv/bin/python -m benchmarks.gate_overhead.bench [--repeats 5] [--steps 20]
 
 All four variants run in one process, in one ComfyUI, interleaved round by round, on the same model and
 latent. ComfyUI's classic cache is on, so only the sampler node re-runs (its seed changes per run): the
@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from dev import tiny_models
+from dev.comfy_runtime import ComfyRuntime
 
-from dev import tiny_models  # noqa: E402
-from dev.comfy_runtime import ComfyRuntime  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 SIZES = {
     # name: (Wan constructor overrides, latent width/height/frames)

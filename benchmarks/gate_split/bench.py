@@ -1,6 +1,6 @@
-"""Cost of placing a split sampler run in the whole schedule (nodes/gate_schedule.py), once per model / slice.
+"""Cost of placing a split sampler run in the whole schedule (nodes/runtime/gate_schedule.py), once per model / slice.
 
-    .venv/bin/python benchmarks/gate_split/bench.py
+    .venv/bin/python -m benchmarks.gate_split.bench
 
 Builds the candidate schedules for a Wan-like flow model (ModelSamplingSD3 shift 8, as the Wan 2.2 template
 sets it) with a fresh ScheduleLocator, then resolves the two slices of the template (steps 0-10 and 10-20 of
@@ -9,13 +9,11 @@ sets it) with a fresh ScheduleLocator, then resolves the two slices of the templ
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -24,10 +22,8 @@ def main() -> None:
     ComfyRuntime.boot(Path(tempfile.mkdtemp(prefix="pv_gate_split_")), with_dev_nodes=False)
     import comfy.model_sampling as model_sampling
     import comfy.samplers as samplers
-    import nodes
 
-    pack = nodes.NODE_CLASS_MAPPINGS["PersonalVideoApplyIdentityAdapter"].__module__.rsplit(".nodes.", 1)[0]
-    locator_cls = sys.modules[pack + ".nodes.gate_schedule"].ScheduleLocator
+    from personalvideo.nodes.runtime.gate_schedule import ScheduleLocator as locator_cls
 
     class Flow(model_sampling.ModelSamplingDiscreteFlow, model_sampling.CONST):
         pass
@@ -43,7 +39,7 @@ def main() -> None:
         full = samplers.calculate_sigmas(ms, name, 20)
         for window in (full[:11], full[10:]):
             t = time.perf_counter()
-            locator.steps_threshold(ms, window, 0.75, noise_added=False)
+            locator.steps_gate_sigma(ms, window, 0.75, noise_added=False)
             resolve.append(time.perf_counter() - t)
     resolve.sort()
     print(f"candidate schedules: {count}, built in {build:.2f} s; slice resolution: median "

@@ -1,7 +1,7 @@
 """The measurements of benchmarks/gpu_check.sh: training step time and peak memory, gate overhead; one table.
 
-    .venv/bin/python benchmarks/gpu_check/check.py --mode full      # on a GPU (gpu_check.sh sets the device)
-    .venv/bin/python benchmarks/gpu_check/check.py --mode reduced   # anywhere, tiny sizes (the test runs this)
+    .venv/bin/python -m benchmarks.gpu_check.check --mode full      # on a GPU (gpu_check.sh sets the device)
+    .venv/bin/python -m benchmarks.gpu_check.check --mode reduced   # anywhere, tiny sizes (the test runs this)
 
 Rows, each on the same model, latent size, prompt draws and seed:
 - one training step (the trainer node's code path: ComfyBackend + Trainer, the real w600k_mbf ArcFace and SCRFD
@@ -49,7 +49,6 @@ CPU_VAE_ROW = "train step: blocks on, --cpu-vae"
 
 
 def setup(base: Path, mode: str, write: bool):
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from dev import tiny_models
     from dev.comfy_runtime import ComfyRuntime
     from dev.face_assets import make_pack, photo_path
@@ -75,16 +74,19 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
     import comfy.model_management as mm
     import nodes
     from dev.peak_memory import Peak
-    from graphs import pack_module
 
     cfg = MODES[mode]
     width, height, frames = cfg["size"]
-    tb, tn = pack_module("nodes.train_backend"), pack_module("nodes.train_nodes")
-    trainer_mod, rn = pack_module("training.loop.trainer"), pack_module("nodes.reward_nodes")
-    ident, reference = pack_module("training.identity.reward"), pack_module("training.identity.reference")
-    prompts = pack_module("training.prompts")
+    from personalvideo.nodes.runtime import autograd, reward_devices
+    from personalvideo.nodes.runtime import backend as tb
+    from personalvideo.nodes.runtime import model as tn
+    from personalvideo.training import prompts
+    from personalvideo.training.identity import reference
+    from personalvideo.training.identity import reward as ident
+    from personalvideo.training.loop import trainer as trainer_mod
+
     device = mm.get_torch_device()
-    with tb.training_mode():
+    with autograd.training_mode():
         model = nodes.UNETLoader().load_unet("check.safetensors", weight_dtype)[0]
         vae = nodes.VAELoader().load_vae("check_vae.safetensors")[0]
         clip = nodes.NODE_CLASS_MAPPINGS["PersonalVideoDevCLIPStandIn"]().load(4096, 0, cfg["tokens"])[0]
@@ -96,16 +98,16 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
         ref = reference.build_reference(idm, [photo], 2, 0.05, 0.1, 0)
         settings = trainer_mod.TrainSettings(steps=10, learning_rate=1e-3, rank=16, alpha=16.0,
                                              sampling_steps=cfg["steps"], cfg=5.0, frames_per_reward=4, seed=0)
-        params, gate, patched = tn.attach_trainable_adapter(model, tn.lora_targets(model, "attention"), 16, 16.0,
-                                                            0, 0.75, device)
-        backend = tb.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, cfg["steps"], 5.0,
-                                  checkpoint_blocks=blocks)
-        backend.decode_gradient, backend.reward_device = decode, device
+        params, gate, patched = tn.attach_trainable_adapter(model, tn.adapter_targets(model, "attention").shapes, 16,
+                                                            16.0, 0, 0.75, device)
+        sampling = tb.ComfyBackendSettings("blurry", width, height, frames, cfg["steps"], 5.0, checkpoint_blocks=blocks,
+                                           decode_gradient=decode, reward_device=device)
+        backend = tb.ComfyBackend(patched, gate, clip, vae, sampling)
         bank = prompts.build_prompt_bank("a man", "", "blurry")
         backend.encode_prompts(bank.prompts)  # as the trainer node does: all before the first step
         trainer = trainer_mod.Trainer(backend, params, bank, settings,
                                       identity_reward=lambda f: idm.reward(f, ref.embedding))
-        with rn.reward_models_on(device, idm.recognizer):
+        with reward_devices.reward_models_on(device, idm.recognizer):
             for step in range(cfg["warmup"]):
                 trainer.train_step(step)
             for step in range(cfg["warmup"], cfg["warmup"] + 3):
@@ -127,7 +129,7 @@ def train_row(rt, mode: str, blocks: bool, weight_dtype: str, decode: str) -> di
 def sampling_rows(rt, mode: str) -> dict[str, dict]:
     import comfy.model_management as mm
     from dev.peak_memory import Peak
-    from graphs import Graph
+    from dev.comfy_runtime import Graph
 
     cfg = MODES[mode]
     width, height, frames = cfg["size"]
@@ -164,8 +166,9 @@ def sampling_rows(rt, mode: str) -> dict[str, dict]:
 def cpu_vae_row(base: Path, mode: str) -> dict:
     """The trainer with ComfyUI's --cpu-vae, in its own process (ComfyUI's arguments are fixed at boot)."""
     env = dict(os.environ, PERSONALVIDEO_COMFY_ARGS=(os.environ.get("PERSONALVIDEO_COMFY_ARGS", "") + " --cpu-vae"))
-    out = subprocess.run([sys.executable, __file__, "--mode", mode, "--base", str(base), "--child-cpu-vae"],
-                         env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check.check", "--mode", mode, "--base", str(base),
+                          "--child-cpu-vae"],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"the --cpu-vae row failed:\n{out.stderr[-3000:]}")

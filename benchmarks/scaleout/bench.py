@@ -1,7 +1,7 @@
 """The scale-out trainer on this machine: 1 vs 2 processes (time per optimiser step per sample), and one rank's
 memory with and without FSDP2 sharding of the base model.
 
-    .venv/bin/python benchmarks/scaleout/bench.py [--steps 4] [--layers 8] [--dim-heads 8] [--runs 2proc,2proc_fsdp]
+    .venv/bin/python -m benchmarks.scaleout.bench [--steps 4] [--layers 8] [--dim-heads 8] [--runs 2proc,2proc_fsdp]
 
 Three runs of the real command path (scaleout.train.train_all from a TOML config, launched with torchrun on the
 CPU, gloo): 1 process, 2 processes, 2 processes with ``[compute] fsdp = true``. The model is the tiny random
@@ -43,7 +43,7 @@ alpha = 16.0
 sampling_steps = 8
 cfg = 3.0
 frames_per_reward = 2
-checkpoint_every = 0
+save_every = 0
 scr_weight = 0.0
 
 [model]
@@ -87,13 +87,12 @@ def status_kb(field: str) -> int:
 
 def child(config_path: str, out: str) -> None:
     """One rank: train from the config, recording step times and memory."""
-    sys.path.insert(0, str(REPO))
     import torch
 
-    from scaleout import train as cli
-    from scaleout.backends import build_backend
-    from scaleout.config import load_config
-    from scaleout.distributed import init_distributed
+    from personalvideo.scaleout import train as cli
+    from personalvideo.scaleout.backends import build_backend
+    from personalvideo.scaleout.config import load_config
+    from personalvideo.scaleout.distributed import init_distributed
 
     config = load_config(config_path)
     run = init_distributed(cpu=True)
@@ -136,7 +135,7 @@ def launch(work: Path, name: str, procs: int, fsdp: bool, args) -> list[dict]:
     out.mkdir()
     threads = "1"  # one core per process, as one GPU per process: what data parallel adds is processes
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
-           __file__, "child", str(config), str(out)]
+           "-m", "benchmarks.scaleout.bench", "child", str(config), str(out)]
     # glibc returns freed memory to the OS at once, so the resident set follows the live tensors
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -162,7 +161,6 @@ def main() -> None:
     parser.add_argument("--runs", default="1proc,2proc,2proc_fsdp", help="comma-separated: which runs")
     args = parser.parse_args()
     runs = [r for r in RUNS if r[0] in args.runs.split(",")]
-    sys.path.insert(0, str(REPO))
     from dev.face_assets import make_pack, photo_path
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """One training step: ours vs a naive reward-training baseline, time and peak memory.
 
-    .venv/bin/python benchmarks/training_step/bench.py [--steps-list 8 20 40] [--size medium]
+    .venv/bin/python -m benchmarks.training_step.bench [--steps-list 8 20 40] [--size medium]
 
-Ours (training/): the pre-gate trajectory once without gradient, source and adapter branches from the
+Ours (training/): the pre-gate trajectory once without gradient, source and tuned runs from the
 gate latent, every gradient step and the transformer blocks inside it checkpointed, only the latent frames
 the reward frames need decoded.
 Naive: separate source and adapter rollouts from noise, gradient kept through every gated step with no
@@ -13,7 +13,7 @@ Each (variant, N) runs in its own process with glibc told to return freed memory
 it every millisecond. Peak = highest resident set during the timed step minus the resident set just before
 it. Each process runs one untimed warm-up step first. Real ComfyUI 0.3.75 on the CPU; a Wan 2.1 model built
 from ComfyUI's class with random weights; tiny Wan VAE; the real w600k_mbf ArcFace and SCRFD (detector
-threshold 0.05 so the random model's frames yield face crops, as in tests/test_trainer_comfy.py).
+threshold 0.05 so the random model's frames yield face crops, as in tests/nodes/test_trainer_comfy.py).
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
 
     import torch
 
-    sys.path[:0] = [str(REPO), str(REPO / "tests")]
-    import conftest  # noqa: F401  (puts the PersonalVideo package on sys.path)
     from dev import tiny_models
     from dev.peak_memory import Peak
     from dev.comfy_runtime import ComfyRuntime
@@ -59,29 +57,29 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
     from PIL import Image
     import numpy as np
 
-    node_module = sys.modules[nodes.NODE_CLASS_MAPPINGS["PersonalVideoTrainIdentityAdapter"].__module__]
-    pack = sys.modules[node_module.__name__.rsplit(".nodes.", 1)[0]]
-    training = sys.modules[pack.__name__ + ".training.loop.trainer"]
-    rollout = sys.modules[pack.__name__ + ".training.loop.rollout"]
-    gate_rule = sys.modules[pack.__name__ + ".training.adapter.gate"]
-    backend_mod = sys.modules[pack.__name__ + ".nodes.train_backend"]
-    ident = sys.modules[pack.__name__ + ".training.identity.reward"]
-    reference = sys.modules[pack.__name__ + ".training.identity.reference"]
-    prompts = sys.modules[pack.__name__ + ".training.prompts"]
+    from personalvideo.nodes.runtime import autograd
+    from personalvideo.nodes.runtime import backend as backend_mod
+    from personalvideo.nodes.runtime import model as runtime_model
+    from personalvideo.training import prompts
+    from personalvideo.training.adapter import gate as gate_rule
+    from personalvideo.training.identity import reference
+    from personalvideo.training.identity import reward as ident
+    from personalvideo.training.loop import rollout
+    from personalvideo.training.loop import trainer as training
 
     class NaiveTrainer(training.Trainer):
         def generate(self, denoise, sample, x, sigmas, full_sigmas=None):
-            threshold = gate_rule.step_gate_sigma(sigmas, self.settings.gate_start)
+            gate_sigma = gate_rule.step_gate_sigma(sigmas, self.settings.gate_start)
             with torch.no_grad():
                 source = sample(lambda v, sigma, **kw: denoise(v, sigma, False, **kw), x)
             # from noise again, graph kept through every gated call
-            tuned = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, threshold), **kw), x)
+            tuned = sample(lambda v, sigma, **kw: denoise(v, sigma, gate_rule.gate_is_open(sigma, gate_sigma), **kw), x)
             return rollout.Rollout(None, source, tuned, 0)
 
         def decode_frames(self, latent, frames):
             return self.backend.decode(latent, list(range(self.backend.num_frames)))[frames]
 
-    with backend_mod.training_mode():
+    with autograd.training_mode():
         model = nodes.UNETLoader().load_unet("m.safetensors", "default")[0]
         vae = nodes.VAELoader().load_vae("v.safetensors")[0]
         clip = nodes.NODE_CLASS_MAPPINGS["PersonalVideoDevCLIPStandIn"]().load(4096, 0, 16)[0]
@@ -92,17 +90,16 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
         ref = reference.build_reference(idm, [photo], 2, 0.05, 0.1, 0)
         settings = training.TrainSettings(steps=2, learning_rate=1e-3, rank=16, alpha=16.0, sampling_steps=steps,
                                           cfg=5.0, frames_per_reward=4, seed=0)
-        params, gate, patched = node_module.attach_trainable_adapter(
-            model, node_module.lora_targets(model, "attention"), 16, 16.0, 0, 0.75, "cpu")
+        params, gate, patched = runtime_model.attach_trainable_adapter(
+            model, runtime_model.adapter_targets(model, "attention").shapes, 16, 16.0, 0, 0.75, "cpu")
         # ours: as shipped (transformer blocks checkpointed too, decode_gradient "checkpointed");
         # ours_blocks_off: checkpoint_blocks off; ours_decode_plain / ours_decode_truncated: another
         # decode_gradient; naive: no checkpointing of any kind (and the whole clip decoded, plain)
-        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, "blurry", width, height, frames, steps, 5.0,
-                                           checkpoint_blocks=variant not in ("ours_blocks_off", "naive"))
-        if variant.startswith("ours_decode_"):
-            backend.decode_gradient = variant[len("ours_decode_"):]
-        elif variant == "naive":
-            backend.decode_gradient = "plain"
+        decode = variant[len("ours_decode_"):] if variant.startswith("ours_decode_") else \
+            "plain" if variant == "naive" else "checkpointed"
+        sampling = backend_mod.ComfyBackendSettings("blurry", width, height, frames, steps, 5.0, decode_gradient=decode,
+                                                    checkpoint_blocks=variant not in ("ours_blocks_off", "naive"))
+        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, sampling)
         bank = prompts.build_prompt_bank("a man", "", "blurry")
         backend.encode_prompts(bank.prompts)  # as the trainer node does: all before the first step
         cls = NaiveTrainer if variant == "naive" else training.Trainer
@@ -126,9 +123,9 @@ def child(variant: str, steps: int, size: str, repeats: int, frames_override: in
 
 def run_child(variant: str, steps: int, size: str, repeats: int, frames: int = 0) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run([sys.executable, __file__, "--child", variant, str(steps), size, str(repeats), str(frames)],
-                         env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.training_step.bench", "--child", variant, str(steps), size,
+                          str(repeats), str(frames)],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"{variant} N={steps} failed:\n{out.stderr[-3000:]}")

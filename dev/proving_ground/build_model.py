@@ -1,7 +1,7 @@
 """Build the proving-ground model: a tiny Wan 2.1 (ComfyUI's classes) trained here, from scratch, on face clips.
 
-    .venv/bin/python dev/proving_ground/build_model.py            # full recipe (cached; see benchmarks/proving_ground)
-    .venv/bin/python dev/proving_ground/build_model.py --smoke    # seconds: same code, tiny step counts
+    .venv/bin/python -m dev.proving_ground.build_model            # full recipe (cached; see benchmarks/proving_ground)
+    .venv/bin/python -m dev.proving_ground.build_model --smoke    # seconds: same code, tiny step counts
 
 Data: real face photos from PyPI packages (dev/proving_ground/faces.py; Obama held out), cut into 9-frame
 clips (128x128 in the full recipe) that pan left/right or zoom in/out, prompted "a person moves left" etc.
@@ -25,10 +25,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import torch
 

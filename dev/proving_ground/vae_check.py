@@ -6,7 +6,7 @@ generator the training never uses) and reports the mean L1 error (0-1 scale) and
 real SCRFD (scrfd_500m, threshold 0.5) finds a face, in the source clips and in the reconstructions. No diffusion
 model is involved: a diffusion model cannot draw a face its decoder cannot reconstruct, so this is the first gate.
 
-    .venv/bin/python dev/proving_ground/vae_check.py --res 128 --dim 8 --steps 600 --crop 64
+    .venv/bin/python -m dev.proving_ground.vae_check --res 128 --dim 8 --steps 600 --crop 64
 
 Prints one JSON line with the numbers (and appends it to ``--out`` when given).
 """
@@ -16,13 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import torch
 
@@ -32,16 +27,10 @@ HELD_ASIDE_SEED = 777_001  # no training generator uses it
 
 
 def _comfy_importable() -> None:
-    """ComfyUI's modules on the path, its arguments parsed for this device (``--cpu`` unless told otherwise)."""
-    from dev.comfy_runtime import comfyui_path, device_args
+    """ComfyUI's modules importable, its arguments parsed for this device (``--cpu`` unless told otherwise)."""
+    from dev.comfy_runtime import import_comfyui
 
-    path = str(comfyui_path())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    sys.argv = [sys.argv[0], *device_args()]
-    import comfy.options
-
-    comfy.options.enable_args_parsing()
+    import_comfyui()
 
 
 @torch.no_grad()

@@ -14,17 +14,19 @@ The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only t
 - ``ModelSpec``: which model (family, diffusers folder or ``tiny=True``), the video size and the negative prompt.
   Wan 2.2 A14B: ``path`` is diffusers' two-expert pipeline folder (``transformer`` = high-noise expert,
   ``transformer_2`` = low-noise expert, which alone trains, as on the node side); the boundary is
-  ``expert_boundary``, else the folder's ``boundary_ratio``, else 0.875 (nodes/expert_split.py's rule). Tiny:
+  ``expert_boundary``, else the folder's ``boundary_ratio``, else 0.875 (training/adapter/experts.py). Tiny:
   ``expert_boundary`` set = two tiny experts (low-noise seeded ``seed``, high-noise ``seed + 1``).
 - ``ScaleoutModel.backend`` implements ``training.loop.trainer.Backend`` (run, decode, num_frames).
 - ``ScaleoutModel.params`` is the trainable LoRA with ``training.adapter.lora.LoRAParameters``' interface (keys,
   pairs(), parameters(), lora_state_dict(), load_lora_state_dict(), rank, alpha, scale) backed by peft's
   lora_A / lora_B weights (scaleout/peft_adapter.py; a plain view: it registers no parameters of its own, the
   weights live in ``transformer``). Wan: its keys are ComfyUI's native weight names
-  (``diffusion_model.blocks.0.self_attn.q.weight``), so checkpoints and gradients line up with the node side;
-  HunyuanVideo and AnimateDiff: diffusers' module names (``transformer_blocks.0.attn.to_q.weight``).
-- ``ScaleoutModel.transformer`` is the diffusers model (peft layers inside); ``blocks_for_sharding()`` its block
-  modules in order, the ones FSDP2 shards (Wan: ``blocks``; HunyuanVideo: ``transformer_blocks`` +
+  (``diffusion_model.blocks.0.self_attn.q.weight``), so resume files and gradients line up with the node side;
+  HunyuanVideo and AnimateDiff: diffusers' module names (``transformer_blocks.0.attn.to_q.weight``). Which layers:
+  the trainer node's rule on the native names (scaleout/export's ``native_targets``); AnimateDiff, which core
+  ComfyUI does not run, its spatial attention (export/animatediff.py).
+- ``ScaleoutModel.transformer`` is the diffusers model (peft layers inside); ``block_lists`` names its lists of
+  block modules, the ones FSDP2 shards (Wan: ``blocks``; HunyuanVideo: ``transformer_blocks`` +
   ``single_transformer_blocks``; AnimateDiff: the UNet's ``down_blocks`` + ``up_blocks``). The LoRA weights sit
   inside the blocks: ``fully_shard`` per block shards them too unless told to leave them out (they are).
 - ``ScaleoutModel.backend.encode_prompts(texts)`` encodes the bank's prompts and the negative once (call it before
@@ -43,6 +45,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from ...training.adapter.experts import check_boundary
 
 FAMILIES = ("wan", "hunyuan_video", "animatediff")
 
@@ -70,6 +74,8 @@ class ModelSpec:
         if self.path is None and not self.tiny:
             raise ValueError(f"model path: got none for {self.family}, expected a diffusers folder (or tiny=True "
                              "for the tiny random test model)")
+        if self.expert_boundary is not None:
+            check_boundary(self.expert_boundary)
         if self.layers not in ("attention", "attention+mlp"):
             raise ValueError(f"layers: got {self.layers!r}, expected 'attention' or 'attention+mlp'")
         if self.text_tokens is None:
@@ -86,9 +92,8 @@ class ScaleoutModel:
     gate_start: float
     expert: str = ""  # "low_noise" for Wan 2.2 A14B
     block_lists: tuple[str, ...] = ("blocks",)
-
-    def blocks_for_sharding(self) -> list[torch.nn.Module]:
-        return [b for name in self.block_lists for b in getattr(self.transformer, name)]
+    adapted: str = ""  # which layers the adapter has, for the run's summary (training/adapter/targets.py)
+    expert_boundary: float | None = None  # the boundary used (Wan 2.2 A14B); None: one model
 
     def export_comfyui(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         from .. import export

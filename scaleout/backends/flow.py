@@ -27,11 +27,6 @@ def sigma_table(shift: float) -> torch.Tensor:
     return time_snr_shift(shift, ts / MULTIPLIER)
 
 
-def simple_sigmas(shift: float, steps: int) -> torch.Tensor:
-    """ComfyUI's ``simple`` schedule of ``steps`` steps (steps + 1 sigmas, the last 0) for a flow model."""
-    return simple_schedule(sigma_table(shift), steps)
-
-
 def simple_schedule(table: torch.Tensor, steps: int) -> torch.Tensor:
     """comfy.samplers.simple_scheduler over a model's noise levels ``table``."""
     stride = len(table) / steps
@@ -39,18 +34,9 @@ def simple_schedule(table: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def timestep_fraction(sigma: float) -> float:
-    """A flow model's timestep of ``sigma`` as a fraction of its range (nodes/expert_split.py's rule)."""
+    """A flow model's timestep of ``sigma`` as a fraction of its range (float32 as ComfyUI computes it), for the
+    expert boundary (training/adapter/experts.py)."""
     return float(torch.tensor(float(sigma)) * MULTIPLIER) / MULTIPLIER
-
-
-def boundary_step(sigmas: torch.Tensor, boundary: float) -> int:
-    """How many leading steps of ``sigmas`` belong to the high-noise expert (timestep >= boundary)."""
-    b = 0
-    for sigma in sigmas[:-1].tolist():
-        if timestep_fraction(sigma) < boundary:
-            break
-        b += 1
-    return b
 
 
 def _sigma_like(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

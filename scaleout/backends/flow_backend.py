@@ -3,9 +3,9 @@ HunyuanVideo, flow models; AnimateDiff overrides the noise levels and the model 
 
 Sampling follows ComfyUI's KSampler for these models step for step (flow.py: euler/simple sigmas with the model's
 shift, CFG on x0, the latent (un)scaling of ComfyUI's latent formats), so a step here equals the node side's
-(nodes/train_backend.py) on the same weights where the model code agrees. Two experts (Wan 2.2 A14B): the
+(nodes/runtime/backend.py) on the same weights where the model code agrees. Two experts (Wan 2.2 A14B): the
 high-noise expert samples steps 0..b without the adapter and hands over through the latent round trip two
-KSamplerAdvanced make; the adapter trains on the low-noise expert (nodes/expert_split.py's boundary rule).
+KSamplerAdvanced make; the adapter trains on the low-noise expert (training/adapter/experts.py's boundary rule).
 A subclass supplies the text encoding, the model call, the latent format and the VAE decode.
 """
 
@@ -15,8 +15,10 @@ import types
 
 import torch
 
-from training.adapter.gate import first_gated_step
-from training.loop.block_checkpoint import checkpointed_blocks
+from ...training.adapter.experts import boundary_step, check_gate_after_boundary
+from ...training.latent_geometry import LatentGeometry
+from ...training.loop.block_checkpoint import checkpointed_blocks
+from ...training.prompts import EncodedPrompts
 
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, flow
@@ -39,21 +41,17 @@ class FlowBackend:
         self.device, self.dtype, self.negative, self.cfg = device, dtype, spec.negative_prompt, settings.cfg
         self.spec = spec
         self.sigmas = flow.simple_schedule(self.sigma_table(), settings.sampling_steps)
-        spatial, self.temporal = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
-        latent_frames = (spec.num_frames - 1) // self.temporal + 1
-        self.num_frames = (latent_frames - 1) * self.temporal + 1
-        self.latent_shape = (1, transformer.config.in_channels, latent_frames, spec.height // spatial,
-                             spec.width // spatial)
-        self.text_embeddings: dict[str, object] = {}  # text -> what the model call takes (fill to override)
-        self.boundary_step = 0
+        self.geometry = LatentGeometry(transformer.config.in_channels, pipe.vae_scale_factor_spatial,
+                                       pipe.vae_scale_factor_temporal)
+        self.geometry.check_video_size(spec.width, spec.height, spec.num_frames)
+        self.temporal = self.geometry.temporal
+        self.num_frames = self.geometry.pixel_frames(spec.num_frames)
+        self.latent_shape = self.geometry.latent_shape(spec.width, spec.height, spec.num_frames)
+        self.prompts = EncodedPrompts(self.encode, spec.negative_prompt)  # text -> what the model call takes
+        self.boundary, self.boundary_step = boundary, 0
         if high_noise is not None:
-            self.boundary_step = flow.boundary_step(self.sigmas, boundary)
-            g = first_gated_step(settings.sampling_steps, settings.gate_start)
-            if g < self.boundary_step:
-                raise ValueError(f"gate_start: got {settings.gate_start:g}, which opens the gate at step {g} of "
-                                 f"{settings.sampling_steps}, but steps 0-{self.boundary_step - 1} belong to the "
-                                 f"high-noise expert (expert_boundary {boundary:g}); expected gate_start >= "
-                                 f"{self.boundary_step / settings.sampling_steps:g}: raise gate_start or the boundary")
+            self.boundary_step = boundary_step(map(flow.timestep_fraction, self.sigmas[:-1].tolist()), boundary)
+            check_gate_after_boundary(settings.gate_start, self.boundary_step, settings.sampling_steps, boundary)
 
     # -- what a model family supplies ------------------------------------------------------------------
     def encode(self, text: str):
@@ -93,20 +91,11 @@ class FlowBackend:
     # -- text ----------------------------------------------------------------------------------------
     def encode_prompts(self, texts) -> int:
         """Encode every text (and the negative) once, before training; returns how many were new."""
-        todo = [t for t in dict.fromkeys([*texts, self.negative]) if t not in self.text_embeddings]
-        with torch.no_grad():
-            for text in todo:
-                self.text_embeddings[text] = self.encode(text)
-        return len(todo)
-
-    def _embedding(self, text: str):
-        if text not in self.text_embeddings:
-            self.encode_prompts([text])
-        return self.text_embeddings[text]
+        return self.prompts.encode_all(texts)
 
     # -- sampling ------------------------------------------------------------------------------------
     def _denoiser(self, transformer, prompt: str):
-        cond, uncond = self._embedding(prompt), self._embedding(self.negative)
+        cond, uncond = self.prompts[prompt], self.prompts[self.negative]
         return lambda x, sigma: flow.cfg(lambda e: self.x0(transformer, x, sigma, e), cond, uncond, self.cfg)
 
     def _after_high_noise_part(self, prompt: str, noise: torch.Tensor) -> torch.Tensor:
@@ -149,7 +138,7 @@ class FlowBackend:
     def decode(self, latent: torch.Tensor, frame_indices: list[int]) -> torch.Tensor:
         """Frames as [M, H, W, 3] in [0, 1] (ComfyUI's VAE.process_output), with gradient (plain autograd
         through the latent frames the requested pixel frames depend on)."""
-        last = max(0 if f == 0 else (f - 1) // self.temporal + 1 for f in frame_indices)
+        last = self.geometry.last_latent_frame(frame_indices)
         return to_frames(self.decode_video(self.latent_out(latent)[:, :, : last + 1])[:, :, frame_indices])
 
 

@@ -7,7 +7,8 @@ import logging
 
 import torch
 
-from ..export import adapted_modules
+from ...training.adapter.experts import DEFAULT_BOUNDARY
+from ..export import native_targets
 from ..export.wan import export_wan, native_key
 from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
@@ -16,12 +17,18 @@ from .wan_decode import wan_vae_frames
 
 log = logging.getLogger(__name__)
 DEFAULT_SHIFT = 8.0  # ComfyUI's WAN21_T2V / WAN22_T2V sampling_settings (a ModelSamplingSD3 node changes it)
-DEFAULT_BOUNDARY = 0.875  # Wan 2.2 T2V A14B's official expert boundary
 
 
-def lora_targets(transformer: torch.nn.Module, layers: str) -> dict[str, str]:
-    """{diffusers module: native weight key} of the layers the node side adapts (keys as the node's adapter's)."""
-    return {name: native_key(name) for name in adapted_modules(transformer, layers, native_key, ("blocks.",))}
+def family_of(transformer: torch.nn.Module) -> str:
+    """ComfyUI's family of a Wan transformer: WAN22_T2V for 2.2 TI2V-5B (48 latent channels), else WAN21_T2V (2.1 and
+    each 2.2 A14B expert, as ComfyUI loads them)."""
+    return "WAN22_T2V" if transformer.config.in_channels == 48 else "WAN21_T2V"
+
+
+def lora_targets(transformer: torch.nn.Module, layers: str):
+    """(targets, {diffusers module: native weight key}): the layers the trainer node adapts on the same model in
+    ComfyUI (keys as the node's adapter's)."""
+    return native_targets(transformer, family_of(transformer), layers, native_key, ("blocks.",))
 
 
 class WanBackend(FlowBackend):
@@ -103,8 +110,10 @@ def build_wan(spec: ModelSpec, settings, device, dtype, shard=None) -> ScaleoutM
         boundary = spec.expert_boundary or getattr(pipe.config, "boundary_ratio", None) or DEFAULT_BOUNDARY
     prepare((pipe.text_encoder, pipe.vae), device, dtype, spec.tiny)  # small: whole on every rank
 
+    chosen, modules = lora_targets(low, spec.layers)  # by name (also on an empty model), before peft wraps them
+
     def adapt(model):
-        return PeftLoRA(model, lora_targets(model, spec.layers), settings.rank, settings.alpha, settings.seed)
+        return PeftLoRA(model, modules, settings.rank, settings.alpha, settings.seed)
 
     low_name = "transformer_2" if high is not None else "transformer"
     params = place(low, lambda: whole_transformer(spec, low_name, dtype), ("blocks",), device, dtype, spec.tiny,
@@ -113,6 +122,7 @@ def build_wan(spec: ModelSpec, settings, device, dtype, shard=None) -> ScaleoutM
     backend = WanBackend(pipe, low, params, spec, settings, device, dtype, high, boundary)
     return ScaleoutModel(backend=backend, params=params, transformer=low,
                          exporter=lambda p: export_wan(p.module_pairs(), p.alpha),
-                         base_model="WAN22_T2V" if low.config.in_channels == 48 else "WAN21_T2V",
+                         base_model=family_of(low), adapted=chosen.describe(),
                          gate_start=settings.gate_start, expert="low_noise" if high is not None else "",
+                         expert_boundary=boundary,
                          block_lists=("blocks",))

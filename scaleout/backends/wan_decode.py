@@ -1,7 +1,7 @@
 """diffusers' Wan VAE (AutoencoderKLWan, 2.1 and 2.2) as a per-latent-frame ``step`` for
 training/loop/causal_decode.py: the reward frames decoded with gradient in bounded memory, as the node side does
-for ComfyUI's Wan VAEs (nodes/vae_decode.py). The step repeats ``AutoencoderKLWan._decode``'s loop: post_quant_conv,
-then the decoder per latent frame with its feature cache (``first_chunk`` on frame 0), unpatchify (2.2), and the
+for ComfyUI's Wan VAEs (nodes/runtime/vae_decode.py). The step repeats ``AutoencoderKLWan._decode``'s loop:
+post_quant_conv, then the decoder per latent frame with its feature cache (``first_chunk`` on frame 0), unpatchify (2.2), and the
 final clamp to [-1, 1].
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+from ...training.latent_geometry import latent_frame_of
+from ...training.loop.causal_decode import causal_decode, select_frames
 
 
 def wan_vae_frames(vae, z: torch.Tensor, frame_indices: list[int], temporal: int, mode: str) -> torch.Tensor:

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from . import lora_tensors
+from ...training.adapter.lora import lora_tensors
 
 _ATTENTIONS = r"(down_blocks\.\d+\.attentions\.\d+|up_blocks\.\d+\.attentions\.\d+|mid_block\.attentions\.0)"
 SPATIAL = re.compile(_ATTENTIONS + r"\.transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|"

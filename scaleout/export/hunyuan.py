@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from . import lora_tensors
+from ...training.adapter.lora import lora_tensors
 
 # fused native layer -> its members (diffusers names inside the block), in the native row order
 DOUBLE_FUSED = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
@@ -83,8 +83,5 @@ def export_hunyuan(module_pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], a
         else:
             fused[native] = fuse(pairs, [out_features[member] for member in members])
         alphas[native] = alpha * sum(p is not None for p in pairs)
-    out = {}
-    for native, pair in fused.items():
-        tensors = lora_tensors({f"diffusion_model.{native}": pair}, alphas[native])
-        out.update(tensors)
-    return out
+    return lora_tensors({f"diffusion_model.{native}": pair for native, pair in fused.items()},
+                        {f"diffusion_model.{native}": a for native, a in alphas.items()})

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from . import lora_tensors
+from ...training.adapter.lora import lora_tensors
 
 _BLOCK = r"blocks\.(\d+)\."
 RENAMES = [  # (diffusers module, native module); \1 = block index

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "proving_ground"))
-
-import ablation  # noqa: E402
-import ablation_graph  # noqa: E402
-
-from dev import tiny_models  # noqa: E402
-from dev.comfy_runtime import Graph  # noqa: E402
+from benchmarks.proving_ground import ablation, ablation_graph
+from dev import tiny_models
+from dev.comfy_runtime import Graph
 
 PROMPTS = ("a person moves left", "a man dancing in the rain")  # the first names a measurable motion
 SIZE, FRAMES, STEPS, CFG, SHIFT = 32, 5, 4, 3.0, 8.0
@@ -50,7 +44,7 @@ def files(comfy, tmp_path_factory):
            "pack": make_pack(root / "packs", "vectron_s"), "dlib": make_dlib_folder(root / "dlib"),
            "photo": photo_path("obama.jpg"), "hps": root / "tiny_hps.pt"}
     tiny_models.register_tiny_hps_config(root)
-    tiny_models.write_tiny_hps_checkpoint(out["hps"])
+    tiny_models.write_tiny_hps_model_file(out["hps"])
     return out
 
 

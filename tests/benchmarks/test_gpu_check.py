@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "gpu_check"))
+from benchmarks.gpu_check.check import CPU_VAE_ROW, MODES, TRAIN_ROWS
 
-from check import CPU_VAE_ROW, MODES, TRAIN_ROWS  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_reduced_gpu_check_prints_every_row_with_finite_numbers():

@@ -11,18 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "proving_ground"))
-
-import ablation
-
+from benchmarks.proving_ground import ablation
 from dev.proving_ground import recipe as recipes
 from dev.proving_ground.build_model import build
 from dev.proving_ground.clips import MOTIONS

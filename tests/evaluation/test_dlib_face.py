@@ -20,10 +20,10 @@ from dev.comfy_runtime import GraphError
 from dev.face_assets import dlib_models_dir, load_photo, make_dlib_folder, make_pack
 from dev.reward_hacking import gap_closed, pixel_hack
 from graphs import Graph
-from PersonalVideo.evaluation.dlib_face import SAME_PERSON_DISTANCE, DlibFaceEvaluator, cosine, to_uint8
-from PersonalVideo.evaluation.metrics import face_similarity
-from PersonalVideo.training.identity.reference import build_reference
-from PersonalVideo.training.identity.reward import load_identity_reward_model
+from personalvideo.evaluation.dlib_face import SAME_PERSON_DISTANCE, DlibFaceEvaluator, cosine, to_uint8
+from personalvideo.evaluation.metrics import face_similarity
+from personalvideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reward import load_identity_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def test_cnn_detector_finds_the_same_face(photos, tmp_path):
 def test_loader_node_in_comfyui(comfy, photos, descriptors):
     """Load Face Evaluator (dlib) in a real ComfyUI: models/dlib/ and its subfolders are the choices, the
     evaluator it outputs is the one evaluation/dlib_face.py loads, and a folder without the files is refused."""
-    from PersonalVideo.nodes import paths
+    from personalvideo.nodes import paths
 
     make_dlib_folder(comfy.model_dir("dlib"))
     make_dlib_folder(comfy.model_dir("dlib") / "partial", files=("shape_predictor_5_face_landmarks.dat",))

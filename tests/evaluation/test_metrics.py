@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from dev.face_assets import load_photo, make_pack
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.evaluation.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.evaluation.metrics import (dynamic_degree, face_similarity, horn_schunck, pad_frame,
                                            uniform_indices)
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reference import build_reference
 
 
 def test_uniform_indices_span_the_clip():
@@ -92,7 +92,7 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
         shutil.copy(photo_path(name), comfy.base_dir / "input" / f"eval_{name}")
     tiny_models.register_tiny_hps_config(tmp_path_factory.mktemp("cfg"))
-    tiny_models.write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "eval_tiny.pt")
+    tiny_models.write_tiny_hps_model_file(comfy.model_dir("hpsv2") / "eval_tiny.pt")
     results = {}
     for who in ("obama.jpg", "biden.jpg"):
         g = Graph()
@@ -102,7 +102,7 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
                     colour_jitter=0.1, seed=0)
         photo = g.add("LoadImage", image=f"eval_{who}")
         clip = g.add("RepeatImageBatch", image=photo, amount=6)
-        hps = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="eval_tiny.pt",
+        hps = g.add("PersonalVideoLoadSemanticRewardModel", model_file="eval_tiny.pt",
                     architecture=tiny_models.TINY_HPS_ARCH)
         second = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=320,
                        det_threshold=0.5)
@@ -135,11 +135,11 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
 def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
     """CLIP-T = 100 x mean cos(image, text); consistency = mean cos of consecutive image embeddings."""
     from dev import tiny_models
-    from PersonalVideo.evaluation.metrics import clip_scores
-    from PersonalVideo.training.semantic.reward import load_semantic_reward_model
+    from personalvideo.evaluation.metrics import clip_scores
+    from personalvideo.training.semantic.reward import load_semantic_reward_model
 
     tiny_models.register_tiny_hps_config(tmp_path)
-    tiny_models.write_tiny_hps_checkpoint(tmp_path / "tiny.pt")
+    tiny_models.write_tiny_hps_model_file(tmp_path / "tiny.pt")
     model = load_semantic_reward_model(tmp_path / "tiny.pt", tiny_models.TINY_HPS_ARCH)
     frames = torch.rand(3, 48, 64, 3, generator=torch.Generator().manual_seed(2))
     clip_t, consistency = clip_scores(frames, "a man walking", model)

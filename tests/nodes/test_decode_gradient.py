@@ -1,5 +1,5 @@
-"""The trainer's VAE decode with gradient (ComfyBackend.decode, nodes/vae_decode.py, training/loop/causal_decode.py)
-on the tiny Wan 2.1 VAE loaded by core VAELoader in real ComfyUI.
+"""The trainer's VAE decode with gradient (ComfyBackend.decode, nodes/runtime/vae_decode.py,
+training/loop/causal_decode.py) on the tiny Wan 2.1 VAE loaded by core VAELoader in real ComfyUI.
 
 ``checkpointed`` must give the plain decode's frames and gradient; ``truncated`` the same frames and a gradient
 only into the latent frames holding a requested frame; a VAE that is not walked per latent frame decodes whole.
@@ -7,6 +7,8 @@ The peak memory these modes reach is measured in benchmarks/training_step (not a
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -23,35 +25,44 @@ def backend(comfy):
     import nodes
 
     install_models(comfy)
-    tb = pack_module("nodes.train_backend")
-    with tb.training_mode():
+    tb, autograd = pack_module("nodes.runtime.backend"), pack_module("nodes.runtime.autograd")
+    with autograd.training_mode():
         model = nodes.UNETLoader().load_unet(MODEL_FILES["wan21"], "default")[0]
         vae = nodes.VAELoader().load_vae("tiny_wan_vae.safetensors")[0]
-        tb.make_trainable(model.model, model.model.latent_format)
-        tb.make_trainable(vae.first_stage_model)
+        autograd.make_trainable(model.model, model.model.latent_format)
+        autograd.make_trainable(vae.first_stage_model)
     # Only what decode() reads: the model (latent format, loading) and the VAE; the sampler parts are not used.
     b = object.__new__(tb.ComfyBackend)
-    b.patcher, b.vae = model, vae
-    b.geometry = pack_module("nodes.latent_geometry").latent_geometry(model, vae)
+    b.patcher, b.vae, b.settings = model, vae, tb.ComfyBackendSettings("", 64, 64, 17, 1, 1.0)
+    b.geometry = pack_module("nodes.runtime.latent_geometry").latent_geometry(model, vae)
     return b
+
+
+def _walks(first_stage_model) -> bool:
+    """Whether the trainer decodes this VAE latent frame by latent frame (else whole: causal_vae_frames gives None)."""
+    z = torch.zeros(1, 16, 1, 8, 8)
+    with torch.no_grad():
+        return pack_module("nodes.runtime.vae_decode").causal_vae_frames(first_stage_model, z, [0], "plain") is not None
 
 
 @pytest.fixture
 def walked(backend):
-    """The per-latent-frame walk knows the Wan VAE cache APIs of ComfyUI 0.3.75 and 0.33 (nodes/vae_decode.py); a
-    ComfyUI with yet another one decodes whole instead, so the walk's own claims cannot be checked there."""
-    if not pack_module("nodes.vae_decode").supports_walk(backend.vae.first_stage_model):
-        pytest.skip("this ComfyUI's Wan VAE decoder cache API is not walked (decoded whole); see nodes/vae_decode.py")
+    """The per-latent-frame walk knows the Wan VAE cache APIs of ComfyUI 0.3.75 and 0.33
+    (nodes/runtime/vae_decode.py); a ComfyUI with yet another one decodes whole instead, so the walk's own claims
+    cannot be checked there."""
+    if not _walks(backend.vae.first_stage_model):
+        pytest.skip("this ComfyUI's Wan VAE decoder cache API is not walked (decoded whole); see "
+                    "nodes/runtime/vae_decode.py")
     return backend
 
 
 def _decode(backend, mode, frames=FRAMES, latent_frames=5, seed=0):
-    tb = pack_module("nodes.train_backend")
+    autograd = pack_module("nodes.runtime.autograd")
     gen = torch.Generator().manual_seed(seed)
     latent = torch.randn(1, 16, latent_frames, 8, 8, generator=gen).requires_grad_(True)
     weights = torch.randn(len(frames), 64, 64, 3, generator=gen)
-    with tb.training_mode():
-        backend.decode_gradient = mode
+    with autograd.training_mode():
+        backend.settings = dataclasses.replace(backend.settings, decode_gradient=mode)
         out = backend.decode(latent, frames)
         (out * weights).sum().backward()
     return out.detach(), latent.grad
@@ -98,7 +109,6 @@ def test_only_latent_frames_up_to_the_last_requested_one_are_decoded(walked, bac
 def test_a_vae_that_is_not_walked_decodes_whole_with_the_same_result(walked, backend):
     """A VAE class other than Wan's (HunyuanVideo's, LTXV's, ...) is decoded whole with plain autograd. Shown by
     wrapping the real tiny Wan VAE in a module of another class (no tiny HunyuanVideo VAE file is built here)."""
-    vae_decode = pack_module("nodes.vae_decode")
 
     class OtherVAE(torch.nn.Module):
         def __init__(self, inner):
@@ -109,7 +119,7 @@ def test_a_vae_that_is_not_walked_decodes_whole_with_the_same_result(walked, bac
             return self.inner.decode(z)
 
     wan = backend.vae.first_stage_model
-    assert vae_decode.supports_walk(wan) and not vae_decode.supports_walk(OtherVAE(wan))
+    assert _walks(wan) and not _walks(OtherVAE(wan))
     want_frames, want_grad = _decode(backend, "checkpointed")
     backend.vae.first_stage_model = OtherVAE(wan)
     try:
@@ -125,14 +135,15 @@ def test_frames_go_to_the_reward_device(backend):
     are held on. No second device exists on this CPU machine; the meta device stands in for it, which shows
     the target is the reward device and not the VAE's. That the gradient crosses a real CPU/GPU boundary
     only a GPU run shows (benchmarks/gpu_check.sh runs the tests there)."""
-    tb = pack_module("nodes.train_backend")
+    autograd = pack_module("nodes.runtime.autograd")
     latent = torch.randn(1, 16, 3, 8, 8)
-    with tb.training_mode():
-        backend.reward_device = "meta"
+    settings = backend.settings
+    with autograd.training_mode():
+        backend.settings = dataclasses.replace(settings, reward_device="meta")
         try:
             out = backend.decode(latent, [0, 5])
         finally:
-            backend.reward_device = None
+            backend.settings = settings
     assert out.device.type == "meta" and out.shape == (2, 64, 64, 3) and out.dtype == torch.float32
     assert backend.vae.device.type == "cpu"
 
@@ -164,7 +175,7 @@ def test_wan22_vae_walk_equals_its_own_decode(comfy, walked):
     gradient."""
     from comfy.ldm.wan.vae2_2 import WanVAE
 
-    vae_decode = pack_module("nodes.vae_decode")
+    vae_decode = pack_module("nodes.runtime.vae_decode")
     torch.manual_seed(0)
     vae = WanVAE(dim=8, dec_dim=8, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
                  temperal_downsample=[False, True, True], dropout=0.0)
@@ -186,10 +197,10 @@ def test_wan22_vae_walk_equals_its_own_decode(comfy, walked):
 
 
 def test_cache_completion_gives_one_frame_entries_the_previous_frame_and_copies_views(comfy):
-    """What the walk does after each pass on ComfyUI 0.33's Wan VAE (nodes/vae_decode.py), shown on a hand-made
+    """What the walk does after each pass on ComfyUI 0.33's Wan VAE (nodes/runtime/vae_decode.py), shown on a hand-made
     cache so it is checked on every version (0.3.75's layers leave nothing to complete: checked by the walk tests).
     Slots: a one-frame view after a tensor, a two-frame view, the upsampler's 'Rep' marker, an untouched entry."""
-    complete = pack_module("nodes.vae_decode")._complete_cache
+    complete = pack_module("nodes.runtime.vae_decode")._complete_cache
     activation = torch.arange(2 * 4.0).reshape(1, 1, 4, 1, 2)  # a layer's input: 4 frames
     previous = [torch.full((1, 1, 2, 1, 2), -1.0), torch.full((1, 1, 2, 1, 2), -2.0), None, torch.zeros(1, 1, 2, 1, 2)]
     cache = [activation[:, :, -1:], activation[:, :, -2:], "Rep", previous[3]]

@@ -41,9 +41,9 @@ def test_cogvideox_is_there_exactly_when_comfyui_has_it(rt):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loads_as_its_family_and_the_vae_gives_its_geometry(loaded, family):
-    geometry = pack_module("nodes.latent_geometry")
+    geometry = pack_module("nodes.runtime.latent_geometry")
     model, vae, _ = loaded[family]
-    assert pack_module("nodes.adapter_nodes").model_family(model) == families.MODEL_TYPE[family]
+    assert pack_module("nodes.runtime.model").model_family(model) == families.MODEL_TYPE[family]
     g = geometry.latent_geometry(model, vae)
     assert (g.channels, g.spatial, g.temporal) == families.GEOMETRY[family]
     g.check_video_size(families.SIZE, families.SIZE, families.FRAMES[family])
@@ -87,10 +87,10 @@ def _generic(keys):
 
 @pytest.mark.parametrize("family", ["wan21", "hunyuan_video", *FAMILIES])
 def test_adapter_targets_are_the_familys_attention_by_native_names(rt, loaded, family):
-    train_nodes = pack_module("nodes.train_nodes")
+    runtime_model = pack_module("nodes.runtime.model")
     model = _model(rt, loaded, family)
-    attention = train_nodes.adapter_targets(model, "attention")
-    both = train_nodes.adapter_targets(model, "attention+mlp")
+    attention = runtime_model.adapter_targets(model, "attention")
+    both = runtime_model.adapter_targets(model, "attention+mlp")
     assert _generic(attention.shapes) == sorted(ATTENTION[family])
     assert _generic(set(both.shapes) - set(attention.shapes)) == sorted(MLP[family])
     assert both.attention == attention.attention == len(attention.shapes)
@@ -107,7 +107,7 @@ def test_an_unsupported_family_is_refused_by_name(rt):
     renamed = type("WAN21_Vace", (type(model.model.model_config),), {})
     model.model.model_config = renamed(model.model.model_config.unet_config)
     with pytest.raises(ValueError, match=r"got a WAN21_Vace model; .*HunyuanVideo 1.5, .*LTX-Video"):
-        pack_module("nodes.train_nodes").adapter_targets(model, "attention")
+        pack_module("nodes.runtime.model").adapter_targets(model, "attention")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -39,17 +39,19 @@ UP_STD = {"cogvideox": 1.0}  # see families.install: CogVideoX's last quarter ne
 
 def _backend(loaded, family, up_std, frames=None):
     """The trainer's backend on the family's model with an adapter whose ``up`` is random (``up_std`` 0: fresh)."""
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
+    runtime_model, backend_mod = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
+    autograd = pack_module("nodes.runtime.autograd")
     model, vae, clip = loaded[family]
-    with backend_mod.training_mode():
-        params, gate, patched = train_nodes.attach_trainable_adapter(
-            model, train_nodes.lora_targets(model, "attention"), 4, 4.0, 0, 0.75, "cpu")
+    with autograd.training_mode():
+        params, gate, patched = runtime_model.attach_trainable_adapter(
+            model, runtime_model.adapter_targets(model, "attention").shapes, 4, 4.0, 0, 0.75, "cpu")
         with torch.no_grad():
             gen = torch.Generator().manual_seed(3)
             for up in params.up:
                 up.copy_(torch.randn(up.shape, generator=gen) * up_std)
-        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, NEGATIVE, families.SIZE, families.SIZE,
-                                           frames or families.FRAMES[family], STEPS, CFG, True, "euler", "simple")
+        settings = backend_mod.ComfyBackendSettings(NEGATIVE, families.SIZE, families.SIZE,
+                                                    frames or families.FRAMES[family], STEPS, CFG)
+        backend = backend_mod.ComfyBackend(patched, gate, clip, vae, settings)
     return params, backend
 
 
@@ -59,7 +61,7 @@ def _rollout(backend):
     def generate(denoise, sample, x, sigmas):
         return rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
 
-    with pack_module("nodes.train_backend").training_mode(), torch.no_grad():
+    with pack_module("nodes.runtime.autograd").training_mode(), torch.no_grad():
         out = backend.run(PROMPT, SEED, generate)
     to_samples = backend.patcher.model.process_latent_out  # what KSampler returns
     return to_samples(out.source), to_samples(out.tuned)
@@ -83,7 +85,7 @@ def test_trainer_runs_equal_ksampler_on_the_base_and_the_gated_model(rt, loaded,
     name = f"trained_{family}.safetensors"
     tensors = params.lora_state_dict()
     files.save_adapter(rt.model_dir("loras") / name, tensors,
-                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family], "test"))
+                       files.build_metadata(tensors, 0.75, families.MODEL_TYPE[family]))
     gated = families.latent(rt, family, *families.sample(family, adapter=name))
     assert rel_err(source, base) <= SAME, rel_err(source, base)
     assert rel_err(tuned, gated) <= SAME, rel_err(tuned, gated)
@@ -103,7 +105,7 @@ def test_gradient_through_the_gated_sampling_matches_finite_differences(rt, load
         out = rollout.gated_rollout(sample, denoise, x, gate.step_gate_sigma(sigmas, 0.75))
         return (out.tuned * weights).sum()
 
-    with pack_module("nodes.train_backend").training_mode():
+    with pack_module("nodes.runtime.autograd").training_mode():
         analytic, numeric, values = directional_gradient_check(backend, params, loss, PROMPT, SEED)
     assert abs(analytic) > 0.1, analytic
     # 2e-3 relative, plus the float32 rounding of the loss (|loss| ~ 10-100) divided by 2·eps
@@ -130,7 +132,7 @@ def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, lo
                layers="attention", gate_start=0.75, sampling_steps=STEPS, sampler_name="euler", scheduler="simple",
                cfg=CFG, width=families.SIZE, height=families.SIZE, frames=families.FRAMES[family],
                frames_per_reward=1, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
-               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name=f"family_{family}",
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, save_every=0, run_name=f"family_{family}",
                resume=False)
     saved = g.add("PersonalVideoSaveIdentityAdapter", adapter=tr, filename_prefix=f"families/{family}",
                   gate_start=0.75)
@@ -138,7 +140,7 @@ def test_training_saves_an_adapter_that_reloads_and_drives_the_apply_node(rt, lo
     g.capture([tr[0], 2], "summary")
     c = families.run(rt, family, g)
     name, summary = c["name"], c["summary"]
-    n = len(pack_module("nodes.train_nodes").lora_targets(loaded[family][0], "attention"))
+    n = len(pack_module("nodes.runtime.model").adapter_targets(loaded[family][0], "attention").shapes)
     assert "2 steps (2 updated the adapter; 0 skipped" in summary, summary
     assert f"adapted layers: {n} ({n} attention) of " in summary, summary
     # The saved file, reloaded by Load Identity Adapter, drives the apply node: equal to the native reference

@@ -69,8 +69,8 @@ def flow_sampling():
     return ms
 
 
-def first_step_below(sigmas: torch.Tensor, threshold: float) -> int:
-    return int((sigmas[:-1] > threshold * (1 + 1e-4)).sum())
+def first_step_below(sigmas: torch.Tensor, gate_sigma: float) -> int:
+    return int((sigmas[:-1] > gate_sigma * (1 + 1e-4)).sum())
 
 
 @pytest.mark.parametrize("scheduler", ["simple", "beta"])
@@ -148,16 +148,16 @@ def test_rule_is_logged_once_per_schedule(comfy, caplog):
     from graphs import pack_module
 
     ms = flow_sampling()
-    locator = pack_module("nodes.gate_schedule").ScheduleLocator(max_steps=30)
+    locator = pack_module("nodes.runtime.gate_schedule").ScheduleLocator(max_steps=30)
     full = samplers.calculate_sigmas(ms, "simple", STEPS)
     with caplog.at_level(logging.INFO):
         for _ in range(3):
-            low = locator.steps_threshold(ms, full[SPLIT:], 0.75, noise_added=False)
-            high = locator.steps_threshold(ms, full[: SPLIT + 1], 0.75, noise_added=True)
+            low = locator.steps_gate_sigma(ms, full[SPLIT:], 0.75, noise_added=False)
+            high = locator.steps_gate_sigma(ms, full[: SPLIT + 1], 0.75, noise_added=True)
     assert low == float(full[15]) and high is None
     notes = [r.getMessage() for r in caplog.records if "split sampling" in r.getMessage()]
     assert len(notes) == 2 and "steps 10-20 of 20 (simple)" in notes[0], notes
     # A whole schedule counts its own steps, as before; so does a partial denoise (fresh noise from below
     # sigma_max down to 0); without added noise the same slice is a window of the 20-step sampling.
-    assert locator.steps_threshold(ms, full, 0.75, noise_added=True) == float(full[15])
-    assert locator.steps_threshold(ms, full[SPLIT:], 0.75, noise_added=True) == float(full[SPLIT:][8])
+    assert locator.steps_gate_sigma(ms, full, 0.75, noise_added=True) == float(full[15])
+    assert locator.steps_gate_sigma(ms, full[SPLIT:], 0.75, noise_added=True) == float(full[SPLIT:][8])

@@ -1,4 +1,4 @@
-"""The trainer's latent geometry comes from the model and the VAE (nodes/latent_geometry.py), in real ComfyUI.
+"""The trainer's latent geometry comes from the model and the VAE (nodes/runtime/latent_geometry.py), in real ComfyUI.
 
 Wan 2.1 / Wan 2.2 A14B: the tiny Wan 2.1 VAE through core VAELoader (16 channels, 8x, 4x). Wan 2.2 5B: a tiny
 WanModel with model_type t2v and in_dim/out_dim 48, which core UNETLoader loads as WAN22_T2V, and a tiny Wan 2.2
@@ -38,7 +38,7 @@ def loaded(comfy):
 
 
 def test_wan21_geometry_from_the_loaded_vae(loaded):
-    geometry = pack_module("nodes.latent_geometry")
+    geometry = pack_module("nodes.runtime.latent_geometry")
     g = geometry.latent_geometry(loaded["wan21"], loaded["vae"])
     assert (g.channels, g.spatial, g.temporal) == (16, 8, 4)
     assert g.latent_shape(64, 48, 10) == (1, 16, 3, 6, 8)
@@ -46,18 +46,20 @@ def test_wan21_geometry_from_the_loaded_vae(loaded):
 
 
 def test_trainer_backend_takes_its_latent_from_the_geometry(loaded):
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
+    runtime_model, backend_mod = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
+    autograd = pack_module("nodes.runtime.autograd")
     model = loaded["wan21"]
-    with backend_mod.training_mode():
-        _, gate, patched = train_nodes.attach_trainable_adapter(model, train_nodes.lora_targets(model, "attention"),
-                                                                4, 4.0, 0, 0.75, "cpu")
+    with autograd.training_mode():
+        _, gate, patched = runtime_model.attach_trainable_adapter(
+            model, runtime_model.adapter_targets(model, "attention").shapes, 4, 4.0, 0, 0.75, "cpu")
         clip = object()  # not used before a prompt is encoded
-        backend = backend_mod.ComfyBackend(patched, gate, clip, loaded["vae"], "", 96, 64, 13, 8, 3.0)
+        backend = backend_mod.ComfyBackend(patched, gate, clip, loaded["vae"],
+                                           backend_mod.ComfyBackendSettings("", 96, 64, 13, 8, 3.0))
     assert backend.latent_shape == (1, 16, 4, 8, 12) and backend.num_frames == 13
 
 
 def test_wan22_5b_loads_as_wan22_and_is_refused_with_the_wan21_vae(loaded):
-    geometry = pack_module("nodes.latent_geometry")
+    geometry = pack_module("nodes.runtime.latent_geometry")
     model = loaded["wan22_5b"]
     assert type(model.model.model_config).__name__ == "WAN22_T2V"
     assert model.model.latent_format.latent_channels == 48
@@ -71,7 +73,7 @@ def test_wan22_5b_geometry_matches_comfyuis_wan22_latent_node(comfy):
     own Wan22ImageToVideoLatent node makes for the 5B model."""
     import nodes
 
-    geometry = pack_module("nodes.latent_geometry")
+    geometry = pack_module("nodes.runtime.latent_geometry")
     g = geometry.LatentGeometry(48, 16, 4)
     node = nodes.NODE_CLASS_MAPPINGS["Wan22ImageToVideoLatent"]
     for width, height, length in ((1280, 704, 121), (640, 352, 33), (96, 64, 9)):
@@ -101,13 +103,13 @@ def test_wan22_5b_trains_a_step_with_its_48_channel_16x_latent(comfy, loaded, mo
                layers="attention", gate_start=0.75, sampling_steps=4, sampler_name="euler", scheduler="simple",
                cfg=3.0, width=64, height=64, frames=5, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0,
                scr_temperature=100.0, backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=0,
-               checkpoint_every=0, run_name="wan22_5b", resume=False)
+               save_every=0, run_name="wan22_5b", resume=False)
     g.capture(vae, "vae")
     g.capture(tr, "adapter")
     g.capture([tr[0], 2], "summary")
     comfy.run(g.nodes)
     c = comfy.captured()
-    geometry = pack_module("nodes.latent_geometry").latent_geometry(loaded["wan22_5b"], c["vae"])
+    geometry = pack_module("nodes.runtime.latent_geometry").latent_geometry(loaded["wan22_5b"], c["vae"])
     assert (geometry.channels, geometry.spatial, geometry.temporal) == (48, 16, 4)
     assert c["adapter"].metadata["personalvideo.base_model"] == "WAN22_T2V"
     assert "1 steps (1 updated the adapter" in c["summary"], c["summary"]

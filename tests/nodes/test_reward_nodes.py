@@ -14,10 +14,10 @@ import pytest
 import torch
 from dev.face_assets import make_pack, photo_path
 from graphs import Graph
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
 from PIL import Image
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
 
 from dev.comfy_runtime import GraphError
 
@@ -32,7 +32,7 @@ def rt(comfy, tmp_path_factory):
         shutil.copy(photo_path(name), inputs / name)
     Image.new("RGB", (64, 48), (128, 128, 128)).save(inputs / "pv_blank.png")
     register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_hps_checkpoint(comfy.model_dir("hpsv2") / "tiny_hps.pt")
+    write_tiny_hps_model_file(comfy.model_dir("hpsv2") / "tiny_hps.pt")
     return comfy
 
 
@@ -100,7 +100,7 @@ def test_reference_node_errors(rt):
 
 
 def test_missing_pack_folder_error_from_paths(rt):
-    from PersonalVideo.nodes import paths
+    from personalvideo.nodes import paths
 
     assert PACK in paths.insightface_packs()
     with pytest.raises(FileNotFoundError, match="'antelopev2' not found.*models/insightface/models"):
@@ -109,7 +109,7 @@ def test_missing_pack_folder_error_from_paths(rt):
 
 def test_semantic_nodes_load_and_score(rt):
     g = Graph()
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture=TINY_HPS_ARCH)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps.pt", architecture=TINY_HPS_ARCH)
     photo = g.add("LoadImage", image="obama.jpg")
     score = g.add("PersonalVideoSemanticScore", semantic_reward=sem, images=photo, prompt="a man in a suit")
     g.capture(score, "score")
@@ -122,6 +122,6 @@ def test_semantic_nodes_load_and_score(rt):
     assert out["score"] == pytest.approx(float(out["model"].score(frame, "a man in a suit")[0]), abs=1e-5)
 
     g = Graph()
-    g.capture(g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps.pt", architecture="ViT-H-14"), "m")
-    with pytest.raises(GraphError, match="tiny_hps.pt: not an OpenCLIP ViT-H-14 checkpoint"):
+    g.capture(g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps.pt", architecture="ViT-H-14"), "m")
+    with pytest.raises(GraphError, match="tiny_hps.pt: not an OpenCLIP ViT-H-14 model file"):
         rt.run(g.nodes)

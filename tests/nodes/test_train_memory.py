@@ -1,4 +1,4 @@
-"""Room for backward: the trainer's sampling calls ask ComfyUI for a training step's memory (nodes/train_memory.py),
+"""Room for backward: the trainer's sampling calls ask ComfyUI for a training step's memory (nodes/runtime/memory.py),
 in real ComfyUI with the tiny Wan. What memory that frees or keeps on a card only a GPU shows (the peaks are in
 benchmarks/gpu_check.sh's table); here: that ComfyUI's own estimate is asked for the scaled batch."""
 
@@ -25,7 +25,7 @@ def test_training_asks_comfyui_for_room_for_backward(rt, monkeypatch):  # noqa: 
         g.nodes[tr[0]]["inputs"]["checkpoint_blocks"] = blocks
         g.capture(tr, "x")
         rt.run(g.nodes)
-        factor = pack_module("nodes.train_memory").CHECKPOINTED_FACTOR + (0 if blocks else 2)  # tiny Wan: 2 blocks
+        factor = pack_module("nodes.runtime.memory").CHECKPOINTED_FACTOR + (0 if blocks else 2)  # tiny Wan: 2 blocks
         assert seen and all(shape[0] == factor for shape in seen), (blocks, seen)
     # An ordinary KSampler on the same model still asks for a forward's room: the wrapper lives on the training
     # clone only.

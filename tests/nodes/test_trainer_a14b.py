@@ -71,24 +71,24 @@ def template(rt, adapter_file=None, split=10):
 
 
 def _training_mode():
-    return pack_module("nodes.train_backend").training_mode()
+    return pack_module("nodes.runtime.autograd").training_mode()
 
 
 def _backend(loaded, boundary=TEMPLATE_BOUNDARY, gate_start=0.75):
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
-    split = pack_module("nodes.expert_split")
+    runtime_model, backend_mod = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
+    split = pack_module("nodes.runtime.expert_split")
     with _training_mode():
         low = loaded["low_noise"]
-        params, gate, patched = train_nodes.attach_trainable_adapter(low, train_nodes.lora_targets(low, "attention"),
-                                                                     4, 4.0, 0, gate_start, "cpu")
+        params, gate, patched = runtime_model.attach_trainable_adapter(
+            low, runtime_model.adapter_targets(low, "attention").shapes, 4, 4.0, 0, gate_start, "cpu")
         with torch.no_grad():
             gen = torch.Generator().manual_seed(3)
             for up in params.up:  # a trained-looking adapter: a fresh one (up = 0) changes nothing
                 up.copy_(torch.randn(up.shape, generator=gen) * 0.2)
-        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], NEGATIVE, 64, 64, 9, STEPS,
-                                           CFG, True, "euler", "simple")
-        b = backend.use_high_noise_expert(split.HighNoiseExpert(loaded["high_noise"], boundary), gate_start)
-    return params, backend, b
+        settings = backend_mod.ComfyBackendSettings(NEGATIVE, 64, 64, 9, STEPS, CFG)
+        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], settings,
+                                           split.HighNoiseExpert(loaded["high_noise"], boundary))
+    return params, backend, backend.boundary_step
 
 
 def _trainer_rollout(backend, gate_start=0.75):
@@ -106,14 +106,14 @@ def _trainer_rollout(backend, gate_start=0.75):
 
 
 def test_boundary_step_for_shift_8_and_20_steps(loaded):
-    split = pack_module("nodes.expert_split")
+    split = pack_module("nodes.runtime.expert_split")
     low = loaded["low_noise"]
     sigmas = split.ksampler_sigmas(low, STEPS, "euler", "simple")
     ms = low.get_model_object("model_sampling")
     # The official boundary 0.875: sigma_10 = 0.889 still belongs to the high-noise expert, so it splits at 11.
-    assert split.boundary_step(ms, sigmas, 0.875) == 11
+    assert split.high_noise_steps(ms, sigmas, 0.875) == 11
     assert 0.875 < float(sigmas[10]) < TEMPLATE_BOUNDARY <= float(sigmas[9])
-    assert split.boundary_step(ms, sigmas, TEMPLATE_BOUNDARY) == 10
+    assert split.high_noise_steps(ms, sigmas, TEMPLATE_BOUNDARY) == 10
 
 
 def test_source_and_tuned_runs_equal_the_template_without_and_with_the_apply_node(rt, loaded):
@@ -127,7 +127,7 @@ def test_source_and_tuned_runs_equal_the_template_without_and_with_the_apply_nod
     base = template(rt)
     tensors = params.lora_state_dict()
     adapter_file.save_adapter(rt.model_dir("loras") / "trained_a14b.safetensors", tensors,
-                              adapter_file.build_metadata(tensors, 0.75, "WAN21_T2V", "test", expert="low_noise"))
+                              adapter_file.build_metadata(tensors, 0.75, "WAN21_T2V", expert="low_noise"))
     gated = template(rt, "trained_a14b.safetensors")
     # bit-identical: the same two sampler calls, schedules and model calls
     assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)
@@ -146,7 +146,7 @@ def test_gate_start_in_the_high_noise_steps_is_refused(loaded):
 
 
 def test_boundary_outside_the_range_is_refused(loaded):
-    split = pack_module("nodes.expert_split")
+    split = pack_module("nodes.runtime.expert_split")
     with pytest.raises(ValueError, match=r"expert_boundary: got 1\.0, expected .* \(0, 1\)"):
         split.HighNoiseExpert(loaded["high_noise"], 1.0)
 
@@ -201,7 +201,7 @@ def test_trainer_node_refuses_a_gate_start_in_the_high_noise_steps_before_traini
                prompt_bank=bank, steps=1, learning_rate=1e-2, rank=4, alpha=4.0, layers="attention", gate_start=0.25,
                sampling_steps=STEPS, sampler_name="euler", scheduler="simple", cfg=CFG, width=64, height=64, frames=9,
                frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0, backprop_last_k=0,
-               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, checkpoint_every=0, run_name="a14b_refused",
+               checkpoint_blocks=True, max_grad_norm=1.0, seed=0, save_every=0, run_name="a14b_refused",
                resume=False, high_noise_model=experts["high_noise"])  # expert_boundary: the default 0.875
     g.capture(tr, "adapter")
     with pytest.raises(GraphError, match=r"gate_start: got 0\.25, which opens the gate at step 5 of 20, but steps "

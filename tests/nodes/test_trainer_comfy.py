@@ -20,7 +20,7 @@ from dev import tiny_models
 from dev.comfy_runtime import GraphError
 from dev.face_assets import make_pack, photo_path
 from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
 
 PACK = "vectron_s"
 
@@ -36,9 +36,9 @@ def rt(comfy):
 def test_semantic_reward_on_trains_with_finite_scr(rt, tmp_path_factory):
     """SCR through the node-built (tiny random OpenCLIP) semantic reward: KL between the two branches."""
     register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_hps_checkpoint(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
+    write_tiny_hps_model_file(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
     g, tr, *_ = train_graph("wan21", steps=2, run_name="scr")
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", checkpoint="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
+    sem = g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
     g.nodes[tr[0]]["inputs"]["semantic_reward"] = sem
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)
@@ -62,7 +62,7 @@ def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **
     settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", gate_start=0.75,
                     sampling_steps=8, sampler_name="euler", scheduler="simple", cfg=3.0, width=64, height=64,
                     frames=9, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0,
-                    backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, checkpoint_every=2, run_name=run_name, resume=resume) | over
+                    backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, save_every=2, run_name=run_name, resume=resume) | over
     tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
                identity_reward=idm, prompt_bank=bank, **settings)
     return g, tr, model, clip, vae
@@ -94,7 +94,7 @@ def test_training_runs_and_only_the_adapter_changes(rt, family):
     assert all(math.isfinite(float(v.float().abs().sum())) for v in fresh.values())
 
 
-def _checkpoint_step(rt, name):
+def _resume_file_step(rt, name):
     path = rt.base_dir / "output" / "personalvideo_training" / f"{name}.safetensors"
     with safe_open(str(path), "pt") as f:
         return int(f.metadata()["step"])
@@ -106,7 +106,7 @@ def test_resume_through_the_node_equals_one_run(rt):
     rt.run(g.nodes)
     g, tr, *_ = train_graph("wan21", steps=2, run_name="split")
     rt.run(g.nodes | {"cap": {"class_type": "PersonalVideoDevCapture", "inputs": {"value": tr, "key": "x"}}})
-    assert _checkpoint_step(rt, "split") == 2
+    assert _resume_file_step(rt, "split") == 2
     g, tr, *_ = train_graph("wan21", steps=4, run_name="split", resume=True)
     g.capture(tr, "resumed")
     g.capture([tr[0], 2], "summary")
@@ -117,7 +117,7 @@ def test_resume_through_the_node_equals_one_run(rt):
         assert torch.allclose(v, c["resumed"][k], atol=1e-6, rtol=1e-5), k
 
 
-def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
+def test_cancel_keeps_a_resume_file_and_resume_finishes_the_run(rt):
     """ComfyUI's own interrupt (what the Cancel button sets), raised after step 2 of 4."""
     import comfy.model_management as mm
 
@@ -139,7 +139,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes_the_run(rt):
     finally:
         trainer_cls.train_step = original
         mm.interrupt_current_processing(False)
-    assert _checkpoint_step(rt, "cancelled") == 2
+    assert _resume_file_step(rt, "cancelled") == 2
     g, tr, *_ = train_graph("wan21", steps=4, run_name="cancelled", resume=True)
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)

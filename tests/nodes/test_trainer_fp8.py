@@ -1,5 +1,5 @@
 """fp8 base weights in training and in the apply node, in real ComfyUI on the CPU (issue 11): UNETLoader's fp8
-weight dtypes, ComfyUI's fp8-compute path (its own --supports-fp8-compute switch) and a scaled-fp8 checkpoint.
+weight dtypes, ComfyUI's fp8-compute path (its own --supports-fp8-compute switch) and a scaled-fp8 model file.
 Same tiny models and stand-ins as test_trainer_comfy.py (its ``rt`` fixture and ``train_graph``)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_comp
 def test_fp8_fast_gated_adapter_computes_as_core_lora_loading(rt, fp8_compute, monkeypatch):  # noqa: F811
     """fp8_e4m3fn_fast: core LoraLoaderModelOnly bakes W + ΔW back into fp8 (stochastic rounding seeded by the key)
     and keeps the fp8 matmul. The gate open from step 0 must give exactly that, through the fp8 matmul in every
-    call (ComfyUI 0.33 leaves it for layers carrying a weight function: nodes/fp8_matmul.py)."""
+    call (ComfyUI 0.33 leaves it for layers carrying a weight function: nodes/runtime/fp8_matmul.py)."""
     import comfy.ops
     from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 import torch
 from comfy_runtime_errors import graph_error
 from graphs import pack_module
-from test_trainer_comfy import _checkpoint_step, rt, train_graph  # noqa: F401 (rt is a fixture)
+from test_trainer_comfy import _resume_file_step, rt, train_graph  # noqa: F401 (rt is a fixture)
 
 
 def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkeypatch):  # noqa: F811
     """Forced OOM: a wrapper around the backend's decode raises torch.OutOfMemoryError (what CUDA raises) at the
     5th decode, i.e. step 2's adapter frames, after that step's rollout ran (nothing can really run out of
     memory on this machine). ComfyUI must recognize it as OOM (its OOM tip in the message, its unload of all
-    models), the message must name the settings, and the checkpoint of step 2 (two good steps) must resume."""
+    models), the message must name the settings, and the resume file of step 2 (two good steps) must resume."""
     import comfy.model_management as mm
 
-    backend_cls = pack_module("nodes.train_backend").ComfyBackend
+    backend_cls = pack_module("nodes.runtime.backend").ComfyBackend
     decode, calls, unloads = backend_cls.decode, [], []
 
     def decode_then_oom(self, latent, frames):
@@ -29,7 +29,7 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
     monkeypatch.setattr(backend_cls, "decode", decode_then_oom)
     unload = mm.unload_all_models
     monkeypatch.setattr(mm, "unload_all_models", lambda: (unloads.append(1), unload())[1])
-    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", checkpoint_every=0)
+    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", save_every=0)
     g.capture(tr, "x")
     with graph_error() as err:
         rt.run(g.nodes)
@@ -39,9 +39,9 @@ def test_out_of_memory_is_seen_by_comfyui_as_oom_and_resume_continues(rt, monkey
                     "decode_gradient (now checkpointed)",
                     "resume"):
         assert setting in err.message, (setting, err.message)
-    assert _checkpoint_step(rt, "oom") == 2
+    assert _resume_file_step(rt, "oom") == 2
     monkeypatch.setattr(backend_cls, "decode", decode)
-    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", checkpoint_every=0, resume=True)
+    g, tr, *_ = train_graph("wan21", steps=4, run_name="oom", save_every=0, resume=True)
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)
     summary = rt.captured()["summary"]
@@ -117,7 +117,7 @@ def test_prompts_are_encoded_before_training_and_results_are_unchanged(rt, monke
     """Every text-encoder call (counted at ComfyBackend's ``encode``) happens before the first training step,
     once per distinct text of the bank plus the negative; the adapter equals the one trained with lazy encoding
     (each prompt encoded when first drawn, what the trainer did before)."""
-    backend_mod = pack_module("nodes.train_backend")
+    backend_mod = pack_module("nodes.runtime.backend")
     trainer = pack_module("training.loop.trainer").Trainer
     encode, train_step, events = backend_mod.encode, trainer.train_step, []
     monkeypatch.setattr(backend_mod, "encode", lambda clip, text: (events.append(("encode", text)), encode(clip, text))[1])
@@ -148,7 +148,7 @@ def test_release_model_unloads_a_loaded_text_encoder(rt):  # noqa: F811
     import comfy.model_management as mm
     import comfy.model_patcher
 
-    release_model = pack_module("nodes.train_backend").release_model
+    release_model = pack_module("nodes.runtime.backend").release_model
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(8, 8), load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
     mm.load_models_gpu([patcher])
@@ -193,7 +193,7 @@ def test_apply_node_drops_its_device_copies_of_the_adapter_after_sampling(rt, mo
     import comfy.patcher_extension
     from graphs import base_graph, gated, ksampler, run_latent
 
-    weight_delta = pack_module("nodes.gate").WeightDelta
+    weight_delta = pack_module("nodes.runtime.gate").WeightDelta
     call, cached = weight_delta.__call__, []
 
     def counting(self, weight):

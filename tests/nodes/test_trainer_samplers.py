@@ -52,21 +52,21 @@ def loaded(rt):
 
 def _training_mode():
     """What the trainer node sets around a run."""
-    return pack_module("nodes.train_backend").training_mode()
+    return pack_module("nodes.runtime.autograd").training_mode()
 
 
 def _setup(loaded, sampler, up_std=0.2):
-    train_nodes, backend_mod = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
+    runtime_model, backend_mod = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
     with _training_mode():
         model = loaded["model"]
-        shapes = train_nodes.lora_targets(model, "attention")
-        params, gate, patched = train_nodes.attach_trainable_adapter(model, shapes, 4, 4.0, 0, 0.75, "cpu")
+        shapes = runtime_model.adapter_targets(model, "attention").shapes
+        params, gate, patched = runtime_model.attach_trainable_adapter(model, shapes, 4, 4.0, 0, 0.75, "cpu")
         with torch.no_grad():
             gen = torch.Generator().manual_seed(3)
             for up in params.up:  # a trained-looking adapter: a fresh one (up = 0) changes nothing
                 up.copy_(torch.randn(up.shape, generator=gen) * up_std)
-        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], NEGATIVE, 64, 64, 9, STEPS,
-                                           CFG, True, sampler, SCHEDULER[sampler])
+        settings = backend_mod.ComfyBackendSettings(NEGATIVE, 64, 64, 9, STEPS, CFG, True, sampler, SCHEDULER[sampler])
+        backend = backend_mod.ComfyBackend(patched, gate, loaded["clip"], loaded["vae"], settings)
     return params, backend
 
 
@@ -98,7 +98,7 @@ def _ksampler(rt, sampler, adapter_file=None):
 
 
 def test_the_offered_samplers_are_the_tested_ones(rt):
-    assert pack_module("nodes.train_backend").TRAINING_SAMPLERS == SAMPLERS
+    assert pack_module("nodes.runtime.backend").TRAINING_SAMPLERS == SAMPLERS
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -110,7 +110,7 @@ def test_source_and_adapter_runs_equal_ksampler_without_and_with_the_apply_node(
     base = _ksampler(rt, sampler)
     name = f"trained_{sampler}.safetensors"
     adapter_file.save_adapter(rt.model_dir("loras") / name, params.lora_state_dict(),
-                              adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V", "test"))
+                              adapter_file.build_metadata(params.lora_state_dict(), 0.75, "WAN21_T2V"))
     gated = _ksampler(rt, sampler, name)
     # bit-identical: the same sampler function, schedule and model calls (measured: 0.0 for every sampler)
     assert torch.equal(to_samples(out.source), base), rel_err(to_samples(out.source), base)

@@ -1,5 +1,5 @@
 """One rank of the FSDP2 load check, launched by tests/scaleout/test_distributed_fsdp_load.py with
-``torchrun --nproc_per_node 2 tests/scaleout/dist_build_worker.py OUT`` on the CPU (gloo).
+``torchrun --nproc_per_node 2 -m tests.scaleout.dist_build_worker OUT`` (from the repository root) on the CPU (gloo).
 
 Builds each case's model as the train command does with ``[compute] fsdp = true`` (scaleout.train.build_model):
 the tiny random diffusers models of scaleout/tiny.py (Wan 2.2 A14B with two experts, HunyuanVideo, AnimateDiff)
@@ -25,15 +25,10 @@ from pathlib import Path
 
 import torch
 
-TESTS = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS.parent)]
-from dev.pack_path import add_pack_to_path  # noqa: E402
-
-add_pack_to_path()
-from scaleout.backends import ModelSpec  # noqa: E402
-from scaleout.distributed import init_distributed  # noqa: E402
-from scaleout.train import build_model  # noqa: E402
-from training.loop.trainer import TrainSettings  # noqa: E402
+from personalvideo.scaleout.backends import ModelSpec
+from personalvideo.scaleout.distributed import init_distributed
+from personalvideo.scaleout.train import build_model
+from personalvideo.training.loop.trainer import TrainSettings
 
 BLOCKS = {"WanTransformer3DModel": ("blocks",),
           "HunyuanVideoTransformer3DModel": ("transformer_blocks", "single_transformer_blocks"),
@@ -123,7 +118,7 @@ def main(out: Path) -> None:
              "animatediff": ModelSpec("animatediff", tiny=True, **(SIZE | {"num_frames": 3}))}
     folder = out / "wan_folder"
     if run.is_main:
-        from scaleout import tiny
+        from personalvideo.scaleout import tiny
 
         tiny.wan_pipeline().save_pretrained(folder)
     run.barrier()

@@ -1,12 +1,13 @@
 """One rank of a data-parallel toy run, launched by tests/scaleout/test_distributed_*.py with
-``torchrun --nproc_per_node 2 tests/scaleout/dist_toy_worker.py OUT STEPS [fsdp]`` on the CPU (gloo).
+``torchrun --nproc_per_node 2 -m tests.scaleout.dist_toy_worker OUT STEPS [fsdp]`` (from the repository root) on the
+CPU (gloo).
 
 Written for the tests (a stand-in, said plainly): a toy video model whose frozen base is a stack of linear blocks
 with the LoRA inside each block (where peft puts it), the toy decoder and the toy identity reward of
 tests/training/loop/toy_backend.py, small enough that equality of gradients and adapters can be checked exactly
 in seconds. Everything else is the real path: scaleout.distributed (gloo process group through accelerate, the
 gradient mean, FSDP2 ``fully_shard`` per block), scaleout.train.train_identity (the node's Trainer with the
-data-parallel hook, rank-0 checkpoint / ComfyUI LoRA export / chart / summary, resume).
+data-parallel hook, rank-0 resume file / ComfyUI LoRA export / chart / summary, resume).
 
 Each rank writes OUT/rank<r>.pt: per step its local gradient, the reduced gradient and the adapter before the
 step, and the final adapter. Rank 1 sees no face in step 1 (SKIP_STEP): its step is skipped locally, the
@@ -22,19 +23,13 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-TESTS = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS.parent), str(TESTS / "training" / "loop")]
-from dev.pack_path import add_pack_to_path  # noqa: E402  (toy_backend imports the pack as PersonalVideo)
-
-add_pack_to_path()
-from toy_backend import C, ToyBackend, toy_identity  # noqa: E402
-
-from scaleout.distributed import init_distributed, shard_blocks  # noqa: E402
-from scaleout.export import write_comfyui_lora  # noqa: E402
-from scaleout.train import CHECKPOINT, Rewards, train_identity  # noqa: E402
-from training.adapter.lora import LoRAParameters  # noqa: E402
-from training.loop.trainer import TrainSettings  # noqa: E402
-from training.prompts import PromptBank  # noqa: E402
+from personalvideo.scaleout.distributed import init_distributed, shard_blocks
+from personalvideo.scaleout.export import write_comfyui_lora
+from personalvideo.scaleout.train import RESUME_FILE, Rewards, train_identity
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import TrainSettings
+from personalvideo.training.prompts import PromptBank
+from tests.training.loop.toy_backend import C, ToyBackend, toy_identity
 
 BLOCKS = 3
 SKIP_RANK, SKIP_STEP = 1, 1
@@ -105,7 +100,7 @@ class ToyScaleoutModel:
 def main(out: Path, steps: int, fsdp: bool) -> None:
     run = init_distributed(cpu=True)
     settings = TrainSettings(steps=steps, sampling_steps=8, learning_rate=5e-2, rank=2, alpha=2.0,
-                             frames_per_reward=2, seed=0, checkpoint_every=1)
+                             frames_per_reward=2, seed=0, save_every=1)
     model = ToyScaleoutModel(settings)
     if fsdp:
         assert shard_blocks(model.blocks_for_sharding(), model.params.parameters(), run) == BLOCKS
@@ -125,10 +120,10 @@ def main(out: Path, steps: int, fsdp: bool) -> None:
         return skipped
 
     run.reduce_gradients = recording_reduce
-    checkpoint = out / "toy" / CHECKPOINT
+    resume_file = out / "toy" / RESUME_FILE
     first_step = 0
-    if checkpoint.exists():  # a resumed run: where it continues (the trainer reads the same header)
-        with safe_open(str(checkpoint), "pt") as f:
+    if resume_file.exists():  # a resumed run: where it continues (the trainer reads the same header)
+        with safe_open(str(resume_file), "pt") as f:
             first_step = int(f.metadata()["step"])
     bank = PromptBank(prompts=("a walks", "a runs", "a dances", "a sits"), negative="", subject="a")
     rewards = Rewards(identity_reward(run.rank, first_step))

@@ -20,8 +20,8 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def model():
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop.trainer import TrainSettings
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop.trainer import TrainSettings
 
     settings = TrainSettings(steps=1, rank=4, alpha=4.0, sampling_steps=2, cfg=2.0, gate_start=0.5,
                              frames_per_reward=2, scr_weight=0.0, learning_rate=1e-2)
@@ -41,8 +41,8 @@ def test_noise_levels_and_schedule_equal_comfyuis_sd15(comfy, model, steps):
     import comfy.model_sampling
     import comfy.samplers
 
-    from scaleout.backends import flow
-    from scaleout.backends.animatediff import discrete_sigma_table
+    from personalvideo.scaleout.backends import flow
+    from personalvideo.scaleout.backends.animatediff import discrete_sigma_table
 
     sampling = comfy.model_sampling.ModelSamplingDiscrete()
     assert torch.equal(discrete_sigma_table(), sampling.sigmas)
@@ -55,8 +55,8 @@ def test_noise_levels_and_schedule_equal_comfyuis_sd15(comfy, model, steps):
 
 
 def _grads(model, checkpoint_blocks):
-    from training.adapter.gate import step_gate_sigma
-    from training.loop.rollout import gated_rollout
+    from personalvideo.training.adapter.gate import step_gate_sigma
+    from personalvideo.training.loop.rollout import gated_rollout
 
     model.backend.checkpoint_blocks = checkpoint_blocks
     for p in model.params.parameters():
@@ -72,8 +72,8 @@ def _grads(model, checkpoint_blocks):
 
 
 def test_checkpointed_unet_levels_give_plain_autogradients_and_a_step_trains(model):
-    from training.loop.trainer import Trainer
-    from training.prompts import PromptBank
+    from personalvideo.training.loop.trainer import Trainer
+    from personalvideo.training.prompts import PromptBank
 
     model, settings = model
     gen = torch.Generator().manual_seed(1)

@@ -4,7 +4,7 @@ checkpointing, and its export read by the pack's Load node and ComfyUI's LoRA lo
 Tiny random diffusers models built in code (scaleout/tiny.py: Llama and CLIP text encoders and their tokenizer
 too, the hub being unreachable). The reward is a stand-in (squared distance of the decoded frames to fixed random
 frames): a random tiny model draws no faces. Not compared with the node side step for step: the two HunyuanVideo
-codes' base outputs differ (~5e-2, docs/scale-out.md); test_export_hunyuan.py compares the adapters' weights.
+codes' base outputs differ (~5e-2, cause not found); test_export_hunyuan.py compares the adapters' weights.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ SIZE = 16
 
 @pytest.fixture(scope="module")
 def model():
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop.trainer import TrainSettings
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop.trainer import TrainSettings
 
     settings = TrainSettings(steps=1, rank=4, alpha=4.0, sampling_steps=4, cfg=1.0, gate_start=0.5,
                              frames_per_reward=2, scr_weight=0.0, learning_rate=1e-2)
@@ -40,8 +40,8 @@ def _reward(frames):
 
 
 def _grads(model, checkpoint_blocks):
-    from training.adapter.gate import step_gate_sigma
-    from training.loop.rollout import gated_rollout
+    from personalvideo.training.adapter.gate import step_gate_sigma
+    from personalvideo.training.loop.rollout import gated_rollout
 
     model.backend.checkpoint_blocks = checkpoint_blocks
     for p in model.params.parameters():
@@ -80,8 +80,8 @@ def test_a_training_step_moves_the_adapter_and_comfyui_loads_the_export(model, c
     import nodes
     from comfy import lora as comfy_lora
 
-    from training.loop.trainer import Trainer
-    from training.prompts import PromptBank
+    from personalvideo.training.loop.trainer import Trainer
+    from personalvideo.training.prompts import PromptBank
 
     model, settings = model
     before = {k: v.clone() for k, v in model.params.lora_state_dict().items()}

@@ -13,8 +13,8 @@ SMALL = dict(tiny=True, width=16, height=16, num_frames=5, negative_prompt="blur
 
 
 def _build(**over):
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop.trainer import TrainSettings
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop.trainer import TrainSettings
 
     settings = TrainSettings(**(dict(rank=4, alpha=4.0, sampling_steps=4, cfg=3.0, gate_start=0.5) |
                                 over.pop("settings", {})))
@@ -34,15 +34,16 @@ def test_schedule_and_boundary_equal_comfyuis(comfy, shift, steps):
     import comfy.model_sampling
     import comfy.samplers
 
-    from scaleout.backends import flow
+    from personalvideo.scaleout.backends import flow
 
     sampling = comfy.model_sampling.ModelSamplingDiscreteFlow()
     sampling.set_parameters(shift=shift)
     sigmas = comfy.samplers.simple_scheduler(sampling, steps)
-    assert torch.equal(flow.simple_sigmas(shift, steps), sigmas)
-    expert_split = pack_module("nodes.expert_split")
-    for boundary in (0.875, 0.9):
-        assert flow.boundary_step(sigmas, boundary) == expert_split.boundary_step(sampling, sigmas, boundary)
+    assert torch.equal(flow.simple_schedule(flow.sigma_table(shift), steps), sigmas)
+    expert_split = pack_module("nodes.runtime.expert_split")
+    # the one boundary rule (training/adapter/experts.py) sees the same timestep fractions on both sides
+    fractions = [flow.timestep_fraction(s) for s in sigmas[:-1].tolist()]
+    assert fractions == [expert_split.timestep_fraction(sampling, s) for s in sigmas[:-1].tolist()]
 
 
 def _call(model, adapter_on, prompt="a man smiling"):
@@ -67,8 +68,8 @@ def test_the_gate_switches_peft_per_call_and_keeps_the_adapter_trainable():
 
 
 def _first_step_grads(model, checkpoint_blocks: bool) -> list[torch.Tensor]:
-    from training.adapter.gate import step_gate_sigma
-    from training.loop.rollout import gated_rollout
+    from personalvideo.training.adapter.gate import step_gate_sigma
+    from personalvideo.training.loop.rollout import gated_rollout
 
     model.backend.checkpoint_blocks = checkpoint_blocks
     for p in model.params.parameters():
@@ -94,7 +95,7 @@ def test_block_checkpointing_gives_plain_autogradients():
 
 
 def test_refusals_name_the_input():
-    from scaleout.backends import ModelSpec
+    from personalvideo.scaleout.backends import ModelSpec
 
     with pytest.raises(ValueError, match="sampler/scheduler: got dpmpp_2m/simple.*euler"):
         _build(settings={"sampler": "dpmpp_2m"})
@@ -110,8 +111,8 @@ def test_wan22_ti2v_5b_layout_trains():
     """Wan 2.2 TI2V-5B's layout (48 latent channels, a 16x VAE): latents, decode and gradient have their shapes.
     Only the layout is tiny here; the real model's expand_timesteps (one timestep per token) is the same value at
     every token in text-to-video, so the backend passes the scalar timestep, as ComfyUI does."""
-    from training.adapter.gate import step_gate_sigma
-    from training.loop.rollout import gated_rollout
+    from personalvideo.training.adapter.gate import step_gate_sigma
+    from personalvideo.training.loop.rollout import gated_rollout
 
     model = _build(width=32, height=32, tiny_options={"ti2v_5b": True})
     assert model.backend.latent_shape == (1, 48, 2, 2, 2) and model.base_model == "WAN22_T2V"
@@ -146,7 +147,7 @@ def test_per_latent_frame_decode_equals_the_plain_one(ti2v_5b):
 
 def test_a_pipeline_folder_loads_like_the_tiny_model_and_refuses_a_boundary_for_one_model(tmp_path):
     """``path``: diffusers' from_pretrained on a saved (tiny) WanPipeline folder samples as the in-code model."""
-    from scaleout import tiny
+    from personalvideo.scaleout import tiny
 
     tiny.wan_pipeline().save_pretrained(tmp_path)
     loaded, built = _build(tiny=False, path=str(tmp_path), text_tokens=16), _build()

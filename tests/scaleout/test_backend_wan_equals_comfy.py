@@ -1,4 +1,4 @@
-"""One training step of the diffusers Wan backend equals the ComfyUI backend's (nodes/train_backend.py) on the
+"""One training step of the diffusers Wan backend equals the ComfyUI backend's (nodes/runtime/backend.py) on the
 same weights: the tiny diffusers Wan (scaleout/tiny.py, random weights, tokenizer built in code) converted to
 ComfyUI files (wan_comfy.py) and loaded by core UNETLoader / VAELoader in the real in-process ComfyUI.
 
@@ -81,9 +81,9 @@ CASES = {"wan21": dict(boundary=None, gate_start=0.5, gated_calls=2),
 def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
     import nodes
 
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop import trainer as trainer_module
-    from training.prompts import PromptBank
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop import trainer as trainer_module
+    from personalvideo.training.prompts import PromptBank
 
     boundary, gate_start, gated_calls = CASES[case].values()
     spec = ModelSpec("wan", tiny=True, width=SIZE, height=SIZE, num_frames=FRAMES, negative_prompt=NEGATIVE,
@@ -94,24 +94,27 @@ def test_one_step_equals_the_comfyui_backend(comfy, case, monkeypatch):
     target = torch.rand(2, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(5))
 
     # ComfyUI side: the trainer node's own adapter, gate and backend on the converted files.
-    train_nodes, train_backend = pack_module("nodes.train_nodes"), pack_module("nodes.train_backend")
+    runtime_model, train_backend = pack_module("nodes.runtime.model"), pack_module("nodes.runtime.backend")
+    autograd = pack_module("nodes.runtime.autograd")
     pack_trainer, pack_prompts = pack_module("training.loop.trainer"), pack_module("training.prompts")
     patcher = nodes.UNETLoader().load_unet(unet_name, "default")[0]
     vae = nodes.VAELoader().load_vae(vae_name)[0]
     settings = _settings(pack_trainer, gate_start=gate_start)
-    with train_backend.training_mode():
-        shapes = train_nodes.lora_targets(patcher, "attention")
-        params, gate, patched = train_nodes.attach_trainable_adapter(patcher, shapes, RANK, 4.0, SEED,
+    with autograd.training_mode():
+        shapes = runtime_model.adapter_targets(patcher, "attention").shapes
+        params, gate, patched = runtime_model.attach_trainable_adapter(patcher, shapes, RANK, 4.0, SEED,
                                                                      settings.gate_start, "cpu")
-        backend = train_backend.ComfyBackend(patched, gate, None, vae, NEGATIVE, SIZE, SIZE, FRAMES, STEPS, CFG,
-                                             True, "euler", "simple")
-        backend._conds = {t: [[e.clone(), {}]] for t, e in model.backend.text_embeddings.items()}
+        expert = None
         if boundary is not None:
             high_name, _ = write_comfy_wan(model.backend.pipe, comfy, f"sobackend_{case}_high",
                                            model.backend.high_noise)
             high = nodes.UNETLoader().load_unet(high_name, "default")[0]
-            expert = pack_module("nodes.expert_split").HighNoiseExpert(high, boundary)
-            assert backend.use_high_noise_expert(expert, gate_start) == model.backend.boundary_step == 3
+            expert = pack_module("nodes.runtime.expert_split").HighNoiseExpert(high, boundary)
+        sampling = train_backend.ComfyBackendSettings(NEGATIVE, SIZE, SIZE, FRAMES, STEPS, CFG)
+        backend = train_backend.ComfyBackend(patched, gate, None, vae, sampling, expert)
+        backend.prompts.encoded = {t: [[e.clone(), {}]] for t, e in model.backend.prompts.encoded.items()}
+        if boundary is not None:
+            assert backend.boundary_step == model.backend.boundary_step == 3
             assert model.expert == "low_noise"  # what its exported adapter records, as the node's
         assert params.keys == model.params.keys
         for (_, down_c), (_, down_d) in zip(params.pairs().values(), model.params.pairs().values()):

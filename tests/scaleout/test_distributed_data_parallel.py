@@ -16,15 +16,14 @@ from safetensors import safe_open
 
 from two_ranks import run_two_ranks
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = REPO / "tests" / "scaleout" / "dist_toy_worker.py"
+WORKER = "tests.scaleout.dist_toy_worker"  # run as a module from the repository root
 STEPS = 4
 
 
 def launch(out: Path, steps: int, *mode: str) -> list[dict]:
     """Run the worker on 2 processes; each rank's trace."""
     out.mkdir(parents=True, exist_ok=True)
-    run_two_ranks(str(WORKER), str(out), str(steps), *mode, timeout=240)
+    run_two_ranks("-m", WORKER, str(out), str(steps), *mode, timeout=240)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) | {"out": str(out)} for r in (0, 1)]
 
 
@@ -60,10 +59,10 @@ def test_adapters_are_identical_on_both_ranks_after_every_step(plain):
     assert max(float(p.abs().max()) for p in r0["final"][:3]) > 0, "the ups moved from zero: it trained"
 
 
-def test_rank_zero_writes_the_checkpoint_the_comfyui_lora_and_the_chart(plain):
+def test_rank_zero_writes_the_resume_file_the_comfyui_lora_and_the_chart(plain):
     folder = Path(plain[0]["out"]) / "toy"
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["checkpoint.safetensors", "summary.txt", "toy.safetensors", "training_curve.png"], names
+    assert names == ["resume.safetensors", "summary.txt", "toy.safetensors", "training_curve.png"], names
     with safe_open(str(folder / "toy.safetensors"), "pt") as f:
         meta, keys = f.metadata(), set(f.keys())
         up = f.get_tensor("diffusion_model.blocks.0.lora_up.weight")
@@ -94,4 +93,4 @@ def test_resumed_two_process_run_equals_an_uninterrupted_one(plain, tmp_path):
     for rank in (0, 1):
         assert max_diff(resumed[rank]["final"], plain[rank]["final"]) == 0.0
         assert max_diff(resumed[rank]["reduced"][-1], plain[rank]["reduced"][-1]) == 0.0
-    assert resumed[0]["prompts"] == plain[0]["prompts"]  # rank 0's history, continued from its checkpoint
+    assert resumed[0]["prompts"] == plain[0]["prompts"]  # rank 0's history, continued from its resume file

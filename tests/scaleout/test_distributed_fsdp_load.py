@@ -8,15 +8,13 @@ weights, which the first test refuses (checked against that code once, when this
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from two_ranks import run_two_ranks
 
-REPO = Path(__file__).resolve().parents[2]
-WORKER = REPO / "tests" / "scaleout" / "dist_build_worker.py"
+WORKER = "tests.scaleout.dist_build_worker"  # run as a module from the repository root
 TINY_CASES = ("wan_a14b", "hunyuan_video", "animatediff")
 EXPECTED_MODELS = {"wan_a14b": ["WanTransformer3DModel"] * 2, "hunyuan_video": ["HunyuanVideoTransformer3DModel"],
                    "animatediff": ["UNetMotionModel"], "wan_folder": ["WanTransformer3DModel"]}
@@ -25,7 +23,7 @@ EXPECTED_MODELS = {"wan_a14b": ["WanTransformer3DModel"] * 2, "hunyuan_video": [
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("fsdp_load")
-    run_two_ranks(str(WORKER), str(out))
+    run_two_ranks("-m", WORKER, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 

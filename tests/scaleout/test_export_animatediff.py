@@ -30,9 +30,9 @@ def _tiny_sd15(comfy):
 
 @pytest.fixture(scope="module")
 def adapted():
-    from scaleout.export.animatediff import adapted_spatial_layers
-    from scaleout.peft_adapter import PeftLoRA
-    from scaleout import tiny
+    from personalvideo.scaleout.export.animatediff import adapted_spatial_layers
+    from personalvideo.scaleout.peft_adapter import PeftLoRA
+    from personalvideo.scaleout import tiny
 
     unet = tiny.animatediff_parts().unet
     names = adapted_spatial_layers(unet, "attention+mlp")
@@ -47,7 +47,7 @@ def adapted():
 def test_every_spatial_key_loads_on_an_sd15_unet_with_the_peft_deltas(comfy, adapted, caplog):
     from comfy import lora as comfy_lora
 
-    from scaleout.export.animatediff import export_animatediff
+    from personalvideo.scaleout.export.animatediff import export_animatediff
 
     unet, params = adapted
     assert not any("motion_modules" in n for n in params.module_pairs()), "motion modules are never adapted"
@@ -69,7 +69,7 @@ def test_every_spatial_key_loads_on_an_sd15_unet_with_the_peft_deltas(comfy, ada
 
 
 def test_motion_and_unmapped_layers_are_refused():
-    from scaleout.export.animatediff import export_animatediff, kohya_name
+    from personalvideo.scaleout.export.animatediff import export_animatediff, kohya_name
 
     assert kohya_name("mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0") == \
         "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0"

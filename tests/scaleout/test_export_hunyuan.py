@@ -2,7 +2,7 @@
 native ``qkv`` / ``linear1``, checked in real ComfyUI on its tiny HunyuanVideo (dev/tiny_models.py).
 
 Compared at the weight level, not by model outputs: the base outputs of diffusers' and ComfyUI's HunyuanVideo
-differed by ~5e-2 on converted weights (docs/scale-out.md; embeddings, token refiner and patch embedding
+differed by ~5e-2 on converted weights (embeddings, token refiner and patch embedding
 matched, the cause was not found), which would hide any LoRA error. ComfyUI applies a LoRA as a weight delta,
 so equal deltas mean an equal adapted model up to that base difference. The tiny diffusers transformer is
 random (scaleout/tiny.py); its adapter's ups are set to random values (a fresh adapter's are zero).
@@ -25,8 +25,8 @@ PARTIAL = [DOUBLE + "attn.to_q", DOUBLE + "attn.to_v", DOUBLE + "attn.to_add_out
 
 
 def _adapted(names):
-    from scaleout import tiny
-    from scaleout.peft_adapter import PeftLoRA
+    from personalvideo.scaleout import tiny
+    from personalvideo.scaleout.peft_adapter import PeftLoRA
 
     transformer = tiny.hunyuan_transformer()
     params = PeftLoRA(transformer, {n: n + ".weight" for n in names}, rank=4, alpha=2.0, seed=0)
@@ -38,12 +38,12 @@ def _adapted(names):
 
 
 def _all_block_layers():
-    from scaleout import tiny
-    from scaleout.export import adapted_modules
-    from scaleout.export.hunyuan import native_key
+    from personalvideo.scaleout import tiny
+    from personalvideo.scaleout.export import native_targets
+    from personalvideo.scaleout.export.hunyuan import native_key
 
-    return adapted_modules(tiny.hunyuan_transformer(), "attention+mlp", native_key,
-                           ("transformer_blocks.", "single_transformer_blocks."))
+    return list(native_targets(tiny.hunyuan_transformer(), "HunyuanVideo", "attention+mlp", native_key,
+                               ("transformer_blocks.", "single_transformer_blocks."))[1])
 
 
 @pytest.mark.parametrize("which", ["attention+mlp", "partial"])
@@ -51,7 +51,7 @@ def test_fused_export_loads_in_comfyui_with_the_peft_deltas(comfy, which, caplog
     import nodes
     from comfy import lora as comfy_lora
 
-    from scaleout.export.hunyuan import export_hunyuan, native_target
+    from personalvideo.scaleout.export.hunyuan import export_hunyuan, native_target
 
     names = _all_block_layers() if which == "attention+mlp" else PARTIAL
     transformer, params = _adapted(names)
@@ -86,7 +86,7 @@ def test_fused_export_loads_in_comfyui_with_the_peft_deltas(comfy, which, caplog
 
 
 def test_fusion_keeps_the_scale_and_refuses_unknown_modules():
-    from scaleout.export.hunyuan import export_hunyuan
+    from personalvideo.scaleout.export.hunyuan import export_hunyuan
 
     names = [DOUBLE + "attn.to_q", DOUBLE + "attn.to_k", DOUBLE + "attn.to_v"]
     _, params = _adapted(names)

@@ -22,8 +22,8 @@ PROMPT, NEGATIVE = "a man walking on the beach", "blurry"
 
 @pytest.fixture(scope="module")
 def exported(comfy):
-    from scaleout.backends import ModelSpec, build_backend
-    from training.loop.trainer import TrainSettings
+    from personalvideo.scaleout.backends import ModelSpec, build_backend
+    from personalvideo.training.loop.trainer import TrainSettings
 
     settings = TrainSettings(rank=4, alpha=2.0, sampling_steps=STEPS, cfg=CFG, gate_start=0.75)
     spec = ModelSpec("wan", tiny=True, width=SIZE, height=SIZE, num_frames=FRAMES, negative_prompt=NEGATIVE,
@@ -71,13 +71,13 @@ def _comfy_sample(model_patcher, model, seed):
 
     latent = torch.zeros(model.backend.latent_shape)
     noise = comfy.sample.prepare_noise(latent, seed)
-    conds = {t: [[e.clone(), {}]] for t, e in model.backend.text_embeddings.items()}
+    conds = {t: [[e.clone(), {}]] for t, e in model.backend.prompts.encoded.items()}
     return comfy.sample.sample(model_patcher, noise, STEPS, CFG, "euler", "simple", conds[PROMPT], conds[NEGATIVE],
                                latent, denoise=1.0, seed=seed, disable_pbar=True)
 
 
 def _diffusers_sample(model, seed, gated: bool):
-    from training.adapter.gate import gate_is_open, step_gate_sigma
+    from personalvideo.training.adapter.gate import gate_is_open, step_gate_sigma
 
     def fn(denoise, sample, x, sigmas):
         gate = step_gate_sigma(sigmas, 0.75) if gated else float("inf")
@@ -116,7 +116,7 @@ def test_the_packs_load_and_apply_nodes_gate_it_as_the_trainer_does(exported):
 
 
 def test_a_module_without_native_name_is_refused():
-    from scaleout.export.wan import export_wan, native_key
+    from personalvideo.scaleout.export.wan import export_wan, native_key
 
     assert native_key("blocks.3.attn2.add_k_proj") == "diffusion_model.blocks.3.cross_attn.k_img.weight"
     assert native_key("blocks.0.ffn.net.0.proj") == "diffusion_model.blocks.0.ffn.0.weight"

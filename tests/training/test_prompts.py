@@ -7,7 +7,7 @@ import re
 
 import pytest
 from comfy_runtime_errors import graph_error
-from PersonalVideo.training.prompts import BUILT_IN_PROMPTS, DEFAULT_NEGATIVE, PromptBank, build_prompt_bank
+from personalvideo.training.prompts import BUILT_IN_PROMPTS, DEFAULT_NEGATIVE, PromptBank, build_prompt_bank
 
 
 def test_built_ins_are_many_distinct_and_have_one_placeholder_each():

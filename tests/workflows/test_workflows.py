@@ -3,7 +3,7 @@
 The tiny test models are put under the file names the workflows use (the official ComfyUI downloads);
 the small real w600k_mbf/SCRFD pack is put under models/insightface/models/antelopev2. Substituted, and
 said here: the text-encoder loader nodes (no tiny UMT5 / llava exists) become the dev CLIP stand-in, the
-HPS checkpoint is a tiny random OpenCLIP of the real layout, and sizes and step counts are shrunk so a
+HPS model file is a tiny random OpenCLIP of the real layout, and sizes and step counts are shrunk so a
 workflow runs in seconds. Everything else runs as the file says.
 """
 

@@ -8,13 +8,13 @@ own fields live in the safetensors metadata (str -> str) under ``personalvideo.*
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from ..atomic import save_safetensors_atomic
+from ..version import pack_version
 from .gate import check_gate_start
 
 FORMAT_VERSION = "1"
@@ -89,20 +89,21 @@ def validate_lora(tensors: dict[str, torch.Tensor], source: str) -> None:
         sample = ", ".join(sorted(tensors)[:3])
         raise ValueError(
             f"identity adapter {source}: not a LoRA file ({len(tensors)} tensors, none with LoRA keys "
-            f"such as '.lora_up.weight'/'.lora_down.weight'; first keys: {sample}). It looks like a full "
-            "model checkpoint or another kind of file; pick a LoRA saved by PersonalVideo or a LoRA trainer."
+            f"such as '.lora_up.weight'/'.lora_down.weight'; first keys: {sample}). It looks like a whole "
+            "model file or another kind of file; pick a LoRA saved by PersonalVideo or a LoRA trainer."
         )
 
 
 def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_model: str | None,
-                   pack_version: str, extra: dict[str, str] | None = None, expert: str = "") -> dict[str, str]:
+                   extra: dict[str, str] | None = None, expert: str = "") -> dict[str, str]:
+    """The pack's header fields of an adapter file (``personalvideo.*``; the version is pyproject's)."""
     if expert not in EXPERTS:
         raise ValueError(f"expert: got {expert!r}, expected one of {EXPERTS} ('' = unknown); choose one with the "
                          "Save node's expert input")
     rank, alpha = rank_and_alpha(tensors)
     meta = {
         META_PREFIX + "format": FORMAT_VERSION,
-        META_PREFIX + "version": pack_version,
+        META_PREFIX + "version": pack_version(),
         META_PREFIX + "gate_start": f"{gate_start:g}",
         META_PREFIX + "rank": "" if rank is None else str(rank),
         META_PREFIX + "alpha": "" if alpha is None else f"{alpha:g}",
@@ -112,26 +113,6 @@ def build_metadata(tensors: dict[str, torch.Tensor], gate_start: float, base_mod
     for k, v in (extra or {}).items():
         meta[META_PREFIX + k] = str(v)
     return meta
-
-
-def save_safetensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                            metadata: dict[str, str]) -> Path:
-    """Write a safetensors file atomically: a temporary file in the same folder, then rename over ``path``.
-
-    An interrupted or failed write leaves the previous file (if any) intact and no partial file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(cpu, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def save_adapter(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

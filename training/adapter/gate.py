@@ -12,9 +12,9 @@ what a model call can see: the current sigma and the running sampler call's sigm
   noise level, not a call counter. When one sampling is split over several sampler nodes, each sees only
   its slice (a *window*) of the full schedule; ``window_gate_sigma`` places the window in the full
   schedule so that g counts the steps of the whole sampling (the caller supplies the candidate full
-  schedules; nodes/gate_schedule.py decides when a schedule is a window).
+  schedules; nodes/runtime/gate_schedule.py decides when a schedule is a window).
 - ``"timestep"``: ``gate_start`` is a fraction of the model's timestep range, as core hooks and the
-  start/end percent inputs of core nodes use it; the caller converts it to a sigma threshold
+  start/end percent inputs of core nodes use it; the caller converts it to the gate sigma
   (``model_sampling.percent_to_sigma``).
 """
 
@@ -87,11 +87,11 @@ def window_gate_sigma(window: torch.Tensor, schedules: Iterable[tuple[str, torch
     of N steps, the window starting at its step o), the gate opens at global step g = ceil(gate_start * N),
     that is at the window's step k = max(0, g - o), or never in this window when k >= len(window) (k may
     be the window's last sigma, where a corrector evaluation of the step before can sit). Returns
-    (status, threshold, matches):
+    (status, gate sigma, matches):
 
-    - ``"matched"``: every fit gives the same k; threshold = window[k] (None: never in this window);
-    - ``"ambiguous"``: fits disagree on k; threshold None (the caller falls back to another rule);
-    - ``"unmatched"``: the window fits no schedule; threshold None.
+    - ``"matched"``: every fit gives the same k; the gate sigma is window[k] (None: never in this window);
+    - ``"ambiguous"``: fits disagree on k; no gate sigma (None) (the caller falls back to another rule);
+    - ``"unmatched"``: the window fits no schedule; no gate sigma (None).
 
     ``matches`` describes the fits ("steps 10-20 of 20 (simple)").
     """
@@ -110,17 +110,17 @@ def window_gate_sigma(window: torch.Tensor, schedules: Iterable[tuple[str, torch
     if len(ks) > 1:
         return "ambiguous", None, matches
     k = ks.pop()
-    threshold = None if k is None else float(window[k])
-    return "matched", (threshold if threshold else None), matches  # a gate at sigma 0 never opens
+    gate_sigma = None if k is None else float(window[k])
+    return "matched", (gate_sigma if gate_sigma else None), matches  # a gate at sigma 0 never opens
 
 
-def gate_is_open(sigma: torch.Tensor | float, threshold: float | None) -> bool:
-    """True when a model call at noise level ``sigma`` is in the gated part (sigma <= threshold).
+def gate_is_open(sigma: torch.Tensor | float, gate_sigma: float | None) -> bool:
+    """True when a model call at noise level ``sigma`` is in the gated part (sigma <= gate sigma).
 
     ``sigma`` may be a per-sample tensor; a sampler evaluates one noise level per call, so its largest
     entry decides.
     """
-    if threshold is None:
+    if gate_sigma is None:
         return False
     s = float(sigma.max()) if isinstance(sigma, torch.Tensor) else float(sigma)
-    return s <= threshold * (1.0 + SIGMA_RTOL) + 1e-12
+    return s <= gate_sigma * (1.0 + SIGMA_RTOL) + 1e-12

@@ -50,16 +50,23 @@ class LoRAParameters(torch.nn.Module):
         load_lora_state_dict(self.pairs(), sd)
 
 
-def lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float) -> dict[str, torch.Tensor]:
-    """{weight key: (up, down)} as ComfyUI LoRA tensors (CPU float32 copies): the one writer of the key format,
-    shared by LoRAParameters and the scale-out trainer's peft view."""
+def lora_tensors(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 alpha: float | dict[str, float]) -> dict[str, torch.Tensor]:
+    """{module prefix: (up, down)} as ComfyUI LoRA tensors ``<prefix>.lora_up.weight`` / ``.lora_down.weight`` /
+    ``.alpha`` (CPU float32 copies): the one writer of the key format, for the trainer's adapter and the scale-out
+    exports. ``alpha``: one value, or one per prefix (a fused layer of n members has n·alpha)."""
     out = {}
-    for key, (up, down) in pairs.items():
-        prefix = key[: -len(".weight")]
+    for prefix, (up, down) in pairs.items():
         out[f"{prefix}.lora_up.weight"] = up.detach().to("cpu", torch.float32).clone()
         out[f"{prefix}.lora_down.weight"] = down.detach().to("cpu", torch.float32).clone()
-        out[f"{prefix}.alpha"] = torch.tensor(alpha)
+        out[f"{prefix}.alpha"] = torch.tensor(float(alpha[prefix] if isinstance(alpha, dict) else alpha))
     return out
+
+
+def lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: float) -> dict[str, torch.Tensor]:
+    """{weight key: (up, down)} as ComfyUI LoRA tensors (``lora_tensors`` of the keys without ``.weight``), shared by
+    LoRAParameters and the scale-out trainer's peft view."""
+    return lora_tensors({key.removesuffix(".weight"): pair for key, pair in pairs.items()}, alpha)
 
 
 def load_lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], sd: dict[str, torch.Tensor]) -> None:
@@ -69,10 +76,10 @@ def load_lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], sd
         try:
             new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
         except KeyError as e:
-            raise ValueError(f"resume checkpoint: no tensors for {prefix}; it was made with other "
+            raise ValueError(f"resume file: no tensors for {prefix}; it was made with other "
                              "layers or another model") from e
         if new_up.shape != up.shape or new_down.shape != down.shape:
-            raise ValueError(f"resume checkpoint: {prefix} has rank {new_down.shape[0]}, this run uses "
+            raise ValueError(f"resume file: {prefix} has rank {new_down.shape[0]}, this run uses "
                              f"rank {down.shape[0]}; use the same rank to resume")
         with torch.no_grad():
             up.copy_(new_up)

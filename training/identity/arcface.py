@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
-
-ARCFACE_INPUT = 112
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -244,14 +241,3 @@ class ArcFaceTorch(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = (crops.to(self.dtype) * 255.0 - self.input_mean) / self.input_std
         return self.net(x)
-
-
-def load_arcface(path: str | os.PathLike, model=None) -> ArcFaceTorch:
-    """Build the differentiable recognizer from an ONNX file (or an already parsed ``model``)."""
-    import onnx
-
-    if model is None:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"recognizer: {path} does not exist")
-        model = onnx.load(os.fspath(path))
-    return ArcFaceTorch(model, os.path.basename(os.fspath(path)))

@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from .inplace_safety import copy_if_tensor
 
 # Wan's and CogVideoX's ``blocks``; HunyuanVideo's (1.0 and 1.5) ``double_blocks`` and ``single_blocks``;
-# LTX-Video's ``transformer_blocks`` (tests/test_trainer_comfy.py: the gradient with block checkpointing equals
+# LTX-Video's ``transformer_blocks`` (tests/nodes/test_trainer_comfy.py: the gradient with block checkpointing equals
 # plain autograd's; tests/nodes/test_families_training.py: equals finite differences for the newer families).
 BLOCK_LISTS = ("blocks", "double_blocks", "single_blocks", "transformer_blocks")
 RecomputeState = Callable[[torch.nn.Module], Callable[[], ContextManager]]

@@ -30,18 +30,12 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..latent_geometry import latent_frame_of
+
 log = logging.getLogger(__name__)
 
 DECODE_MODES = ("checkpointed", "truncated", "plain")
 Step = Callable[[int, list], torch.Tensor]
-
-
-def latent_frame_of(frame: int, temporal_compression: int = 4) -> tuple[int, int]:
-    """(latent frame, position among that latent frame's decoded frames) of pixel frame ``frame``: causal video
-    VAEs decode latent frame 0 to one frame and every later latent frame to ``temporal_compression`` frames."""
-    if frame == 0:
-        return 0, 0
-    return (frame - 1) // temporal_compression + 1, (frame - 1) % temporal_compression
 
 
 def _pass(step: Step, i: int, cache: list) -> tuple[torch.Tensor, list]:

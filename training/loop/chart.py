@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw
 
 TRAINING_SERIES = (  # attribute, label, colour
     ("loss", "loss", (230, 80, 60)),
-    ("similarity", "face sim (adapter)", (60, 160, 230)),
-    ("source_similarity", "face sim (base)", (150, 150, 150)),
+    ("similarity", "face sim (tuned)", (60, 160, 230)),
+    ("source_similarity", "face sim (source)", (150, 150, 150)),
     ("no_face_rate", "no-face rate", (240, 190, 40)),
 )
 
@@ -46,6 +46,6 @@ def line_chart(series: list[tuple[str, list[float | None], tuple[int, int, int]]
 
 
 def training_chart(history) -> torch.Tensor:
-    """Loss, face similarity (adapter and base) and no-face rate per training step."""
+    """Loss, face similarity (tuned and source videos) and no-face rate per training step."""
     series = [(label, [getattr(r, attr) for r in history], colour) for attr, label, colour in TRAINING_SERIES]
     return line_chart(series, f"steps 0..{len(history) - 1}")

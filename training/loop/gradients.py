@@ -3,7 +3,7 @@
 fp16 (cards without bf16, ComfyUI's ``--fp16-unet`` / ``--fp16-vae``): the backward pass runs through fp16
 activations, whose smallest value is 6e-8; smaller gradients flush to zero and the adapter silently stops
 learning. Dynamic loss scaling (what ``torch.amp.GradScaler`` does; written out here so that its state is two
-numbers in the checkpoint and any device works) multiplies the loss by a large scale before backward and
+numbers in the resume file and any device works) multiplies the loss by a large scale before backward and
 divides the adapter's float32 gradients by it afterwards. A step whose scaled gradient overflows is skipped
 (the trainer's non-finite rule) and the scale halves; after ``growth_interval`` good steps it doubles.
 """

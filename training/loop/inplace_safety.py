@@ -7,12 +7,12 @@ tensor and the gradient would be silently wrong (measured on the tiny HunyuanVid
 block-checkpointed runs disagreed by up to 1.2% on the text-stream LoRAs, while plain autograd refused).
 Giving every normalisation layer a copy of its input while gradient is on makes the saved tensor private
 to the norm; the in-place update then changes only the residual stream, as the model meant.
-tests/test_trainer_comfy.py checks the result against plain autograd (which would have raised).
+tests/nodes/test_trainer_comfy.py checks the result against plain autograd (which would have raised).
 
 LTX-Video's blocks go further: ``x.addcmul_(...)`` after a functional ``rms_norm(x)`` and ``x += attn2(x, ...)``,
 whose query projection saved ``x`` for its weight gradient (1.7% off on the tiny model's adapter gradient,
 against finite differences). ``inputs_copied`` gives chosen modules private copies of their tensor arguments;
-the functional norm is handled where ComfyUI's function lives (nodes/residual_readers.py).
+the functional norm is handled where ComfyUI's function lives (nodes/runtime/residual_readers.py).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def release_failed_step(error: BaseException) -> None:
     """Drop the failed step's tensors (activations held by the finished frames of the traceback) right away,
-    so the checkpoint is written and ComfyUI unloads models without them still on the card. The traceback
+    so the resume file is written and ComfyUI unloads models without them still on the card. The traceback
     text stays printable; only the frames' local variables go."""
     traceback.clear_frames(error.__traceback__)
 
@@ -47,5 +47,5 @@ def out_of_memory_error(error: BaseException, step: int, settings,
         f"out of memory at training step {step} ({type(error).__name__}: {str(error).strip()[:300]}). "
         f"Lower width/height/frames, frames_per_reward (now {s.frames_per_reward}) or sampling_steps (now "
         f"{s.sampling_steps}), set backprop_last_k (now {s.backprop_last_k}) to 1 or 2, turn checkpoint_blocks on, "
-        f"or lower rank (now {s.rank}).{decode} The steps trained so far are in the run's checkpoint; run again with "
+        f"or lower rank (now {s.rank}).{decode} The steps trained so far are in the run's resume file; run again with "
         "resume on to continue from it.")

@@ -5,16 +5,16 @@ draws exactly what an uninterrupted one would); generate the **source** video (f
 video (model + adapter) with the user's sampler, the pre-gate trajectory computed once (loop/rollout.py); decode
 the M frames of both; loss = w_icr · (1 − face similarity of the tuned frames) + w_scr · KL(softmax(T·HPS_tuned) ‖
 softmax(T·HPS_source)); backward into the adapter only; clip; AdamW step. A non-finite loss or gradient skips the
-step and is counted; it never reaches the weights. A checkpoint (loop/checkpoint.py) is written atomically every K
+step and is counted; it never reaches the weights. The resume file (loop/resume.py) is written atomically every K
 steps, on cancel and on errors, and ``resume`` continues from it exactly.
 
-The ComfyUI side implements ``Backend`` (nodes/train_backend.py); this module never imports ComfyUI. The backward
+The ComfyUI side implements ``Backend`` (nodes/runtime/backend.py); this module never imports ComfyUI. The backward
 pass runs *inside* the backend's sampling call, while ComfyUI still has the model loaded, because it recomputes the
 checkpointed gated model calls. One step, as calls::
 
     Trainer.train_step(step)
     ├─ draw(step) -> StepDraw(prompt, noise_seed, frames)
-    ├─ backend.run(prompt, noise_seed, generate_and_backprop)           nodes/train_backend.py
+    ├─ backend.run(prompt, noise_seed, generate_and_backprop)           nodes/runtime/backend.py
     │  └─ ComfyUI CFGGuider.sample(KSAMPLER(training_sampler))          conditioning, CFG, model loaded
     │     └─ training_sampler(model, x, sigmas)
     │        └─ generate_and_backprop(denoise, sample, x, sigmas)       back here
@@ -42,11 +42,12 @@ from typing import Callable, Protocol, TypeVar
 
 import torch
 
+from ..adapter.experts import check_gate_after_boundary
 from ..adapter.gate import step_gate_sigma
 from ..adapter.lora import LoRAParameters
 from ..prompts import PromptBank
 from ..semantic.reward import scr_kl_loss
-from .checkpoint import load_checkpoint, save_checkpoint
+from .resume import load_resume_file, save_resume_file
 from .gradients import LossScale, layers_without_gradient, no_gradient_error
 from .memory import TrainingOutOfMemory, is_out_of_memory, out_of_memory_error, release_failed_step
 from .records import Preview, StepDraw, StepRecord, TrainResult
@@ -72,7 +73,7 @@ class TrainSettings:
     scr_weight: float = 1.0
     scr_temperature: float = 100.0
     seed: int = 0
-    checkpoint_every: int = 50
+    save_every: int = 50  # write the resume file every K steps (0: at the end, on cancel, on errors)
     max_grad_norm: float = 1.0
     backprop_last_k: int = 0  # 0: gradient through every gated step
     loss_scaling: bool = False  # dynamic loss scaling: on when the model or VAE computes in fp16 (gradients.py)
@@ -120,7 +121,7 @@ class RewardTerms:
 class Trainer:
     def __init__(self, backend: Backend, params: LoRAParameters, prompts: PromptBank, settings: TrainSettings,
                  identity_reward: Callable, semantic_score: Callable | None = None,
-                 checkpoint_file: str | os.PathLike | None = None,
+                 resume_file: str | os.PathLike | None = None,
                  on_step: Callable[[StepRecord, Preview | None], None] | None = None,
                  independent_similarity: Callable[[torch.Tensor], float] | None = None,
                  data_parallel: DataParallel | None = None):
@@ -130,7 +131,7 @@ class Trainer:
         # frames -> mean similarity to the reference by a recognizer that is not the reward's (NaN: no face);
         # evaluated on both videos of every step, without gradient: it never trains, it only watches.
         self.independent_similarity = independent_similarity
-        self.checkpoint_file = Path(checkpoint_file) if checkpoint_file else None
+        self.resume_file = Path(resume_file) if resume_file else None
         self.on_step = on_step
         self.data_parallel = data_parallel
         if self.scr_on and settings.frames_per_reward < 2:
@@ -168,12 +169,12 @@ class Trainer:
         ``full_sigmas``: the whole sampling's schedule when ``sigmas`` is its last part (Wan 2.2 A14B: the
         low-noise expert's steps); the gate counts the steps of the whole sampling, as the apply node does.
         """
-        gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, self.settings.gate_start)
-        if full_sigmas is not None and gate_sigma is not None and gate_sigma > float(sigmas[0]) * (1 + 1e-4):
-            raise ValueError(f"gate_start: got {self.settings.gate_start:g}, which opens the gate before this "
-                             f"model's part of the sampling (it starts at sigma {float(sigmas[0]):.4g}, the gate at "
-                             f"{gate_sigma:.4g}), expected a gate inside it; raise gate_start")
-        return gated_rollout(sample, denoise, x, gate_sigma, self.settings.backprop_last_k)
+        s = self.settings
+        if full_sigmas is not None:  # the model samples steps b..N-1 of N: the gate must open in them
+            num_steps = len(full_sigmas) - 1
+            check_gate_after_boundary(s.gate_start, num_steps - (len(sigmas) - 1), num_steps, s.expert_boundary)
+        gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, s.gate_start)
+        return gated_rollout(sample, denoise, x, gate_sigma, s.backprop_last_k)
 
     def decode_frames(self, latent: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """The reward frames only (the backend decodes just the latent frames they depend on)."""
@@ -252,16 +253,16 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> TrainResult:
-        if resume and self.checkpoint_file and self.checkpoint_file.exists():
-            self.load_checkpoint()
+        if resume and self.resume_file and self.resume_file.exists():
+            self.load_resume_file()
             self.result.resumed_from = self.step
         s = self.settings
         try:
             while self.step < s.steps:
                 self.train_step(self.step)
                 self.step += 1
-                if self.checkpoint_file and s.checkpoint_every and self.step % s.checkpoint_every == 0:
-                    self.save_checkpoint()
+                if self.resume_file and s.save_every and self.step % s.save_every == 0:
+                    self.save_resume_file()
                 if self.on_step:  # after the step is counted: a cancel raised here loses nothing
                     self.on_step(self.result.history[-1], self.preview)
         except BaseException as error:  # cancel, OOM, any error: keep what was trained
@@ -271,25 +272,25 @@ class Trainer:
                 release_failed_step(error)
             if self.updating:
                 log.warning("training stopped inside the optimizer step of step %d; the adapter may be half "
-                            "updated, so the checkpoint on disk (if any) is kept as it is", self.step)
-            elif self.checkpoint_file and self.step > 0:
-                self.save_checkpoint()
-                log.info("training stopped at step %d; checkpoint kept at %s", self.step, self.checkpoint_file)
+                            "updated, so the resume file on disk (if any) is kept as it is", self.step)
+            elif self.resume_file and self.step > 0:
+                self.save_resume_file()
+                log.info("training stopped at step %d; resume file kept at %s", self.step, self.resume_file)
             if oom and not isinstance(error, TrainingOutOfMemory):
                 decode = getattr(self.backend, "decode_gradient", None)
                 raise out_of_memory_error(error, self.step, s, decode) from error
             raise
-        if self.checkpoint_file:
-            self.save_checkpoint()
+        if self.resume_file:
+            self.save_resume_file()
         return self.result
 
-    def save_checkpoint(self) -> Path | None:
+    def save_resume_file(self) -> Path | None:
         if self.data_parallel is not None and self.data_parallel.rank != 0:
             return None  # rank 0 writes: every rank holds the same adapter and optimiser state
-        return save_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.step, self.settings,
+        return save_resume_file(self.resume_file, self.params, self.optimizer, self.step, self.settings,
                                self.result, {"loss_scale": json.dumps(self.loss_scale.state())})
 
-    def load_checkpoint(self) -> None:
-        self.step, meta = load_checkpoint(self.checkpoint_file, self.params, self.optimizer, self.settings,
+    def load_resume_file(self) -> None:
+        self.step, meta = load_resume_file(self.resume_file, self.params, self.optimizer, self.settings,
                                           self.result)
         self.loss_scale.load_state(json.loads(meta.get("loss_scale", "{}")))

@@ -1,10 +1,10 @@
 """The semantic reward (SCR): HPSv2 scores of frames for a prompt, and the KL between score distributions.
 
-HPSv2 / v2.1 is OpenCLIP ViT-H-14 with a fine-tuned checkpoint (``HPS_v2_compressed.pt``,
+HPSv2 / v2.1 is OpenCLIP ViT-H-14 with fine-tuned weights (model files ``HPS_v2_compressed.pt``,
 ``HPS_v2.1_compressed.pt``: a dict whose ``state_dict`` holds OpenCLIP keys). The model is built
 from OpenCLIP's own config on the meta device (no random initialisation of 986 M parameters, no
-download), checked key by key and shape by shape against the checkpoint, and then takes the
-checkpoint's tensors. Preprocessing (resize, centre crop, normalise) is torch, so gradients reach
+download), checked key by key and shape by shape against the model file, and then takes the
+file's tensors. Preprocessing (resize, centre crop, normalise) is torch, so gradients reach
 the frames.
 """
 
@@ -43,14 +43,14 @@ def build_clip(architecture: str = HPS_ARCHITECTURE, device: torch.device | str 
         return CLIP(**cfg)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict of an HPS checkpoint: ``.safetensors``, or ``.pt`` via ``torch.load(weights_only=True)``.
+def read_model_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of an HPS model file: ``.safetensors``, or ``.pt`` via ``torch.load(weights_only=True)``.
 
     A ``{"state_dict": {...}}`` wrapper and ``module.`` prefixes (DDP) are unwrapped.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint: {path} does not exist; put HPSv2 checkpoints in models/hpsv2/")
+        raise FileNotFoundError(f"HPS model file: {path} does not exist; put HPSv2 model files in models/hpsv2/")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 sd = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) file
         except Exception as e:  # unpickling refused or not a torch file
             raise ValueError(
-                f"checkpoint {os.path.basename(path)}: cannot be read as a weights-only torch file ({e}). "
+                f"HPS model file {os.path.basename(path)}: cannot be read as a weights-only torch file ({e}). "
                 "Expected HPS_v2_compressed.pt / HPS_v2.1_compressed.pt or a .safetensors export"
             ) from e
     for key in ("state_dict", "model", "model_state_dict"):
@@ -73,7 +73,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd = sd[key]
             break
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"checkpoint {os.path.basename(path)}: holds no state dict of tensors")
+        raise ValueError(f"HPS model file {os.path.basename(path)}: holds no state dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
@@ -95,19 +95,19 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, name: str, a
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
         raise ValueError(
-            f"checkpoint {name}: not an OpenCLIP {architecture} checkpoint: {'; '.join(parts)}. Expected "
+            f"HPS model file {name}: not an OpenCLIP {architecture} model file: {'; '.join(parts)}. Expected "
             "HPS_v2_compressed.pt or HPS_v2.1_compressed.pt (OpenCLIP ViT-H-14) in models/hpsv2/"
         )
 
 
 def _materialise(model: nn.Module, sd: dict[str, torch.Tensor], dtype: torch.dtype) -> nn.Module:
     model.load_state_dict(sd, strict=True, assign=True)
-    # The causal text mask is a non-persistent buffer: not in checkpoints, so still on meta.
+    # The causal text mask is a non-persistent buffer: not in model files, so still on meta.
     context = model.positional_embedding.shape[0]
     model.attn_mask = torch.full((context, context), float("-inf")).triu_(1)
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if t.is_meta:
-            raise ValueError(f"internal: {name} was not set from the checkpoint")
+            raise ValueError(f"internal: {name} was not set from the model file")
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
 
@@ -213,9 +213,9 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 def load_semantic_reward_model(path: str | os.PathLike, architecture: str = HPS_ARCHITECTURE,
                                load_device: torch.device | str = "cpu", offload_device: torch.device | str = "cpu",
                                dtype: torch.dtype | None = None) -> SemanticRewardModel:
-    """Load an HPSv2 / v2.1 checkpoint (or any OpenCLIP checkpoint of ``architecture``)."""
+    """Load an HPSv2 / v2.1 model file (or any OpenCLIP model file of ``architecture``)."""
     name = os.path.basename(os.fspath(path))
-    sd = read_checkpoint(path)
+    sd = read_model_file(path)
     model = build_clip(architecture, "meta")
     check_state_dict(sd, model, name, architecture)
     dtype = dtype or default_dtype(load_device)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.gate import first_gated_step, gate_is_open, step_gate_sigma
+from personalvideo.training.adapter.gate import first_gated_step, gate_is_open, step_gate_sigma
 
 
 @pytest.mark.parametrize("n,start,expected", [(20, 0.75, 15), (8, 0.75, 6), (10, 0.75, 8), (30, 0.75, 23),
@@ -21,13 +21,13 @@ def test_start_outside_unit_interval_is_refused(bad):
 
 def test_gate_opens_exactly_from_step_g_on():
     sigmas = torch.linspace(1.0, 0.0, 9)  # 8 steps
-    threshold = step_gate_sigma(sigmas, 0.75)
-    opened = [gate_is_open(sigmas[i], threshold) for i in range(8)]
+    gate_sigma = step_gate_sigma(sigmas, 0.75)
+    opened = [gate_is_open(sigmas[i], gate_sigma) for i in range(8)]
     assert opened == [False] * 6 + [True] * 2
     # An intermediate evaluation inside step 5 (between sigma_5 and sigma_6) is still before the gate.
-    assert not gate_is_open((sigmas[5] + sigmas[6]) / 2, threshold)
+    assert not gate_is_open((sigmas[5] + sigmas[6]) / 2, gate_sigma)
     # A float16 round trip of sigma_6 must still count as step 6.
-    assert gate_is_open(sigmas[6].half().float(), threshold)
+    assert gate_is_open(sigmas[6].half().float(), gate_sigma)
 
 
 def test_never_and_always():
@@ -38,12 +38,12 @@ def test_never_and_always():
 
 
 def test_a_window_is_gated_at_the_global_step_of_the_schedule_it_is_part_of():
-    from PersonalVideo.training.adapter.gate import window_gate_sigma
+    from personalvideo.training.adapter.gate import window_gate_sigma
 
     full = torch.linspace(1.0, 0.0, 21)  # 20 steps: the gate at step 15
     other = torch.linspace(0.9, 0.0, 21)  # shares no sigma sequence with ``full``
-    status, threshold, matches = window_gate_sigma(full[10:], [("a", full), ("b", other)], 0.75)
-    assert status == "matched" and threshold == float(full[15]) and matches == ["steps 10-20 of 20 (a)"]
+    status, gate_sigma, matches = window_gate_sigma(full[10:], [("a", full), ("b", other)], 0.75)
+    assert status == "matched" and gate_sigma == float(full[15]) and matches == ["steps 10-20 of 20 (a)"]
     # The first half never reaches the gate; a window past the gate is gated from its first step.
     assert window_gate_sigma(full[:11], [("a", full)], 0.75)[:2] == ("matched", None)
     assert window_gate_sigma(full[16:], [("a", full)], 0.75)[:2] == ("matched", float(full[16]))
@@ -51,20 +51,20 @@ def test_a_window_is_gated_at_the_global_step_of_the_schedule_it_is_part_of():
     assert window_gate_sigma(full[:16], [("a", full)], 0.75)[:2] == ("matched", float(full[15]))
 
 
-def test_unmatched_and_ambiguous_windows_give_no_threshold():
-    from PersonalVideo.training.adapter.gate import window_gate_sigma
+def test_unmatched_and_ambiguous_windows_give_no_gate_sigma():
+    from personalvideo.training.adapter.gate import window_gate_sigma
 
     full = torch.linspace(1.0, 0.0, 21)
     assert window_gate_sigma(torch.tensor([0.77, 0.5, 0.0]), [("a", full)], 0.75) == ("unmatched", None, [])
     # Two schedules that both contain the window but put the gate at different places in it.
     longer = torch.cat([torch.linspace(2.0, 1.05, 20), full])  # 40 steps: its gate (step 30) is full's step 10
-    status, threshold, matches = window_gate_sigma(full[5:], [("a", full), ("b", longer)], 0.75)
-    assert status == "ambiguous" and threshold is None and len(matches) == 2
+    status, gate_sigma, matches = window_gate_sigma(full[5:], [("a", full), ("b", longer)], 0.75)
+    assert status == "ambiguous" and gate_sigma is None and len(matches) == 2
 
 
 @pytest.mark.parametrize("bad", ["late", float("nan"), None, 2])
 def test_gate_start_check_names_the_value(bad):
-    from PersonalVideo.training.adapter.gate import check_gate_start
+    from personalvideo.training.adapter.gate import check_gate_start
 
     with pytest.raises(ValueError, match=r"gate_start: got .*expected a fraction in \[0, 1\]"):
         check_gate_start(bad)

@@ -5,7 +5,7 @@ The same rules on the real tiny models of every family, loaded by ComfyUI: tests
 
 import pytest
 
-from PersonalVideo.training.adapter.targets import FAMILIES, select_targets
+from personalvideo.training.adapter.targets import FAMILIES, select_targets
 
 D = "diffusion_model."
 

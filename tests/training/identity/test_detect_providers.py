@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from dev.face_assets import make_pack
-from PersonalVideo.training.identity.detect import SCRFDDetector, import_onnxruntime, onnx_providers
+from personalvideo.training.identity.detect import SCRFDDetector, import_onnxruntime, onnx_providers
 
 GPU_ORT = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -6,6 +6,7 @@ The full 3-13-30-3 depth is used (export about 4 s, 65 M parameters on 2 CPU cor
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,9 +15,14 @@ import pytest
 import torch
 from dev.face_assets import load_photo, make_pack
 from iresnet import IResNet, export_like_insightface, randomise
-from PersonalVideo.training.identity.arcface import load_arcface
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.arcface import ArcFaceTorch
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
+
+
+def _recognizer(path) -> ArcFaceTorch:
+    """The differentiable recognizer of an ONNX file, as the reward model builds it from its pack."""
+    return ArcFaceTorch(onnx.load(str(path)), Path(path).name)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def test_iresnet100_onnx_loads_and_matches_onnxruntime(r100):
     _, path = r100
     ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     assert ops["BatchNormalization"] == 51 and ops["PRelu"] == 50 and ops["Add"] == 49  # pre-activation blocks
-    rec = load_arcface(path)
+    rec = _recognizer(path)
     assert rec.embedding_dim == 512 and rec.input_mean == 127.5
     crops = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+
+import onnx
 
 import pytest
 import torch
 import torch.nn.functional as F
 from dev.face_assets import load_photo, make_pack, vectron_dir
-from PersonalVideo.training.identity.arcface import load_arcface
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.arcface import ArcFaceTorch
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
+
+
+def _recognizer(path) -> ArcFaceTorch:
+    """The differentiable recognizer of an ONNX file, as the reward model builds it from its pack."""
+    return ArcFaceTorch(onnx.load(str(path)), Path(path).name)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +117,12 @@ def test_pack_errors_name_the_folder_and_what_is_missing(tmp_path):
 
 def test_an_onnx_that_is_not_a_recognizer_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not an ArcFace recognizer: its input is 192x192"):
-        load_arcface(vectron_dir() / "2d106det.onnx")
+        _recognizer(vectron_dir() / "2d106det.onnx")
     with pytest.raises(ValueError, match="not an ArcFace recognizer: it has 9 outputs \\(a face detector\\)"):
-        load_arcface(vectron_dir() / "scrfd_500m_bnkps.onnx")
+        _recognizer(vectron_dir() / "scrfd_500m_bnkps.onnx")
     shutil.copy(vectron_dir() / "dist_cosine.onnx", tmp_path / "dist_cosine.onnx")
     with pytest.raises(ValueError, match="not an ArcFace recognizer"):
-        load_arcface(tmp_path / "dist_cosine.onnx")
+        _recognizer(tmp_path / "dist_cosine.onnx")
 
 
 def test_context_crops_hold_each_face_centred_for_an_independent_recognizer(model):

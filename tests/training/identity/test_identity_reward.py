@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dev.face_assets import load_photo, make_pack
-from PersonalVideo.training.identity.align import arcface_matrix, warp_theta
-from PersonalVideo.training.identity.reward import load_identity_reward_model
-from PersonalVideo.training.identity.reference import build_reference
+from personalvideo.training.identity.align import arcface_matrix, warp_theta
+from personalvideo.training.identity.reward import load_identity_reward_model
+from personalvideo.training.identity.reference import build_reference
 
 SAME = ["obama.jpg", "obama2.jpg", "obama3.jpg"]
 OTHERS = ["biden.jpg", "yaoming.jpg"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 
 import torch
-from PersonalVideo.training.loop.records import StepRecord, TrainResult
-from PersonalVideo.training.loop.summary import reward_hacking_check, summarize
-from PersonalVideo.training.loop.trainer import Trainer
+from personalvideo.training.loop.records import StepRecord, TrainResult
+from personalvideo.training.loop.summary import reward_hacking_check, summarize
+from personalvideo.training.loop.trainer import Trainer
 from toy_backend import make, toy_identity
 
 

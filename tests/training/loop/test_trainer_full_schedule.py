@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import Trainer, TrainSettings
 from toy_backend import C, H, T, W, ToyModel, euler_sample
 
 
@@ -37,7 +37,8 @@ def test_gate_opens_at_the_global_step_of_the_whole_schedule():
 
 
 def test_a_gate_before_the_slice_is_refused():
-    with pytest.raises(ValueError, match=r"gate_start: got 0\.4, which opens the gate before this model's part"):
+    with pytest.raises(ValueError, match=r"gate_start: got 0\.4, which opens the gate at step 8 of 20, but steps "
+                                         r"0-9 belong to the high-noise expert"):
         _generate(0.4, split=10)
     out, _ = _generate(0.5, split=10)  # the slice's first step may be gated
     assert out.gated_calls == 10

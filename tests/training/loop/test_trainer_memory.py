@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.trainer import Trainer
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.trainer import Trainer
 from toy_backend import ToyModel, make, toy_identity
 
 
@@ -29,7 +29,7 @@ def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(
 
     backend.run = failing_run
     ck = tmp_path / "ck.safetensors"
-    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    trainer = Trainer(backend, params, bank, s, toy_identity, resume_file=ck)
     with pytest.raises(torch.OutOfMemoryError) as info:
         trainer.train()
     message = str(info.value)
@@ -37,7 +37,7 @@ def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(
     assert "resume" in message and "allocate" in message  # the original error's text is kept too
     assert info.value.__cause__ is not None and all(p.grad is None for p in params.parameters())
     s2, params2, backend2, bank2 = make(steps=5)
-    result = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck).train(resume=True)
+    result = Trainer(backend2, params2, bank2, s2, toy_identity, resume_file=ck).train(resume=True)
     assert result.resumed_from == 2 and len(result.history) == 5
     s3, params3, backend3, bank3 = make(steps=5)
     Trainer(backend3, params3, bank3, s3, toy_identity).train()
@@ -45,18 +45,18 @@ def test_out_of_memory_stays_an_oom_names_the_settings_and_keeps_the_checkpoint(
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-6), "OOM + resume must equal one uninterrupted run"
 
 
-def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_checkpoint(tmp_path):
-    """A failure while AdamW updates the adapter may leave it half updated: the checkpoint of the last completed
-    step (written at step 2 by checkpoint_every=2) must stay on disk unchanged. The failure is injected by a
+def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_resume_file(tmp_path):
+    """A failure while AdamW updates the adapter may leave it half updated: the resume file of the last completed
+    step (written at step 2 by save_every=2) must stay on disk unchanged. The failure is injected by a
     wrapper around the optimizer's step (said plainly: no real allocation fails here)."""
     s, params, backend, bank = make(steps=5)
     ck = tmp_path / "ck.safetensors"
-    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    trainer = Trainer(backend, params, bank, s, toy_identity, resume_file=ck)
     step = trainer.optimizer.step
 
     def step_failing_at_3(*args, **kwargs):
         if trainer.step == 3:
-            step(*args, **kwargs)  # the update happens (in part, as far as the checkpoint can know) ...
+            step(*args, **kwargs)  # the update happens (in part, as far as the resume file can know) ...
             raise torch.OutOfMemoryError("CUDA out of memory.")  # ... then the failure
         return step(*args, **kwargs)
 
@@ -64,7 +64,7 @@ def test_out_of_memory_inside_the_optimizer_step_keeps_the_last_good_checkpoint(
     with pytest.raises(torch.OutOfMemoryError, match="step 3"):
         trainer.train()
     s2, params2, backend2, bank2 = make(steps=5)
-    result = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck).train(resume=True)
+    result = Trainer(backend2, params2, bank2, s2, toy_identity, resume_file=ck).train(resume=True)
     assert result.resumed_from == 2, "the half-updated step 3 must not have been saved"
     s3, params3, backend3, bank3 = make(steps=5)
     Trainer(backend3, params3, bank3, s3, toy_identity).train()
@@ -106,7 +106,7 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     s, params, backend, bank = make(steps=12, loss_scaling=True)
     backend.model = ToyModel(params, compute_dtype=torch.float16)
     ck = tmp_path / "ck.safetensors"
-    trainer = Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck)
+    trainer = Trainer(backend, params, bank, s, toy_identity, resume_file=ck)
     trainer.loss_scale.scale = 2.0**24  # overflows fp16 (max 65504) in backward, so it has to come down
     result = trainer.train()
     skipped = [r.skipped for r in result.history]
@@ -115,13 +115,13 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     assert all(torch.isfinite(p).all() for p in params.parameters())
     s2, params2, backend2, bank2 = make(steps=14, loss_scaling=True)
     backend2.model = ToyModel(params2, compute_dtype=torch.float16)
-    resumed = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck)
-    resumed.load_checkpoint()
+    resumed = Trainer(backend2, params2, bank2, s2, toy_identity, resume_file=ck)
+    resumed.load_resume_file()
     assert resumed.loss_scale.state() == trainer.loss_scale.state()
 
 
 def test_layers_outside_the_graph_are_found_except_image_projections():
-    from PersonalVideo.training.loop.gradients import layers_without_gradient
+    from personalvideo.training.loop.gradients import layers_without_gradient
 
     params = LoRAParameters({"blocks.0.attn.q.weight": (2, 2), "blocks.0.attn.o.weight": (2, 2),
                              "blocks.0.cross_attn.k_img.weight": (2, 2)}, rank=1, alpha=1.0, seed=0)

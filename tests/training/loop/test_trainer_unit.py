@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from PersonalVideo.training.adapter.gate import first_gated_step, step_gate_sigma
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.rollout import gated_rollout
-from PersonalVideo.training.loop.trainer import Trainer, TrainSettings
+from personalvideo.training.adapter.gate import first_gated_step, step_gate_sigma
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.rollout import gated_rollout
+from personalvideo.training.loop.trainer import Trainer, TrainSettings
 from toy_backend import C, H, T, W, euler_sample, make, toy_identity
 
 
@@ -131,16 +131,16 @@ def test_resume_continues_exactly(tmp_path):
     Trainer(backend, params, bank, s, toy_identity).train()
 
     s_half, params_a, backend_a, bank_a = make(steps=4)
-    Trainer(backend_a, params_a, bank_a, s_half, toy_identity, checkpoint_file=tmp_path / "ck.safetensors").train()
+    Trainer(backend_a, params_a, bank_a, s_half, toy_identity, resume_file=tmp_path / "ck.safetensors").train()
     s_full, params_b, backend_b, bank_b = make(steps=8)
-    trainer = Trainer(backend_b, params_b, bank_b, s_full, toy_identity, checkpoint_file=tmp_path / "ck.safetensors")
+    trainer = Trainer(backend_b, params_b, bank_b, s_full, toy_identity, resume_file=tmp_path / "ck.safetensors")
     result = trainer.train(resume=True)
     assert result.resumed_from == 4 and len(result.history) == 8
     for a, b in zip(params.parameters(), params_b.parameters()):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-6)
 
 
-def test_cancel_keeps_a_checkpoint_that_resumes(tmp_path):
+def test_cancel_keeps_a_resume_file_that_resumes(tmp_path):
     s, params, backend, bank = make(steps=6)
     ck = tmp_path / "ck.safetensors"
 
@@ -152,10 +152,10 @@ def test_cancel_keeps_a_checkpoint_that_resumes(tmp_path):
             raise Cancelled()
 
     with pytest.raises(Cancelled):
-        Trainer(backend, params, bank, s, toy_identity, checkpoint_file=ck, on_step=cancel_after_step_2).train()
+        Trainer(backend, params, bank, s, toy_identity, resume_file=ck, on_step=cancel_after_step_2).train()
     assert ck.exists()
     s2, params2, backend2, bank2 = make(steps=6)
-    result = Trainer(backend2, params2, bank2, s2, toy_identity, checkpoint_file=ck).train(resume=True)
+    result = Trainer(backend2, params2, bank2, s2, toy_identity, resume_file=ck).train(resume=True)
     assert result.resumed_from == 3 and len(result.history) == 6  # step 2 had completed
     s3, params3, backend3, bank3 = make(steps=6)
     Trainer(backend3, params3, bank3, s3, toy_identity).train()

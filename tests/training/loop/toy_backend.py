@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from PersonalVideo.training.adapter.gate import step_gate_sigma
-from PersonalVideo.training.adapter.lora import LoRAParameters
-from PersonalVideo.training.loop.rollout import gated_rollout
-from PersonalVideo.training.loop.trainer import TrainSettings
-from PersonalVideo.training.prompts import PromptBank
+from personalvideo.training.adapter.gate import step_gate_sigma
+from personalvideo.training.adapter.lora import LoRAParameters
+from personalvideo.training.loop.rollout import gated_rollout
+from personalvideo.training.loop.trainer import TrainSettings
+from personalvideo.training.prompts import PromptBank
 
 C, T, H, W = 4, 3, 4, 4
 
@@ -99,7 +99,7 @@ def toy_identity(frames):
 
 def make(steps=8, seed=0, settings=None, **kw):
     s = settings or TrainSettings(steps=steps, sampling_steps=8, learning_rate=5e-2, rank=2, alpha=2.0,
-                                  frames_per_reward=2, seed=seed, checkpoint_every=2, **kw)
+                                  frames_per_reward=2, seed=seed, save_every=2, **kw)
     params = LoRAParameters({"lin.weight": (C, C)}, s.rank, s.alpha, seed=s.seed)
     backend = ToyBackend(ToyModel(params), s.sampling_steps)
     bank = PromptBank(prompts=("a walks", "a runs", "a dances"), negative="", subject="a")

@@ -3,7 +3,7 @@
 No HPS/CLIP weights exist in any package, so scoring runs a tiny OpenCLIP config with random weights
 (registered with ``open_clip.add_model_config``). The real HPSv2 layout (a dict whose ``state_dict``
 holds OpenCLIP ViT-H-14 keys) is checked on the meta device against OpenCLIP's ViT-H-14 config, and
-loaded end to end from a checkpoint whose 986 M parameters are stride-0 views of one number each (so
+loaded end to end from a model file whose 986 M parameters are stride-0 views of one number each (so
 the file is a few MB and nothing of ViT-H-14's size is allocated).
 """
 
@@ -13,15 +13,15 @@ import argparse
 
 import pytest
 import torch
-from PersonalVideo.training.semantic import reward as sr
+from personalvideo.training.semantic import reward as sr
 
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_checkpoint
+from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("hps")
     register_tiny_hps_config(d)
-    clip = write_tiny_hps_checkpoint(d / "tiny_hps.pt")
+    clip = write_tiny_hps_model_file(d / "tiny_hps.pt")
     return sr.load_semantic_reward_model(d / "tiny_hps.pt", TINY_HPS_ARCH), clip, d
 
 
@@ -80,15 +80,15 @@ def test_scr_kl_is_zero_for_equal_scores_and_positive_otherwise():
         sr.scr_kl_loss(tuned, source[:3])
 
 
-def test_loader_rejects_wrong_checkpoints_clearly(tiny, tmp_path):
+def test_loader_rejects_wrong_model_files_clearly(tiny, tmp_path):
     _, _, d = tiny
-    with pytest.raises(ValueError, match=r"tiny_hps.pt: not an OpenCLIP ViT-H-14 checkpoint: .*wrong shape.*"
+    with pytest.raises(ValueError, match=r"tiny_hps.pt: not an OpenCLIP ViT-H-14 model file: .*wrong shape.*"
                                          r"visual\..*expected.*HPS_v2_compressed.pt"):
         sr.load_semantic_reward_model(d / "tiny_hps.pt")
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2)}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="keys missing.*unexpected keys, e.g. encoder.weight"):
         sr.load_semantic_reward_model(tmp_path / "other.pt")
-    # A checkpoint that needs a full unpickle (an arbitrary object inside) is refused, never unpickled.
+    # A file that needs a full unpickle (an arbitrary object inside) is refused, never unpickled.
     torch.save({"state_dict": {"x": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, tmp_path / "pickled.pt")
     with pytest.raises(ValueError, match="weights-only"):
         sr.load_semantic_reward_model(tmp_path / "pickled.pt")
@@ -98,7 +98,7 @@ def test_loader_rejects_wrong_checkpoints_clearly(tiny, tmp_path):
         sr.load_semantic_reward_model(d / "tiny_hps.pt", "ViT-Nope")
 
 
-def test_safetensors_checkpoint_loads_the_same_model(tiny, tmp_path):
+def test_safetensors_model_file_loads_the_same_model(tiny, tmp_path):
     from safetensors.torch import save_file
 
     model, clip, _ = tiny

@@ -29,7 +29,7 @@ import torch
 
 import comfy.samplers
 
-from ..training.adapter.gate import step_gate_sigma, window_gate_sigma
+from ...training.adapter.gate import step_gate_sigma, window_gate_sigma
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ class ScheduleLocator:
             self._schedules[model_sampling] = out
         return self._schedules[model_sampling]
 
-    def steps_threshold(self, model_sampling, sample_sigmas: torch.Tensor, gate_start: float,
-                        noise_added: bool | None) -> float | None:
+    def steps_gate_sigma(self, model_sampling, sample_sigmas: torch.Tensor, gate_start: float,
+                         noise_added: bool | None) -> float | None:
         """The sigma at or below which a call of this sampler run is gated (None: never), by rules 1-4.
 
         ``noise_added``: whether the run adds noise at its start (None: not known, e.g. a model call outside
@@ -90,15 +90,15 @@ class ScheduleLocator:
         return cache[key]
 
     def _resolve(self, model_sampling, window: torch.Tensor, gate_start: float) -> float | None:
-        status, threshold, matches = window_gate_sigma(window, self.schedules(model_sampling), gate_start)
+        status, gate_sigma, matches = window_gate_sigma(window, self.schedules(model_sampling), gate_start)
         steps = int(window.shape[0]) - 1
         span = f"{steps} steps, sigma {float(window[0]):.4g} to {float(window[-1]):.4g}"
         if status == "matched":
-            where = "never opens in this run" if threshold is None else f"opens at sigma {threshold:.4g}"
+            where = "never opens in this run" if gate_sigma is None else f"opens at sigma {gate_sigma:.4g}"
             log.info("PersonalVideo gate: this sampler run (%s) is %s of a split sampling; gate_start %g counts "
                      "the steps of the whole sampling, so the gate %s", span, " or ".join(matches[:3]),
                      gate_start, where)
-            return threshold
+            return gate_sigma
         fallback = float(model_sampling.percent_to_sigma(gate_start))
         why = ("fits no schedule ComfyUI's schedulers make with up to "
                f"{self.max_steps} steps" if status == "unmatched" else

@@ -25,7 +25,8 @@ import logging
 
 import torch
 
-from ..training.loop.causal_decode import causal_decode, latent_frame_of, select_frames
+from ...training.latent_geometry import latent_frame_of
+from ...training.loop.causal_decode import causal_decode, select_frames
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +98,6 @@ def _complete_cache(before: list, cache: list, frames: int) -> None:
         if new.shape[2] < frames and isinstance(old, torch.Tensor):
             new = torch.cat([old[:, :, -1:], new], dim=2)
         cache[k] = new if new._base is None else new.clone()
-
-
-def supports_walk(first_stage_model) -> bool:
-    """Whether ``causal_vae_frames`` can decode this VAE latent frame by latent frame."""
-    return _wan_vae_module(first_stage_model) is not None
 
 
 def causal_vae_frames(first_stage_model, z: torch.Tensor, frame_indices: list[int],

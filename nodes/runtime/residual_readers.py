@@ -20,7 +20,7 @@ import torch
 
 import comfy.ldm.common_dit
 
-from ..training.loop.inplace_safety import copy_if_tensor, inputs_copied
+from ...training.loop.inplace_safety import copy_if_tensor, inputs_copied
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ How it sits on ComfyUI's own machinery:
   and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
   and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward (fp8_e4m3fn_fast layers
-  keep their fp8 matmul then, as core's LoRA loading does: nodes/fp8_matmul.py).
+  keep their fp8 matmul then, as core's LoRA loading does: fp8_matmul.py).
 
 So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
 never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
@@ -31,7 +31,7 @@ import comfy.lora
 import comfy.patcher_extension
 import comfy.utils
 
-from ..training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
+from ...training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
 from .fp8_matmul import is_fp8_matmul_layer, keep_fp8_matmul, round_to_storage
 from .gate_schedule import LOCATOR
 
@@ -63,13 +63,13 @@ class IdentityGate:
         finally:
             self._forced = previous
 
-    def threshold(self, model_sampling, sample_sigmas: torch.Tensor | None, noise_added: bool | None = None
-                  ) -> float | None:
+    def gate_sigma(self, model_sampling, sample_sigmas: torch.Tensor | None,
+                   noise_added: bool | None = None) -> float | None:
         """The sigma at or below which a call of a sampler run is gated, or None (never gated)."""
         if self.gate_start >= 1.0:
             return None
         if self.mode == "steps" and sample_sigmas is not None:
-            return LOCATOR.steps_threshold(model_sampling, sample_sigmas, self.gate_start, noise_added)
+            return LOCATOR.steps_gate_sigma(model_sampling, sample_sigmas, self.gate_start, noise_added)
         if self.mode == "steps" and not self._warned:
             self._warned = True
             log.warning("PersonalVideo gate: this sampler does not report its sigma schedule "
@@ -87,7 +87,7 @@ class IdentityGate:
         if (isinstance(extra_args, dict) and isinstance(sigmas, torch.Tensor) and isinstance(noise, torch.Tensor)
                 and not noise.is_nested and model_sampling is not None and sigmas.shape[-1] > 0):
             options = extra_args.setdefault("model_options", {}).setdefault("transformer_options", {})
-            options[self.run_key] = self.threshold(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
+            options[self.run_key] = self.gate_sigma(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
         return executor(*args, **kwargs)
 
     def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
@@ -100,7 +100,7 @@ class IdentityGate:
         elif self.run_key in transformer_options:  # decided at the start of this sampler run
             is_open = gate_is_open(t, transformer_options[self.run_key])
         else:
-            is_open = gate_is_open(t, self.threshold(base_model.model_sampling,
+            is_open = gate_is_open(t, self.gate_sigma(base_model.model_sampling,
                                                      transformer_options.get("sample_sigmas")))
         if not is_open:
             return executor(x, t, *args, **kwargs)
@@ -114,7 +114,7 @@ class IdentityGate:
                 setattr(module, attr, previous + [delta])  # a new list: never mutate one ComfyUI holds
                 installed.append((module, attr, previous))
                 modules[id(module)] = module
-            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (nodes/fp8_matmul.py)
+            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (fp8_matmul.py)
                 if is_fp8_matmul_layer(module):
                     installed.append((module, "forward_comfy_cast_weights",
                                       module.__dict__.get("forward_comfy_cast_weights", _MISSING)))
@@ -226,7 +226,7 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
 
 
 def layer_weight_scale(module) -> float:
-    """The factor a layer multiplies its stored weight by (scaled-fp8 checkpoints: ``scale_weight``), else 1."""
+    """The factor a layer multiplies its stored weight by (scaled-fp8 model files: ``scale_weight``), else 1."""
     scale = getattr(module, "scale_weight", None)
     if not isinstance(scale, torch.Tensor):
         return 1.0

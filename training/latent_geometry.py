@@ -1,15 +1,23 @@
-"""The latent a training video has: channels from the model, spatial and temporal compression from the VAE.
+"""The latent a training video has, and its frame arithmetic: one rule for both trainers.
 
-Every family trains with its own geometry: Wan 2.1 / HunyuanVideo / Wan 2.2 A14B / CogVideoX (16 channels, 8x
-spatial, 4x temporal), Wan 2.2 5B (48 channels, 16x, 4x), HunyuanVideo 1.5 (32 channels, 16x, 4x), LTX-Video
-(128 channels, 32x, 8x: videos of 8k+1 frames). ComfyUI's ``VAE`` exposes them as
-``latent_channels``, ``spacial_compression_decode()`` and ``temporal_compression_decode()`` (from its
-``upscale_ratio``); the model's ``latent_format.latent_channels`` must agree with the VAE's.
+Channels come from the model; spatial and temporal compression from the VAE. Causal video VAEs decode latent frame
+0 to one pixel frame and every later latent frame to ``temporal`` pixel frames, so a video has temporal·k + 1
+frames (Wan 2.1 / 2.2 A14B / HunyuanVideo / CogVideoX: 16 channels, 8x, 4x; Wan 2.2 5B: 48, 16x, 4x; HunyuanVideo
+1.5: 32, 16x, 4x; LTX-Video: 128, 32x, 8x; AnimateDiff's image VAE: 4, 8x, 1x, one latent frame per frame).
+nodes/runtime/latent_geometry.py reads it from ComfyUI's model and VAE, scaleout/backends from the diffusers
+pipeline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+def latent_frame_of(frame: int, temporal: int = 4) -> tuple[int, int]:
+    """(latent frame, position among that latent frame's decoded frames) of pixel frame ``frame``."""
+    if frame == 0:
+        return 0, 0
+    return (frame - 1) // temporal + 1, (frame - 1) % temporal
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,10 @@ class LatentGeometry:
     def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int, int]:
         return (1, self.channels, self.latent_frames(frames), height // self.spatial, width // self.spatial)
 
+    def last_latent_frame(self, frame_indices) -> int:
+        """The last latent frame that pixel frames ``frame_indices`` decode from (a causal VAE needs no later one)."""
+        return max(latent_frame_of(f, self.temporal)[0] for f in frame_indices)
+
     def check_video_size(self, width: int, height: int, frames: int) -> None:
         """ValueError naming the rule when the VAE cannot make a video of exactly this size: ``frames`` must be
         temporal·k + 1 (the first frame alone, then groups), width and height multiples of the spatial factor."""
@@ -42,19 +54,3 @@ class LatentGeometry:
                 raise ValueError(f"{name}: got {value}, expected a multiple of {self.spatial} (this model's VAE "
                                  f"compresses space {self.spatial}x); use "
                                  f"{max(self.spatial, value // self.spatial * self.spatial)}")
-
-
-def latent_geometry(patcher, vae) -> LatentGeometry:
-    """The geometry of ``patcher``'s latents decoded by ``vae``; ValueError when the two do not belong together."""
-    channels = int(patcher.model.latent_format.latent_channels)
-    vae_channels = getattr(vae, "latent_channels", channels)
-    if vae_channels != channels:
-        raise ValueError(f"vae: got a VAE with {vae_channels}-channel latents, expected one for the model's "
-                         f"{channels}-channel latents (e.g. Wan 2.2 5B: wan2.2_vae, Wan 2.1 / 2.2 A14B: "
-                         "wan_2.1_vae); connect the model's own VAE")
-    spatial = int(vae.spacial_compression_decode())
-    temporal = vae.temporal_compression_decode()
-    if temporal is None:
-        raise ValueError("vae: got an image VAE (no temporal compression), expected the video model's VAE; "
-                         "connect the model's own video VAE")
-    return LatentGeometry(channels, spatial, max(1, int(temporal)))

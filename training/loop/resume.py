@@ -1,5 +1,6 @@
-"""Training checkpoints: safetensors only (the adapter, the optimiser state as tensors, the step and the history
-as JSON in the header), written atomically, so an interrupted run always leaves the last good state on disk."""
+"""A run's resume file: safetensors only (the adapter, the optimiser state as tensors, the step and the history as
+JSON in the header), written atomically, so an interrupted run always leaves the last good state on disk. (The header
+key ``personalvideo.checkpoint`` marks the format; it stays as written by earlier versions.)"""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..adapter.files import save_safetensors_atomic
 from ..adapter.lora import LoRAParameters
+from ..atomic import save_safetensors_atomic
 from .records import StepRecord, TrainResult
 
-# Settings a resumed run must share with the checkpoint: other values would continue another experiment.
+# Settings a resumed run must share with its resume file: other values would continue another experiment.
 RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed", "expert_boundary")
 
 
-def save_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,
+def save_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,
                     settings, result: TrainResult, extra: dict[str, str] | None = None) -> Path:
     """Write the run's state to ``path`` atomically (a crash mid-write leaves the previous file); ``extra`` are
     more header fields (str -> str)."""
@@ -37,18 +38,18 @@ def save_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.O
     return save_safetensors_atomic(path, tensors, meta)
 
 
-def load_checkpoint(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, settings,
+def load_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, settings,
                     result: TrainResult) -> tuple[int, dict[str, str]]:
     """Restore the adapter, the optimiser state and ``result`` from ``path``; returns the step to continue at and
     the file's header (for the caller's own fields).
 
-    Refuses a file that is not a training checkpoint, or one trained with other ``RESUME_MUST_MATCH`` settings.
+    Refuses a file that is not a resume file, or one trained with other ``RESUME_MUST_MATCH`` settings.
     """
     with safe_open(str(path), framework="pt", device="cpu") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("personalvideo.checkpoint") != "1":
-        raise ValueError(f"resume: {path} is not a PersonalVideo training checkpoint")
+        raise ValueError(f"resume: {path} is not a PersonalVideo resume file")
     saved = json.loads(meta["settings"])
     for key in RESUME_MUST_MATCH:
         if saved.get(key) != getattr(settings, key):

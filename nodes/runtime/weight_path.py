@@ -1,21 +1,21 @@
-"""One weight path for both branches of a training step, whatever the base weights' precision.
+"""One weight path for both runs of a training step (source and tuned), whatever the base weights' precision.
 
 ComfyUI's layers choose how to compute from what they carry: with no weight function a layer may multiply in
 its storage format (``fp8_ops`` with ``weight_dtype`` fp8_e4m3fn_fast on cards with fp8 compute: fp8 inputs
-times fp8 weights; mixed-precision checkpoints: quantized matmul), while a layer with a weight function
+times fp8 weights; mixed-precision model files: quantized matmul), while a layer with a weight function
 dequantises its weight first (``comfy.ops.cast_bias_weight``). The gate installs the adapter's weight function
-only in the adapter branch, so the two branches took different arithmetic: a fresh adapter already differed
-from the source branch, and on ``fp8_ops`` the fp8 matmul has no gradient, so the adapter silently never
+only in the tuned run, so the two runs took different arithmetic: a fresh adapter already differed
+from the source run, and on ``fp8_ops`` the fp8 matmul has no gradient, so the adapter silently never
 trained ("0 updated the adapter").
 
 During a training run every adapted layer therefore carries a pass-through weight function (so the source
-branch dequantises exactly as the adapter branch does), and every comfy.ops layer is marked ``training``:
+run dequantises exactly as the tuned run does), and every comfy.ops layer is marked ``training``:
 ``fp8_ops`` takes its fp8 matmul only in eval mode, and that matmul has no gradient, also in the layers
 without an adapter that the gradient has to cross on its way back (on other comfy.ops layers the flag changes
 nothing); scaled-fp8 layers, whose fp8 matmul does not look at that flag, and mixed-precision (quantized)
-layers are switched to their dequantising path directly. Both branches then compute
+layers are switched to their dequantising path directly. Both runs then compute
 ``linear(x, dequantised W [+ s·ΔW])`` in the compute dtype, the gradient reaches the adapter through every
-layer, and a fresh adapter equals the source branch bit for bit. Everything is restored afterwards.
+layer, and a fresh adapter equals the source run bit for bit. Everything is restored afterwards.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def same_weight_path(base_model: torch.nn.Module, weight_keys):
         if isinstance(m, torch.nn.Linear) and hasattr(m, "scale_weight"):
             m.forward_comfy_cast_weights = _dequantised_linear(m)  # scaled fp8: its fp8 matmul ignores `training`
         if hasattr(m, "_full_precision_mm"):
-            m._full_precision_mm = True  # mixed-precision (quantized) checkpoints: dequantise, no quantized matmul
+            m._full_precision_mm = True  # mixed-precision (quantized) model files: dequantise, no quantized matmul
         if id(m) in adapted:
             m.weight_function = list(m.weight_function) + [_pass_through]  # a new list: never mutate ComfyUI's
     try:

@@ -18,7 +18,7 @@ import uuid
 
 import comfy.patcher_extension
 
-from ..training.loop.block_checkpoint import BLOCK_LISTS
+from ...training.loop.block_checkpoint import BLOCK_LISTS
 
 log = logging.getLogger(__name__)
 
