@@ -204,9 +204,17 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, on_clip=None) -> dict:
+def clip_motion(frames, identity_reward):
+    """Where the face went in ``frames`` [F, H, W, 3] in [0, 1] (dev/proving_ground/motion.py), found by the SCRFD
+    inside the graph's identity reward model. motion.py feeds the detector 0..255 images, as SCRFD takes them; the
+    reward model's own ``detect`` takes [0, 1] and scales again (which saturated every frame to white, so until
+    2026-12-05 no clip ever had a measured motion)."""
     from dev.proving_ground.motion import measure
 
+    return measure(frames.float(), identity_reward.detector)
+
+
+def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, on_clip=None) -> dict:
     out = {"arm": arm, "load_before": _load(), "training_summary": "", "curve": []}
     adapter_file = None
     if ARMS[arm] is not None:
@@ -231,7 +239,7 @@ def run_arm(rt, setup: Setup, arm: str, names: dict, run_id: str, output: Path, 
     for prompt, seed, key in keys["clips"]:
         result, frames = json.loads(got[key + "|json"]), got[key + "|frames"]
         motion = motion_of(prompt)
-        moved = measure(frames.float(), detector) if motion else None
+        moved = clip_motion(frames, detector) if motion else None
         flows = result["flow_top5pct_per_pair"]
         clips.append({
             "prompt": prompt, "motion": motion, "seed": seed, "face_sim": result["face_sim"],

@@ -18,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -193,7 +194,7 @@ def test_bad_arguments_are_refused_naming_the_input(files, tmp_path):
 def test_directions_read_paired_differences_on_the_same_prompts_and_seeds():
     """The verdicts from hand-made clips: a face gain on every pair holds, a flow loss is the opposite, an arm
     without any face makes face metrics not measurable, a metric no clip has is not measurable."""
-    import ablation_report
+    from benchmarks.proving_ground import ablation_report
 
     def arm(name, face, flow, no_face=0.5):
         return {"arm": name, "clips": [{"prompt": p, "seed": s, "face_sim": face + 0.1 * s, "face_sim_dlib": face,
@@ -213,3 +214,24 @@ def test_directions_read_paired_differences_on_the_same_prompts_and_seeds():
     assert "not measurable: no face" in line("SCR keeps", "follows_prompt")
     assert "not measurable: no values" in line("SCR keeps", "clip_t")
     assert "no clear difference" in ablation_report.verdict([1.0, -1.0, 0.5], +1)
+
+
+@pytest.mark.parametrize("direction", ["moves left", "moves right"])
+def test_motion_of_a_real_face_is_measured_by_the_graphs_identity_reward_model(files, direction):
+    """The clips of the tiny models have no face, so the tests above only see "no motion measured". Here a real
+    photo pans (a crop window sliding over obama.jpg, 9 frames): the ablation's motion measure, given the identity
+    reward model the sample graph hands it, must find the face in every frame and the prompted direction. It failed
+    (no face in any frame) while the ablation passed the reward model's [0, 1] detect 0..255 frames."""
+    from personalvideo.training.identity.reward import load_identity_reward_model
+
+    photo = torch.from_numpy(np.asarray(Image.open(files["photo"]).convert("RGB"), dtype=np.float32) / 255)
+    side, travel = 700, 180  # obama.jpg is 910 x 1137; the face stays inside every window
+    offsets = [round(i * travel / 8) for i in range(9)]  # the window slides right: the face moves left
+    if direction == "moves right":
+        offsets = offsets[::-1]
+    frames = torch.stack([photo[200:200 + side, x:x + side] for x in offsets])
+    frames = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(256, 256), mode="area")
+    moved = ablation.clip_motion(frames.permute(0, 2, 3, 1), load_identity_reward_model(files["pack"]))
+    assert moved.face_rate == 1.0
+    assert moved.follows(direction), (direction, moved)
+    assert abs(moved.dx) == pytest.approx(travel / side, rel=0.25)
