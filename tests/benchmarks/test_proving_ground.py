@@ -193,3 +193,42 @@ def test_demo_graphs_sample_with_the_shift_the_model_was_trained_for(comfy):
     evaluate = workflow_prompt("evaluate_video", 2, proving=True, dlib=True)
     node = next(n for n in evaluate.values() if n["class_type"] == "PersonalVideoEvaluateVideo")
     assert evaluate[node["inputs"]["face_evaluator"][0]]["class_type"] == "PersonalVideoLoadDlibFaceEvaluator"
+
+
+def test_target_needs_faces_their_share_of_the_round_trip_and_motion():
+    from dev.proving_ground.build_model import meets_target
+
+    def numbers(faces, roundtrip, motion):
+        return {"face_detection_rate": faces, "vae_roundtrip": {"faces_recon": roundtrip},
+                "motion_follows_with_faces": motion}
+
+    assert not meets_target(numbers(0.299, 0.597, 0.857))  # the 4-identity build of 2026-12-05
+    assert meets_target(numbers(0.60, 0.70, 0.60))
+    assert not meets_target(numbers(0.60, 0.80, 0.90))  # 60 % of frames but under 80 % of the round trip's 80 %
+    assert not meets_target(numbers(0.90, 0.90, 0.59))
+
+
+def test_commit_takes_only_a_build_that_meets_the_target_and_only_for_the_recipe_it_was_built_from(
+        built, tmp_path, monkeypatch):
+    import hashlib
+
+    from dev.proving_ground import build_model
+
+    monkeypatch.setattr(recipes, "COMMITTED", tmp_path / "model")
+    monkeypatch.setattr(recipes, "FULL", SMOKE)  # commit() takes only the full recipe; here that is the smoke one
+    manifest = recipes.read_manifest(built)
+    assert manifest["meets_target"] is False  # the smoke model draws no faces
+    with pytest.raises(SystemExit, match="misses the target"):
+        build_model.commit(SMOKE, say=lambda _: None)
+    assert not (tmp_path / "model").exists() and recipes.committed(SMOKE) is None
+    # A build that met it (the smoke model cannot: its manifest says so here, the weights are the real build's).
+    (built / recipes.MANIFEST).write_text(json.dumps(manifest | {"meets_target": True}))
+    try:
+        out = build_model.commit(SMOKE, say=lambda _: None)
+    finally:
+        (built / recipes.MANIFEST).write_text(json.dumps(manifest))
+    assert recipes.committed(SMOKE) == out == recipes.model_folder(SMOKE)
+    for name, entry in recipes.read_manifest(out)["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
+    other = dataclasses.replace(SMOKE, dit_steps=SMOKE.dit_steps + 1)
+    assert recipes.committed(other) is None  # a changed recipe is a new build, not the committed one
