@@ -155,7 +155,7 @@ def main() -> int:
         print(f"  {w}")
     print("\n" + report + "\n")
     if proving:
-        curve_values = demo_mode.identity_curve(checkpoint)
+        curve_values = demo_mode.identity_curve(resume_file)
         first, last = demo_mode.quarters(curve_values)
         print(f"Identity reward (ArcFace similarity to the reference, per training step): first quarter "
               f"{first:.3f} -> last quarter {last:.3f}: " + ("rising." if last > first else

@@ -106,12 +106,12 @@ def base_variant(prompt: dict, prefix: str) -> dict:
     return prompt
 
 
-def identity_curve(checkpoint: Path) -> list[float]:
+def identity_curve(resume_file: Path) -> list[float]:
     """The identity reward (ArcFace similarity of the tuned model's frames) at every training step, from the
-    trainer's checkpoint (its history travels in the safetensors metadata); a step without a face counts 0."""
+    trainer's resume file (its history travels in the safetensors metadata); a step without a face counts 0."""
     from safetensors import safe_open
 
-    with safe_open(str(checkpoint), "pt") as f:
+    with safe_open(str(resume_file), "pt") as f:
         history = json.loads(f.metadata()["history"])
     return [float(r["similarity"]) if r["similarity"] == r["similarity"] else 0.0 for r in history]
 
