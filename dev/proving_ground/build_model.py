@@ -65,7 +65,8 @@ def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
     eval_clips = recipe.eval_clips * len(MOTIONS)
     vae_s = 0 if vae_cached else (t1 - t0) / 2 * recipe.vae_steps
     return (vae_s + (t2 - t1) * recipe.clips / 8 + (t3 - t2) / 2 * recipe.vae_finetune_steps
-            + (t4 - t3) / 2 * recipe.dit_image_steps + (t5 - t4) / 2 * recipe.dit_steps
+            + (t4 - t3) / 2 * recipe.dit_image_steps * (not recipe.dit_more_steps)
+            + (t5 - t4) / 2 * (recipe.dit_more_steps or recipe.dit_steps)
             + eval_clips * recipe.eval_steps * 0.05 + 10)
 
 
@@ -73,7 +74,7 @@ def _progress_bars(recipe: Recipe):
     from tqdm import tqdm
 
     totals = {"vae": recipe.vae_steps, "encode": -(-recipe.clips // 8), "vae_finetune": recipe.vae_finetune_steps,
-              "dit": recipe.dit_image_steps + recipe.dit_steps}
+              "dit": recipe.dit_more_steps or recipe.dit_image_steps + recipe.dit_steps}
     losses: list[float] = []  # the diffusion stage's losses, in order (for the manifest's curve)
     bars = {}
 
@@ -125,15 +126,22 @@ def train_and_save(recipe: Recipe, folder: Path, say=_say) -> dict:
     resume = stages.load_dit_checkpoint(folder)
     if resume is not None:
         say(f"diffusion stage resumed at step {resume['step']} from {folder / DIT_CHECKPOINT}")
+    if resume is not None:
         progress.losses[:] = resume["losses"]
     t, before = time.perf_counter(), resume["dit_s"] if resume else 0.0
 
     def checkpoint(state: dict) -> None:
         stages.save_dit_checkpoint(folder, state, progress.losses, before + time.perf_counter() - t)
 
+    init, before_prefix = None, 0.0
+    if recipe.dit_more_steps:  # a continuation starts from its prefix build's saved model (built first by build())
+        prefix = recipes.cached(recipe.prefix())
+        init = {k: v.float() for k, v in stages.load(prefix / MODEL_FILE).items()}
+        before_prefix = recipes.read_manifest(prefix)["dit_s"]
+        say(f"diffusion stage continues the model of recipe {recipe.prefix().digest()} ({prefix})")
     dit = train.train_dit(recipe, latents, motions, progress, resume=resume, checkpoint=checkpoint,
-                          every=DIT_CHECKPOINT_EVERY)
-    timings["dit_s"] = before + time.perf_counter() - t
+                          every=DIT_CHECKPOINT_EVERY, init=init)
+    timings["dit_s"] = before_prefix + before + time.perf_counter() - t
     stages.save(dit.state_dict(), folder / MODEL_FILE, torch.float16)
     stages.save(stages.load(recipes.norm_stage_dir(recipe) / VAE_FILE), folder / VAE_FILE, torch.float16)
     info = {"latents": {k: stats[k] for k in ("before", "after", "fold_roundtrip_max_abs", "fold_latent_max_abs")},
@@ -208,6 +216,8 @@ def build(rt, recipe: Recipe = recipes.FULL, force: bool = False, say=_say) -> P
         return folder
     if force and folder.exists():
         shutil.rmtree(folder)
+    if recipe.dit_more_steps:
+        build(rt, recipe.prefix(), say=say)  # the model a continuation starts from (cached after the first time)
     folder.mkdir(parents=True, exist_ok=True)  # an interrupted build resumes from the stages it left
     started = time.perf_counter()
     info = train_and_save(recipe, folder, say)

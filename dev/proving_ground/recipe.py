@@ -53,6 +53,10 @@ class Recipe:
     dit_lr: float = 5e-4
     dit_image_steps: int = 4000  # image-first: steps on one latent frame (the clips' first) before the clip steps
     dit_ema: float = 0.995  # EMA decay of the saved weights (0: the raw weights)
+    # A continuation: a further cosine cycle of clip steps at its own peak rate, starting from the saved model (EMA
+    # weights) of the same recipe without it (``prefix()``, built first), with a fresh optimiser and generator.
+    dit_more_steps: int = 0
+    dit_more_lr: float = 2.5e-4
     shift: float = 2.0  # flow shift of the sigmas, in training and in every sampling graph (ModelSamplingSD3)
     timesteps: str = "uniform"  # training sigmas: "uniform" or "logit_normal" (SD3), then shifted
     loss: str = "velocity"  # "velocity" or "x0" (the error of the implied clean latent; train.flow_loss)
@@ -62,7 +66,14 @@ class Recipe:
     eval_cfg: float = 3.0
 
     def digest(self) -> str:
-        return _hash(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        if not self.dit_more_steps:  # no continuation: the hash of the recipe from before the field existed
+            del fields["dit_more_steps"], fields["dit_more_lr"]
+        return _hash(fields)
+
+    def prefix(self) -> Recipe:
+        """The recipe whose diffusion training is this one's first steps (itself when there is no continuation)."""
+        return dataclasses.replace(self, dit_more_steps=0, dit_more_lr=Recipe.dit_more_lr)
 
     def vae_digest(self) -> str:
         """Hash of what the VAE stage depends on: a rebuild that changes only the diffusion model keeps its VAE."""

@@ -166,10 +166,12 @@ def encode_clips(recipe: Recipe, vae, faces: list[FaceCrop], progress: Progress 
 
 
 def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None = None,
-              resume: dict | None = None, checkpoint: Callable[[dict], None] | None = None, every: int = 500):
+              resume: dict | None = None, checkpoint: Callable[[dict], None] | None = None, every: int = 500,
+              init: dict | None = None):
     """The diffusion model (its EMA weights; the raw ones when ``recipe.dit_ema`` is 0). ``checkpoint(state)`` is
     called every ``every`` steps and at the end with the whole training state; ``resume`` (such a state)
-    continues from it, drawing the same batches as an uninterrupted run."""
+    continues from it, drawing the same batches as an uninterrupted run. ``init`` (the prefix recipe's saved weights)
+    makes it a continuation: only the ``dit_more_steps`` clip steps run, from those weights."""
     import comfy.model_management as mm
 
     # ComfyUI 0.33 computes Wan's rotary embedding with a fused kernel that has no backward unless
@@ -177,7 +179,7 @@ def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, prog
     was_training = getattr(mm, "in_training", False)
     mm.in_training = True
     try:
-        return _train_dit(recipe, latents, motions, progress, resume, checkpoint, every)
+        return _train_dit(recipe, latents, motions, progress, resume, checkpoint, every, init)
     finally:
         mm.in_training = was_training
 
@@ -205,30 +207,39 @@ def flow_loss(recipe: Recipe, pred: torch.Tensor, target: torch.Tensor, sigma: t
     raise ValueError(f"loss: got {recipe.loss!r}, expected 'velocity' or 'x0'")
 
 
-def _phase(step: int, recipe: Recipe) -> tuple[int, int, int]:
-    """(frames of latent used, step within its phase, steps in the phase): image-first steps, then clips."""
+def _phase(step: int, recipe: Recipe) -> tuple[int, int, int, float]:
+    """(frames of latent used, step within its phase, steps in the phase, its peak rate): image-first steps,
+    then clips, then the continuation's clips."""
     if step < recipe.dit_image_steps:
-        return 1, step, recipe.dit_image_steps
-    return 0, step - recipe.dit_image_steps, recipe.dit_steps
+        return 1, step, recipe.dit_image_steps, recipe.dit_lr
+    step -= recipe.dit_image_steps
+    if step < recipe.dit_steps:
+        return 0, step, recipe.dit_steps, recipe.dit_lr
+    return 0, step - recipe.dit_steps, recipe.dit_more_steps, recipe.dit_more_lr
 
 
 def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, progress: Progress | None,
-               resume: dict | None, checkpoint: Callable[[dict], None] | None, every: int):
+               resume: dict | None, checkpoint: Callable[[dict], None] | None, every: int, init: dict | None):
     gen = torch.Generator().manual_seed(recipe.seed + 2)
     dit = build_dit(recipe, gen)
     ema = copy.deepcopy(dit).requires_grad_(False)
     conds = torch.cat([text_conditioning(prompt_for(m)) for m in MOTIONS] + [text_conditioning("")])
     opt = torch.optim.AdamW(dit.parameters(), lr=recipe.dit_lr, weight_decay=0.01)
     first = 0
+    if init is not None:
+        dit.load_state_dict(init)
+        ema.load_state_dict(init)
+        gen.manual_seed(recipe.seed + 3)
+        first = recipe.dit_image_steps + recipe.dit_steps
     if resume is not None:
         dit.load_state_dict(resume["dit"])
         ema.load_state_dict(resume["ema"])
         opt.load_state_dict(resume["opt"])
         gen.set_state(resume["gen"])
         first = resume["step"]
-    total = recipe.dit_image_steps + recipe.dit_steps
+    total = recipe.dit_image_steps + recipe.dit_steps + recipe.dit_more_steps
     for step in range(first, total):
-        frames, phase_step, phase_total = _phase(step, recipe)
+        frames, phase_step, phase_total, peak = _phase(step, recipe)
         idx = torch.randint(len(latents), (recipe.dit_batch,), generator=gen)
         x0 = latents[idx][:, :, :frames] if frames else latents[idx]
         which = motions[idx].clone()
@@ -239,7 +250,7 @@ def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, pro
         pred = dit(s * noise + (1 - s) * x0, sigma * 1000, conds[which])
         loss = flow_loss(recipe, pred, noise - x0, s)
         for group in opt.param_groups:
-            group["lr"] = _lr(phase_step, phase_total, recipe.dit_lr)
+            group["lr"] = _lr(phase_step, phase_total, peak)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

@@ -232,3 +232,22 @@ def test_commit_takes_only_a_build_that_meets_the_target_and_only_for_the_recipe
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
     other = dataclasses.replace(SMOKE, dit_steps=SMOKE.dit_steps + 1)
     assert recipes.committed(other) is None  # a changed recipe is a new build, not the committed one
+
+
+def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefix_hash_alone(comfy, built):
+    longer = dataclasses.replace(SMOKE, dit_more_steps=2)
+    assert SMOKE.prefix() == SMOKE and longer.prefix() == SMOKE
+    # without a continuation the hash is that of the recipe before the continuation's fields existed (builds and
+    # the README's hashes stay valid)
+    before = {k: v for k, v in dataclasses.asdict(SMOKE).items() if not k.startswith("dit_more")}
+    assert recipes._hash(before) == SMOKE.digest() == recipes.read_manifest(built)["recipe_hash"]
+    assert longer.digest() != SMOKE.digest() and longer.vae_digest() == SMOKE.vae_digest()
+    stamp = (built / recipes.MANIFEST).stat().st_mtime_ns
+    folder = build(comfy, longer, say=lambda _: None)
+    assert folder == recipes.build_dir(longer) != built
+    assert (built / recipes.MANIFEST).stat().st_mtime_ns == stamp  # the prefix was reused, not rebuilt
+    manifest = recipes.read_manifest(folder)
+    assert manifest["recipe"]["dit_more_steps"] == 2 and len(manifest["dit_loss_by_tenth"]) == 2
+    with safe_open(str(built / recipes.MODEL_FILE), "pt") as a, safe_open(str(folder / recipes.MODEL_FILE), "pt") as b:
+        changed = [k for k in a.keys() if not torch.equal(a.get_tensor(k), b.get_tensor(k))]
+    assert changed  # two more steps moved the prefix's weights
