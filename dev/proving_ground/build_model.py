@@ -47,7 +47,7 @@ def estimate_seconds(recipe: Recipe, faces, vae_cached: bool = False) -> float:
     from dev.proving_ground.latent_norm import finetune_decoder
 
     probe = Recipe(**{**recipe.__dict__, "vae_steps": 2, "vae_finetune_steps": 2, "dit_image_steps": 2,
-                      "dit_steps": 0, "clips": 8, "seed": recipe.seed + 99})
+                      "dit_steps": 0, "dit_more_steps": 0, "clips": 8, "seed": recipe.seed + 99})
     for face in faces:  # cut once per build, not per step: keep it out of the per-step timing
         cached_canvas(face, recipe.res)
     t0 = time.perf_counter()
