@@ -1,15 +1,5 @@
-"""The scale-out trainer's command: train one identity adapter per identity of a TOML config (scaleout/config.py).
-
-Run after ``pip install '.[train]'`` (the package with the scale-out trainer's dependencies)::
-
-    python -m personalvideo.scaleout.train CONFIG.toml                            # one process
-    torchrun --nproc_per_node N -m personalvideo.scaleout.train CONFIG.toml       # N GPUs of one machine
-    accelerate launch --multi_gpu --num_processes N -m personalvideo.scaleout.train CONFIG.toml   # the same
-
-On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m
-personalvideo.scaleout.train CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu
---num_processes 2 -m personalvideo.scaleout.train CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
-process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
+"""The scale-out trainer's work, behind the command (scaleout/train.py): load the reward models and the model once,
+then train one identity adapter per identity of the config, each from the same fresh adapter.
 
 Per identity, in ``<output folder>/<name>/``: ``resume.safetensors`` (the resume file; written by rank 0 every
 ``save_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
@@ -20,9 +10,7 @@ of scaleout/distributed.py.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -30,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from ..training.atomic import write_atomic
 from ..training.identity.reference import build_reference
@@ -40,10 +29,10 @@ from ..training.loop.summary import summarize
 from ..training.loop.trainer import Trainer, TrainSettings
 from ..training.prompts import PromptBank, build_prompt_bank
 
-from .config import Config, load_config
-from .distributed import DistributedRun, init_distributed
+from .config import Config
+from .distributed import DistributedRun
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("personalvideo.scaleout.train")  # the command's lines, whichever module says them
 RESUME_FILE, CHART, SUMMARY = "resume.safetensors", "training_curve.png", "summary.txt"
 RESUME_FILE_BEFORE_RENAME = "checkpoint.safetensors"  # its name in runs started before it was called resume file
 
@@ -52,6 +41,25 @@ def resume_file_in(folder: Path) -> Path:
     """An identity folder's resume file; a run started before the rename continues in its checkpoint.safetensors."""
     old = folder / RESUME_FILE_BEFORE_RENAME
     return old if old.exists() and not (folder / RESUME_FILE).exists() else folder / RESUME_FILE
+
+
+def written_files(folder: Path, name: str) -> dict[str, Path]:
+    """What a finished identity leaves in its folder, by what each file is."""
+    return {"adapter (ComfyUI LoRA)": folder / f"{name}.safetensors", "resume file": resume_file_in(folder),
+            "training curve": folder / CHART, "summary": folder / SUMMARY}
+
+
+def resumed_step(path: Path) -> int:
+    """The step a run continues at from the resume file ``path`` (its header), 0 when there is none."""
+    if not path.exists():
+        return 0
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {}).get("step", 0))
+
+
+def updated_steps(result: TrainResult) -> int:
+    """How many steps of the run (resumed ones included) changed the adapter."""
+    return sum(1 for r in result.history if not r.skipped)
 
 
 @dataclass
@@ -71,10 +79,11 @@ def save_chart(path: Path, result: TrainResult) -> Path:
 class ProgressBar:
     """tqdm on rank 0 (other ranks show nothing), updated by the trainer's ``on_step``."""
 
-    def __init__(self, run: DistributedRun, total: int, name: str):
+    def __init__(self, run: DistributedRun, total: int, name: str, done: int = 0):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=name, unit="step", disable=not run.is_main, dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=min(done, total), desc=name, unit="step", disable=not run.is_main,
+                        dynamic_ncols=True)
 
     def __call__(self, record, preview) -> None:
         self.bar.n = record.step + 1
@@ -89,10 +98,13 @@ def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Re
                    folder: Path, name: str, resume: bool) -> TrainResult:
     """Train ``model``'s adapter (a ``scaleout.backends.ScaleoutModel``) for one identity on every rank; rank 0
     writes the resume file, the ComfyUI LoRA, the chart and the summary into ``folder``."""
-    bar = ProgressBar(run, settings.steps, name)
+    resume_file = resume_file_in(folder)
+    done = resumed_step(resume_file) if resume else 0
+    if done:
+        log.info("%s: continuing at step %d of %d from %s", name, done, settings.steps, resume_file)
+    bar = ProgressBar(run, settings.steps, name, done)  # a resumed run's bar starts where it left off
     trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
-                      semantic_score=rewards.semantic, resume_file=resume_file_in(folder), on_step=bar,
-                      data_parallel=run)
+                      semantic_score=rewards.semantic, resume_file=resume_file, on_step=bar, data_parallel=run)
     try:
         result = trainer.train(resume=resume)
     finally:
@@ -170,27 +182,3 @@ def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[s
                                              ident.name, config.output.resume)
     return results
 
-
-def _log_to_stderr(run: DistributedRun) -> None:
-    """The command's own log lines (rank-tagged), without touching the root logger's configuration."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"[rank {run.rank}] %(levelname)s %(name)s: %(message)s"))
-    for name in ("scaleout", "training"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO if run.is_main else logging.WARNING)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m personalvideo.scaleout.train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="the TOML configuration (see scaleout/config.py)")
-    args = parser.parse_args(argv)
-    config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank
-    run = init_distributed(cpu=config.compute.cpu)
-    _log_to_stderr(run)
-    train_all(config, run)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
