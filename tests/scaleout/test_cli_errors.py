@@ -14,22 +14,9 @@ import pytest
 
 from dev.face_assets import make_pack, photo_path
 from personalvideo.scaleout.train import main
+from test_cli_config import BASE
 
-CONFIG = """
-[model]
-family = "wan"
-path = "{path}"
-
-[rewards]
-insightface_pack = "pack"
-
-[[identities]]
-name = "obama"
-photos = ["obama.jpg"]
-
-[output]
-folder = "out"
-"""
+CONFIG = BASE.replace("tiny = true", 'path = "{path}"')  # test_cli_config's config, on a model folder
 
 
 @pytest.fixture(scope="module")
