@@ -46,7 +46,10 @@ def log_to_stderr(rank: int) -> None:
     warnings on the others. The root logger's configuration is left alone."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
+    handler.name = "personalvideo.scaleout.train"
     logger = logging.getLogger("personalvideo")
+    for old in [h for h in logger.handlers if h.name == handler.name]:  # main() run twice in one process
+        logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
