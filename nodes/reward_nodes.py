@@ -5,8 +5,6 @@ Thin glue over training/identity/reward.py, training/identity/reference.py and t
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from comfy_api.latest import io
@@ -17,8 +15,9 @@ from ..training.semantic.reward import HPS_ARCHITECTURE, SemanticRewardModel, lo
 from . import paths
 from .runtime.reward_devices import comfy_devices, reward_models_on
 from .types import REWARDS_CATEGORY, IdentityReward, Reference, SemanticReward
+from ..training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 
 class LoadIdentityRewardModel(io.ComfyNode):

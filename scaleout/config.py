@@ -1,7 +1,8 @@
 """The scale-out trainer's TOML configuration: the node's training settings, the model, the reward models, the
 identities (one adapter each) and the output folder.
 
-Example (relative paths are relative to the config file's folder)::
+Complete examples with every field documented: examples/scaleout/wan22_a14b.toml, examples/scaleout/hunyuan_video.toml.
+A short one (relative paths are relative to the config file's folder)::
 
     [train]                   # TrainSettings: the trainer node's settings, same names and defaults
     steps = 400
@@ -11,7 +12,7 @@ Example (relative paths are relative to the config file's folder)::
 
     [model]                   # ModelSpec (scaleout/backends): the diffusers model
     family = "wan"            # "wan" | "hunyuan_video" | "animatediff"
-    path = "/models/Wan2.1-T2V-1.3B-Diffusers"
+    path = "/models/Wan2.1-T2V-1.3B-Diffusers"   # a local diffusers folder (checked before anything loads)
     width = 480
     height = 272
     num_frames = 33
@@ -178,6 +179,18 @@ def _resolve(base: Path, path: Path | None, where: str, want_dir: bool) -> Path 
     return full
 
 
+def _model_folder(base: Path, path: Path, family: str) -> Path:
+    """``[model] path`` resolved like every path of the file and checked to be a ``family`` diffusers folder."""
+    from .model_folder import check_model_folder
+
+    full = (base / path.expanduser()).resolve()  # an absolute path stays itself
+    problems = check_model_folder(full, family)
+    if problems:
+        where = f" (relative paths are relative to the config file's folder {base})" if not path.is_absolute() else ""
+        raise ConfigError("[model] path: " + "; ".join(problems) + where)
+    return full
+
+
 def _check_train(settings: TrainSettings) -> None:
     for key, (lo, hi) in LIMITS.items():
         value = getattr(settings, key)
@@ -214,6 +227,8 @@ def load_config(path: str | Path, model_spec=None) -> Config:
         "checkpoint_every": "renamed save_every (write the resume file every K steps)"})
     _check_train(train)
     model = _build(model_spec, raw["model"], "model")
+    if getattr(model, "path", None) is not None and not getattr(model, "tiny", False):
+        model.path = str(_model_folder(base, Path(model.path), model.family))
     # the training settings carry the boundary (the resume file must match it); a two-expert folder without one in
     # the config gets its own when the model is built (train.train_all)
     train.expert_boundary = getattr(model, "expert_boundary", None)

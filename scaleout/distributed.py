@@ -23,7 +23,6 @@ gloo.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence, TypeVar
 
@@ -31,7 +30,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ..training.logs import pack_logger
+
+log = pack_logger(__name__)
 Adapter = TypeVar("Adapter")
 
 

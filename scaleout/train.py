@@ -8,188 +8,107 @@ Run after ``pip install '.[train]'`` (the package with the scale-out trainer's d
 
 On CPUs (no GPU), with ``[compute] cpu = true`` (gloo): ``torchrun --standalone --nproc_per_node 2 -m
 personalvideo.scaleout.train CONFIG.toml`` (tests/scaleout/test_cli_train.py) or ``accelerate launch --multi_gpu
---num_processes 2 -m personalvideo.scaleout.train CONFIG.toml`` (checked by hand: the same adapter). ``accelerate launch --cpu --num_processes 2`` starts only ONE
-process (it wants an MPI hostfile). The GPU commands (NCCL) could not be run here (no GPU).
+--num_processes 2 -m personalvideo.scaleout.train CONFIG.toml`` (checked by hand: the same adapter). ``accelerate
+launch --cpu --num_processes 2`` starts only ONE process (it wants an MPI hostfile). The GPU commands (NCCL) could
+not be run here (no GPU).
 
-Per identity, in ``<output folder>/<name>/``: ``resume.safetensors`` (the resume file; written by rank 0 every
-``save_every`` steps, on errors and at the end), ``<name>.safetensors`` (the adapter as a ComfyUI LoRA with
-the pack's metadata: Load Identity Adapter and core LoraLoaderModelOnly read it), ``training_curve.png`` (the
-node's chart) and ``summary.txt``. The loop is the node's (training/loop/trainer.py), with the data-parallel hook
-of scaleout/distributed.py.
+The config is read and checked (every path, the model folder's layout) before anything heavy loads. Log lines go to
+stderr (rank 0's; other ranks only warnings), and the run ends with where each file was written. Per identity, in
+``<output folder>/<name>/``: the adapter ``<name>.safetensors`` (a ComfyUI LoRA), ``resume.safetensors``,
+``training_curve.png`` and ``summary.txt`` (scaleout/run.py). Rerunning the same command continues from the resume
+files. Exit codes: 0 done; 2 unusable input (the config, a path, a photo, a resume file of other settings: one line
+saying which and what to do; ``--debug`` shows the traceback); 3 trained, but no step updated some identity's
+adapter (a warning says why); 1 anything else (a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
-import torch
-from PIL import Image
-
-from ..training.atomic import write_atomic
-from ..training.identity.reference import build_reference
-from ..training.identity.reward import load_identity_reward_model
-from ..training.loop.chart import training_chart
-from ..training.loop.records import TrainResult
-from ..training.loop.summary import summarize
-from ..training.loop.trainer import Trainer, TrainSettings
-from ..training.prompts import PromptBank, build_prompt_bank
-
-from .config import Config, load_config
-from .distributed import DistributedRun, init_distributed
-
-log = logging.getLogger(__name__)
-RESUME_FILE, CHART, SUMMARY = "resume.safetensors", "training_curve.png", "summary.txt"
-RESUME_FILE_BEFORE_RENAME = "checkpoint.safetensors"  # its name in runs started before it was called resume file
+PROG = "python -m personalvideo.scaleout.train"
+EXIT_BAD_INPUT, EXIT_NOT_TRAINED = 2, 3
+log = logging.getLogger("personalvideo.scaleout.train")
 
 
-def resume_file_in(folder: Path) -> Path:
-    """An identity folder's resume file; a run started before the rename continues in its checkpoint.safetensors."""
-    old = folder / RESUME_FILE_BEFORE_RENAME
-    return old if old.exists() and not (folder / RESUME_FILE).exists() else folder / RESUME_FILE
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                                     epilog="Config fields: scaleout/config.py; examples: examples/scaleout/*.toml.")
+    parser.add_argument("config", help="the TOML configuration (relative paths in it are relative to its folder)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error too")
+    return parser.parse_args(argv)  # before any heavy import: --help and usage errors answer at once
 
 
-@dataclass
-class Rewards:
-    """The reward callables of one identity, as the trainer takes them."""
-
-    identity: Callable  # frames -> IdentityRewardResult
-    semantic: Callable | None = None  # (frames, prompt) -> scores; None: SCR off
-
-
-def save_chart(path: Path, result: TrainResult) -> Path:
-    """The node's training-curve image (loss, face similarity of adapter and base, no-face rate) as a PNG."""
-    pixels = (training_chart(result.history)[0].numpy() * 255).round().astype(np.uint8)
-    return write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
-
-
-class ProgressBar:
-    """tqdm on rank 0 (other ranks show nothing), updated by the trainer's ``on_step``."""
-
-    def __init__(self, run: DistributedRun, total: int, name: str):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=name, unit="step", disable=not run.is_main, dynamic_ncols=True)
-
-    def __call__(self, record, preview) -> None:
-        self.bar.n = record.step + 1
-        self.bar.set_postfix(loss=f"{record.loss:.4f}", sim=f"{record.similarity:.3f}", refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def train_identity(model, bank: PromptBank, settings: TrainSettings, rewards: Rewards, run: DistributedRun,
-                   folder: Path, name: str, resume: bool) -> TrainResult:
-    """Train ``model``'s adapter (a ``scaleout.backends.ScaleoutModel``) for one identity on every rank; rank 0
-    writes the resume file, the ComfyUI LoRA, the chart and the summary into ``folder``."""
-    bar = ProgressBar(run, settings.steps, name)
-    trainer = Trainer(model.backend, model.params, bank, settings, identity_reward=rewards.identity,
-                      semantic_score=rewards.semantic, resume_file=resume_file_in(folder), on_step=bar,
-                      data_parallel=run)
-    try:
-        result = trainer.train(resume=resume)
-    finally:
-        bar.close()
-    if run.is_main:
-        model.export_comfyui(folder / f"{name}.safetensors", {
-            "trained_steps": str(len(result.history)), "identity": name, "seed": str(settings.seed),
-            "world_size": str(run.world_size)})
-        save_chart(folder / CHART, result)
-        summary = summarize(result, settings, trainer.scr_on, adapted=getattr(model, "adapted", "") or None) + \
-            f"\nprocesses: {run.world_size}"
-        write_atomic(folder / SUMMARY, lambda tmp: Path(tmp).write_text(summary + "\n"))
-        log.info("%s done:\n%s", name, summary)
-    run.barrier()  # no rank starts the next identity (or exits) before rank 0's files are written
-    return result
-
-
-def load_photo(path: Path) -> torch.Tensor:
-    """An RGB photo as [H, W, 3] float in [0, 1] (what build_reference takes)."""
-    with Image.open(path) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)
-
-
-def model_dtype(config: Config, device: torch.device) -> torch.dtype:
-    from ..training.devices import half_dtype_for
-
-    name = config.compute.dtype
-    return half_dtype_for(device) if name == "auto" else getattr(torch, name)
-
-
-def build_model(spec, settings: TrainSettings, run: DistributedRun, dtype: torch.dtype, fsdp: bool,
-                build_backend=None):
-    """This rank's model (a ``scaleout.backends.ScaleoutModel``): whole on ``run.device``, or with ``fsdp`` and 2+
-    processes its transformer blocks FSDP2-sharded while they load, so no rank but 0 (which reads the whole
-    weights once, on the CPU) ever holds a whole block (scaleout/distributed.py's load_sharded)."""
-    if build_backend is None:
-        from .backends import build_backend
-    if fsdp and not run.active:
-        log.info("fsdp: one process, nothing to shard across; the model stays whole")
-    return build_backend(spec, settings, run.device, dtype, run if fsdp and run.active else None)
-
-
-def train_all(config: Config, run: DistributedRun, build_backend=None) -> dict[str, TrainResult]:
-    """Load the reward models and the model once, then train one adapter per identity (each from the same
-    fresh adapter). ``build_backend``: scaleout.backends.build_backend unless given."""
-    r = config.rewards
-    identity_model = load_identity_reward_model(r.insightface_pack, r.det_size, r.det_threshold, run.device,
-                                                run.device)
-    semantic_model = None
-    if r.hpsv2 is not None:
-        from ..training.semantic.reward import load_semantic_reward_model
-
-        semantic_model = load_semantic_reward_model(r.hpsv2, r.hps_architecture, run.device, run.device)
-    dtype = model_dtype(config, run.device)
-    settings = replace(config.train, loss_scaling=dtype == torch.float16)
-    model = build_model(config.model, settings, run, dtype, config.compute.fsdp, build_backend)
-    # the boundary the model was built with (a two-expert folder's own when the config sets none): the resume file
-    # records it, and resuming with another is refused
-    settings = replace(settings, expert_boundary=getattr(model, "expert_boundary", None))
-    fresh = model.params.lora_state_dict()
-    results = {}
-    for ident in config.identities:
-        model.params.load_lora_state_dict(fresh)
-        reference = build_reference(identity_model, [load_photo(p) for p in ident.photos], r.augmentations,
-                                    r.crop_jitter, r.colour_jitter, seed=settings.seed)
-        log.info("%s: %s", ident.name, reference.report())
-        ref = reference.embedding.to(run.device)
-        p = config.prompts
-        negative = getattr(config.model, "negative_prompt", "")  # the backend conditions on the model's own
-        bank = build_prompt_bank(ident.subject or p.subject, "\n".join(p.prompts), negative, p.use_built_in)
-        model.backend.encode_prompts(bank.prompts)  # all at once, before training (as the node does)
-        semantic = None if semantic_model is None else (lambda f, prompt: semantic_model.score(f, prompt))
-        rewards = Rewards(lambda frames: identity_model.reward(frames, ref), semantic)
-        results[ident.name] = train_identity(model, bank, settings, rewards, run, config.output.folder / ident.name,
-                                             ident.name, config.output.resume)
-    return results
-
-
-def _log_to_stderr(run: DistributedRun) -> None:
-    """The command's own log lines (rank-tagged), without touching the root logger's configuration."""
+def log_to_stderr(rank: int) -> None:
+    """The pack's log lines (logger ``personalvideo``, training/logs.py), rank-tagged, on stderr: INFO on rank 0,
+    warnings on the others. The root logger's configuration is left alone."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"[rank {run.rank}] %(levelname)s %(name)s: %(message)s"))
-    for name in ("scaleout", "training"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO if run.is_main else logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(name)s: %(message)s"))
+    handler.name = "personalvideo.scaleout.train"
+    logger = logging.getLogger("personalvideo")
+    for old in [h for h in logger.handlers if h.name == handler.name]:  # main() run twice in one process
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def report(results: dict, folders: dict) -> int:
+    """Where each identity's files went; a warning, and EXIT_NOT_TRAINED, for an identity no step trained."""
+    from .run import updated_steps, written_files
+
+    untrained = []
+    for name, result in results.items():
+        for what, path in written_files(folders[name], name).items():
+            log.info("%s: %s written to %s", name, what, path)
+        if updated_steps(result) == 0:
+            reasons = sorted({r.skipped for r in result.history if r.skipped})
+            log.warning("%s: no step of %d updated the adapter (%s), so its file is the untrained adapter. With no "
+                        "face found: check the photos' faces and the model's frame size, or lower [rewards] "
+                        "det_threshold; [rewards] hpsv2 adds the semantic reward", name, len(result.history),
+                        "; ".join(reasons) or "no steps")
+            untrained.append(name)
+    return EXIT_NOT_TRAINED if untrained else 0
+
+
+def train(config) -> int:
+    from .distributed import init_distributed
+    from .run import train_all
+
+    run = init_distributed(cpu=config.compute.cpu)
+    log_to_stderr(run.rank)
+    results = train_all(config, run)
+    return report(results, {i.name: config.output.folder / i.name for i in config.identities}) if run.is_main else 0
+
+
+def input_error(error: Exception, say: bool) -> int:
+    """An input error as one line on stderr (``say``: this rank says it), and EXIT_BAD_INPUT."""
+    if say:
+        rank = os.environ.get("RANK", "0")
+        tag = "" if os.environ.get("WORLD_SIZE", "1") == "1" else f"[rank {rank}] "
+        print(f"{tag}{PROG}: error: {error}\n(--debug shows the traceback)", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m personalvideo.scaleout.train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="the TOML configuration (see scaleout/config.py)")
-    args = parser.parse_args(argv)
-    config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank
-    run = init_distributed(cpu=config.compute.cpu)
-    _log_to_stderr(run)
-    train_all(config, run)
-    return 0
+    args = parse_args(argv)
+    # The pack's input errors are ValueErrors (ConfigError among them) and FileNotFoundErrors whose messages name
+    # the input and the fix; anything else is a fault, with its traceback.
+    try:
+        from .config import load_config
+
+        config = load_config(args.config)  # before joining the group: a bad config fails fast on every rank
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        return input_error(e, say=os.environ.get("RANK", "0") == "0")  # every rank read the same file
+    try:
+        return train(config)
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        return input_error(e, say=True)
 
 
 if __name__ == "__main__":

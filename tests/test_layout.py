@@ -111,8 +111,9 @@ def test_readme_layout_names_every_folder_and_loop_file():
     readme = (REPO / "README.md").read_text()
     layout = readme[readme.index("## Layout"):]
     layout = layout[:layout.index("\n## ", 1)] if "\n## " in layout[1:] else layout
+    # build/: what `pip install .` leaves behind (gitignored), not a folder of the tree
     folders = [f"{p.name}/" for p in REPO.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and any(p.rglob("*.py")) or p.name == "workflows"]
+               and p.name != "build" and any(p.rglob("*.py")) or p.name == "workflows"]
     folders += [f"{sub}/" for sub in ("identity", "semantic", "adapter", "loop", "runtime", "backends", "export")]
     loop_files = [p.stem for p in (REPO / "training" / "loop").glob("*.py") if p.stem != "__init__"]
     missing = [name for name in folders + loop_files if name not in layout]

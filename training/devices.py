@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from .logs import pack_logger
+
+log = pack_logger(__name__)
 
 
 def half_dtype_for(device: torch.device | str) -> torch.dtype:

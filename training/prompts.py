@@ -10,14 +10,15 @@ Plain Python: no torch, no ComfyUI.
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-log = logging.getLogger(__name__)
+from .logs import pack_logger
+
+log = pack_logger(__name__)
 
 PLACEHOLDER = "{subject}"
 

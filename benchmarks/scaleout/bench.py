@@ -3,7 +3,7 @@ memory with and without FSDP2 sharding of the base model.
 
     .venv/bin/python -m benchmarks.scaleout.bench [--steps 4] [--layers 8] [--dim-heads 8] [--runs 2proc,2proc_fsdp]
 
-Three runs of the real command path (scaleout.train.train_all from a TOML config, launched with torchrun on the
+Three runs of the real command path (scaleout.run.train_all from a TOML config, launched with torchrun on the
 CPU, gloo): 1 process, 2 processes, 2 processes with ``[compute] fsdp = true``. The model is the tiny random
 diffusers Wan (scaleout/tiny.py) made "medium" with ``tiny_options`` (dim 128·heads, ffn 4·dim, ``--layers``
 blocks); the real SCRFD + w600k_mbf ArcFace at detector threshold 0.05 (a random model draws no faces; see
@@ -89,7 +89,7 @@ def child(config_path: str, out: str) -> None:
     """One rank: train from the config, recording step times and memory."""
     import torch
 
-    from personalvideo.scaleout import train as cli
+    from personalvideo.scaleout import run as cli
     from personalvideo.scaleout.backends import build_backend
     from personalvideo.scaleout.config import load_config
     from personalvideo.scaleout.distributed import init_distributed

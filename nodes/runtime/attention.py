@@ -15,11 +15,11 @@ adapter layers got no gradient (training/loop/trainer.py), naming them.
 
 from __future__ import annotations
 
-import logging
-
 from comfy.ldm.modules import attention
 
-log = logging.getLogger(__name__)
+from ...training.logs import pack_logger
+
+log = pack_logger(__name__)
 # ComfyUI's own kernels that autograd can differentiate (xformers' memory-efficient attention has a backward).
 DIFFERENTIABLE = ("attention_basic", "attention_pytorch", "attention_sub_quad", "attention_split",
                   "attention_xformers")

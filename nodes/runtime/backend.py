@@ -11,7 +11,6 @@ What the run samples and decodes is one frozen ``ComfyBackendSettings``, given a
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +33,9 @@ from .memory import reserve_training_memory
 from .residual_readers import residual_readers_copied
 from .vae_decode import causal_vae_frames, decodes_causally
 from .weight_path import same_weight_path
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 # Samplers a training run can use: each is checked in tests/nodes/test_trainer_samplers.py (the source and tuned
 # runs equal KSampler without and with the apply node; the gradient matches finite differences). Others are not

@@ -12,8 +12,6 @@ training/adapter/experts.py's rules, on ComfyUI's model sampling here.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 import comfy.sample
@@ -21,8 +19,9 @@ import comfy.samplers
 
 from ...training.adapter.experts import (DEFAULT_BOUNDARY, boundary_step, check_boundary,
                                          check_gate_after_boundary)
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 
 def timestep_fraction(model_sampling, sigma: float) -> float:

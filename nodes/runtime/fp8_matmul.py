@@ -23,7 +23,6 @@ path requantises the same way), so a zero LoRA gives the base exactly. The gate 
 from __future__ import annotations
 
 import functools
-import logging
 
 import comfy.float
 import comfy.model_patcher
@@ -31,7 +30,9 @@ import comfy.ops
 import comfy.utils
 import torch
 
-log = logging.getLogger(__name__)
+from ...training.logs import pack_logger
+
+log = pack_logger(__name__)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 _WARNED: set[type] = set()
 

@@ -22,7 +22,6 @@ has more than a few thousand tokens, which real ones do (Wan 480p, 81 frames: ~3
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 
 import torch
@@ -34,8 +33,9 @@ import comfy.utils
 from ...training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
 from .fp8_matmul import is_fp8_matmul_layer, keep_fp8_matmul, round_to_storage
 from .gate_schedule import LOCATOR
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 _MISSING = object()
 
 

@@ -22,7 +22,6 @@ Each distinct schedule is resolved once (cached per model_sampling) and the rule
 
 from __future__ import annotations
 
-import logging
 import weakref
 
 import torch
@@ -30,8 +29,9 @@ import torch
 import comfy.samplers
 
 from ...training.adapter.gate import step_gate_sigma, window_gate_sigma
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 MAX_STEPS = 200  # longest full schedule searched for (sampling steps of the whole run)
 

@@ -13,14 +13,14 @@ for everything (``memory_required=1e20``, full load), which does not fit a 14B m
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import comfy.patcher_extension
 
 from ...training.loop.block_checkpoint import BLOCK_LISTS
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 # Forward activations' worth of memory one gated call needs with block checkpointing: the recomputed block's
 # activations, their gradients, and the checkpointed block inputs. An estimate (not measurable without a GPU;

@@ -8,7 +8,6 @@ The node (nodes/train_nodes.py) turns its inputs into ``TrainSettings`` and ``Co
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import numpy as np
 import torch
@@ -28,8 +27,9 @@ from .backend import ComfyBackend, ComfyBackendSettings
 from .expert_split import HighNoiseExpert
 from .model import adapter_targets, attach_trainable_adapter, model_family
 from .reward_devices import reward_models_on
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 
 def _preview(frame: torch.Tensor, box, similarity: float) -> tuple:

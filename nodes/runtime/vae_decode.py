@@ -21,14 +21,14 @@ Two decoder cache APIs exist, feature-detected per VAE module:
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 
 from ...training.latent_geometry import latent_frame_of
 from ...training.loop.causal_decode import causal_decode, select_frames
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 
 def _wan_vae_module(first_stage_model):

@@ -1,6 +1,6 @@
 """diffusers models as the trainer's ``Backend``: the interface between the backends and the distributed runner.
 
-The distributed runner (scaleout/train.py, scaleout/distributed.py) calls only this::
+The distributed runner (scaleout/run.py, scaleout/distributed.py) calls only this::
 
     model = build_backend(spec, settings, device, dtype, shard)  # -> ScaleoutModel (shard: the run, or None)
     Trainer(model.backend, model.params, prompts, settings, identity_reward=..., ...)   training/loop/trainer.py

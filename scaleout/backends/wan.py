@@ -3,8 +3,6 @@ Wan 2.2 A14B: a pipeline with ``transformer`` = high-noise and ``transformer_2``
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 from ...training.adapter.experts import DEFAULT_BOUNDARY
@@ -14,8 +12,9 @@ from ..peft_adapter import PeftLoRA
 from . import ModelSpec, ScaleoutModel
 from .flow_backend import FlowBackend, folder_has, folder_model, place, prepare, to_frames
 from .wan_decode import wan_vae_frames
+from ...training.logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 DEFAULT_SHIFT = 8.0  # ComfyUI's WAN21_T2V / WAN22_T2V sampling_settings (a ModelSamplingSD3 node changes it)
 
 

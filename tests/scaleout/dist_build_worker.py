@@ -1,7 +1,7 @@
 """One rank of the FSDP2 load check, launched by tests/scaleout/test_distributed_fsdp_load.py with
 ``torchrun --nproc_per_node 2 -m tests.scaleout.dist_build_worker OUT`` (from the repository root) on the CPU (gloo).
 
-Builds each case's model as the train command does with ``[compute] fsdp = true`` (scaleout.train.build_model):
+Builds each case's model as the train command does with ``[compute] fsdp = true`` (scaleout.run.build_model):
 the tiny random diffusers models of scaleout/tiny.py (Wan 2.2 A14B with two experts, HunyuanVideo, AnimateDiff)
 and a tiny Wan pipeline saved to a folder (diffusers' from_pretrained path). Writes OUT/rank<r>.pt with, per case:
 
@@ -27,7 +27,7 @@ import torch
 
 from personalvideo.scaleout.backends import ModelSpec
 from personalvideo.scaleout.distributed import init_distributed
-from personalvideo.scaleout.train import build_model
+from personalvideo.scaleout.run import build_model
 from personalvideo.training.loop.trainer import TrainSettings
 
 BLOCKS = {"WanTransformer3DModel": ("blocks",),

@@ -6,7 +6,7 @@ Written for the tests (a stand-in, said plainly): a toy video model whose frozen
 with the LoRA inside each block (where peft puts it), the toy decoder and the toy identity reward of
 tests/training/loop/toy_backend.py, small enough that equality of gradients and adapters can be checked exactly
 in seconds. Everything else is the real path: scaleout.distributed (gloo process group through accelerate, the
-gradient mean, FSDP2 ``fully_shard`` per block), scaleout.train.train_identity (the node's Trainer with the
+gradient mean, FSDP2 ``fully_shard`` per block), scaleout.run.train_identity (the node's Trainer with the
 data-parallel hook, rank-0 resume file / ComfyUI LoRA export / chart / summary, resume).
 
 Each rank writes OUT/rank<r>.pt: per step its local gradient, the reduced gradient and the adapter before the
@@ -25,7 +25,7 @@ from torch import nn
 
 from personalvideo.scaleout.distributed import init_distributed, shard_blocks
 from personalvideo.scaleout.export import write_comfyui_lora
-from personalvideo.scaleout.train import RESUME_FILE, Rewards, train_identity
+from personalvideo.scaleout.run import RESUME_FILE, Rewards, train_identity
 from personalvideo.training.adapter.lora import LoRAParameters
 from personalvideo.training.loop.trainer import TrainSettings
 from personalvideo.training.prompts import PromptBank

@@ -10,7 +10,10 @@ face-like regions (as tests/nodes/test_trainer_comfy.py does): this shows the pi
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,12 +77,21 @@ def assets(tmp_path_factory) -> Path:
     return root
 
 
+LOGS: dict[str, str] = {}  # what each run printed, by its config file's name
+
+
 def train(assets: Path, out: str, steps: int = STEPS, fsdp: bool = False) -> Path:
-    """Run the command on 2 processes; the identity's output folder."""
+    """Run the command on 2 processes; the identity's output folder (what it printed: LOGS[config name])."""
     config = assets / f"{out}_{steps}.toml"
     config.write_text(TOML.format(steps=steps, out=out, fsdp=str(fsdp).lower()))
-    run_two_ranks("-m", "personalvideo.scaleout.train", str(config))
+    LOGS[config.name] = run_two_ranks("-m", "personalvideo.scaleout.train", str(config))
     return assets / out / "obama"
+
+
+def command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m personalvideo.scaleout.train *args`` in one process, from ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "personalvideo.scaleout.train", *args], cwd=cwd, text=True,
+                          capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
 
 
 def lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -111,6 +123,45 @@ def test_command_trains_from_toml_and_writes_a_comfyui_lora_and_the_chart(plain)
     assert "processes: 2" in summary and f"{STEPS} steps" in summary, summary
 
 
+def test_torchrun_logs_rank_0s_lines_and_ends_with_where_each_file_was_written(plain):
+    log = LOGS[f"plain_{STEPS}.toml"]
+    # the pack's lines (they never printed under python -m / torchrun: the handlers sat on loggers nothing used)
+    assert "[rank 0] INFO personalvideo.training.identity.reward: identity reward: pack vectron_s" in log, log[-3000:]
+    assert "[rank 1] INFO" not in log  # the other ranks say only warnings
+    tail = log[log.index("obama done:"):]
+    for what, name in (("adapter (ComfyUI LoRA)", "obama.safetensors"), ("resume file", "resume.safetensors"),
+                       ("training curve", "training_curve.png"), ("summary", "summary.txt")):
+        assert f"obama: {what} written to {plain / name}" in tail, tail
+
+
+def test_rerun_of_a_finished_run_under_python_m_says_where_and_counts_from_the_resume_file(assets, plain, tmp_path):
+    """``python -m`` (one process) on a copy of the finished 2-step run: nothing left to train, the bar stands at
+    2/2 (it said 0/2), and the run ends with where each file is, from any working directory."""
+    shutil.copytree(plain, assets / "rerun" / "obama")
+    config = assets / "rerun.toml"
+    config.write_text(TOML.format(steps=STEPS, out="rerun", fsdp="false"))
+    done = command(str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = done.stdout + done.stderr
+    assert f"obama: continuing at step {STEPS} of {STEPS}" in log
+    assert f"{STEPS}/{STEPS}" in log and f" 0/{STEPS}" not in log, log[-2000:]
+    assert f"obama: adapter (ComfyUI LoRA) written to {assets / 'rerun' / 'obama' / 'obama.safetensors'}" in log
+    assert f"obama: summary written to {assets / 'rerun' / 'obama' / 'summary.txt'}" in log
+
+
+def test_a_run_that_never_updates_the_adapter_warns_and_exits_3(assets, tmp_path):
+    """No face found (at the default detector threshold the random model's frames have none; the reference photo's
+    face has a score far above it) and no semantic reward: every step is skipped; the command says so and exits 3,
+    not 0."""
+    config = assets / "untrained.toml"
+    config.write_text(TOML.format(steps=1, out="untrained", fsdp="false").replace("det_threshold = 0.05",
+                                                                                 "det_threshold = 0.5"))
+    done = command(str(config), cwd=tmp_path)
+    assert done.returncode == 3, done.stderr[-4000:]
+    assert "WARNING personalvideo.scaleout.train: obama: no step of 1 updated the adapter (no face in any reward " \
+           "frame)" in done.stderr, done.stderr[-3000:]
+
+
 def test_fsdp2_sharded_tiny_wan_gives_the_same_adapter(assets, plain):
     sharded = train(assets, "fsdp", fsdp=True)
     a, _ = lora(plain / "obama.safetensors")
@@ -134,7 +185,7 @@ def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
     from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
     from personalvideo.scaleout.config import load_config
     from personalvideo.scaleout.distributed import DistributedRun
-    from personalvideo.scaleout.train import train_all
+    from personalvideo.scaleout.run import train_all
 
     register_tiny_hps_config(tmp_path)
     write_tiny_hps_model_file(assets / "tiny_hps.pt")
@@ -152,7 +203,7 @@ def test_semantic_reward_from_the_config_turns_scr_on(assets, tmp_path):
 
 def test_a_run_started_before_the_rename_continues_from_its_checkpoint_file(tmp_path):
     """The resume file was checkpoint.safetensors before it was called so: such a run's folder resumes from it."""
-    from personalvideo.scaleout.train import RESUME_FILE, resume_file_in
+    from personalvideo.scaleout.run import RESUME_FILE, resume_file_in
 
     assert resume_file_in(tmp_path) == tmp_path / RESUME_FILE  # a new run
     (tmp_path / "checkpoint.safetensors").write_bytes(b"")

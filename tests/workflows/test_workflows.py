@@ -91,6 +91,9 @@ def test_workflow_runs(rt, path):
     prompt = tiny_models.for_tiny_models(ui_to_api(load(path)))
     outputs = rt.run(prompt)
     assert outputs, f"{path.name}: no output node produced anything"
+    if any(n["class_type"] == "PersonalVideoTrainIdentityAdapter" for n in prompt.values()):
+        shown = [o["text"][0] for o in outputs.values() if "text" in o]  # core Preview as Text on the summary
+        assert any("updated the adapter" in s for s in shown), f"{path.name}: the trainer's summary is not shown"
     if "generate" in path.stem:
         prefix = "wan22_a14b" if "wan22_a14b" in path.stem else "wan21"
         videos = list((rt.base_dir / "output" / "personalvideo").glob(f"{prefix}_*.webp"))

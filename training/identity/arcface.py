@@ -11,7 +11,6 @@ refuses anything else with a clear error rather than guessing.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ..logs import pack_logger
+
+log = pack_logger(__name__)
 
 
 def _attrs(node) -> dict[str, Any]:

@@ -10,7 +10,6 @@ IoU 0.4.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -18,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
+from ..logs import pack_logger
+
+log = pack_logger(__name__)
 
 # outputs -> (strides, anchors per location); 9 / 15 outputs carry 5 landmarks, 6 / 10 do not.
 _LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}

@@ -7,7 +7,6 @@ reference embedding is the normalised mean over references of the normalised mea
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 from .align import jitter_matrix
 from .detect import Face
 from .reward import IdentityRewardModel
+from ..logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 # Same person scores about 0.6-0.75 with ArcFace, different people -0.15-0.25.
 DIFFERENT_PERSON_BELOW = 0.35

@@ -9,7 +9,6 @@ gradient flows back into the frame pixels (and from there into the VAE decoder a
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,9 @@ from .arcface import ArcFaceTorch, recognizer_problem
 from ..devices import DeviceHolder
 from .align import arcface_matrix, warp_crops
 from .detect import Face, SCRFDDetector, detector_problem
+from ..logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 # Preferred file names when a pack holds several candidates (insightface's own packs).
 _DETECTOR_NAMES = ("det_10g", "scrfd_10g_bnkps", "det_2.5g", "det_500m", "scrfd_500m_bnkps")
@@ -137,6 +137,7 @@ class IdentityRewardModel:
         self.input_size = recognizer.input_size
         self.embedding_dim = recognizer.embedding_dim
         self.fingerprint = recognizer_fingerprint(recognizer)
+        self.warned_no_face = False  # "no face in any frame" is warned once per model; the summary counts them all
 
     def __repr__(self) -> str:
         return (f"IdentityRewardModel({self.name}: detector {self.detector.name}, "
@@ -199,7 +200,12 @@ class IdentityRewardModel:
         idx = [i for i, f in enumerate(faces) if f is not None]
         sim = torch.full((frames.shape[0],), float("nan"), device=frames.device)
         if not idx:
-            log.warning("identity reward: no face in any of %d frames; the loss is 0 for this batch", len(faces))
+            if not self.warned_no_face:
+                log.warning("identity reward: no face in any of %d frames; the identity loss is 0 for such batches "
+                            "(said once; the training summary counts the frames without a face)", len(faces))
+                self.warned_no_face = True
+            else:
+                log.debug("identity reward: no face in any of %d frames", len(faces))
             loss = (frames * 0).sum()
         else:
             emb = self.embed_faces(frames[idx], [faces[i] for i in idx])

@@ -24,15 +24,15 @@ VAE's cache list and updates that list in place (what Wan's ``Decoder3d`` does w
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..latent_geometry import latent_frame_of
+from ..logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 DECODE_MODES = ("checkpointed", "truncated", "plain")
 Step = Callable[[int, list], torch.Tensor]

@@ -1,5 +1,5 @@
 """Line-chart images (float [1, H, W, 3] in [0, 1], ComfyUI's IMAGE layout): the training curve and the evaluation's
-per-frame numbers. Plain PIL: the trainer node and the scale-out trainer (scaleout/train.py) draw the same chart."""
+per-frame numbers. Plain PIL: the trainer node and the scale-out trainer (scaleout/run.py) draw the same chart."""
 
 from __future__ import annotations
 

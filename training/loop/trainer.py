@@ -34,7 +34,6 @@ checkpointed gated model calls. One step, as calls::
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,9 @@ from .gradients import LossScale, layers_without_gradient, no_gradient_error
 from .memory import TrainingOutOfMemory, is_out_of_memory, out_of_memory_error, release_failed_step
 from .records import Preview, StepDraw, StepRecord, TrainResult
 from .rollout import Denoise, Rollout, Sample, gated_rollout
+from ..logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 T = TypeVar("T")
 
 

@@ -10,7 +10,6 @@ the frames.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -19,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..devices import DeviceHolder
+from ..logs import pack_logger
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 
 HPS_ARCHITECTURE = "ViT-H-14"
 # OpenCLIP's OPENAI_DATASET_MEAN / STD: what hpsv2 normalises with.

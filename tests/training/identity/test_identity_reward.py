@@ -149,3 +149,17 @@ def test_batched_frames_exclude_and_count_frames_without_a_face(model, photos, e
 
     none = model.reward(blank[None].clone().requires_grad_(True), embeddings["obama.jpg"])
     assert none.frames_with_face == 0 and float(none.loss) == 0.0 and not none.face_mask.any()
+
+
+def test_no_face_warning_is_said_once_under_the_packs_logger(tmp_path, embeddings, caplog):
+    """A random model draws no faces at all: the warning says so once (the summary counts every such frame),
+    under the pack's logger name, not once per reward call under a module path."""
+    fresh = load_identity_reward_model(make_pack(tmp_path))
+    blank = torch.full((1, 64, 64, 3), 0.5)
+    with caplog.at_level("DEBUG", logger="personalvideo"):
+        for _ in range(4):
+            assert fresh.reward(blank, embeddings["obama.jpg"]).frames_without_face == 1
+    said = [r for r in caplog.records if "no face in any" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING", "DEBUG", "DEBUG", "DEBUG"]
+    assert said[0].name == "personalvideo.training.identity.reward"
+    assert "said once" in said[0].getMessage()
