@@ -196,7 +196,7 @@ def test_demo_graphs_sample_with_the_shift_the_model_was_trained_for(comfy):
 
 
 def test_target_needs_faces_their_share_of_the_round_trip_and_motion():
-    from dev.proving_ground.build_model import meets_target
+    from dev.proving_ground.release import meets_target
 
     def numbers(faces, roundtrip, motion):
         return {"face_detection_rate": faces, "vae_roundtrip": {"faces_recon": roundtrip},
@@ -212,19 +212,19 @@ def test_commit_takes_only_a_build_that_meets_the_target_and_only_for_the_recipe
         built, tmp_path, monkeypatch):
     import hashlib
 
-    from dev.proving_ground import build_model
+    from dev.proving_ground import release
 
     monkeypatch.setattr(recipes, "COMMITTED", tmp_path / "model")
     monkeypatch.setattr(recipes, "FULL", SMOKE)  # commit() takes only the full recipe; here that is the smoke one
     manifest = recipes.read_manifest(built)
     assert manifest["meets_target"] is False  # the smoke model draws no faces
     with pytest.raises(SystemExit, match="misses the target"):
-        build_model.commit(SMOKE, say=lambda _: None)
+        release.commit(SMOKE, say=lambda _: None)
     assert not (tmp_path / "model").exists() and recipes.committed(SMOKE) is None
     # A build that met it (the smoke model cannot: its manifest says so here, the weights are the real build's).
     (built / recipes.MANIFEST).write_text(json.dumps(manifest | {"meets_target": True}))
     try:
-        out = build_model.commit(SMOKE, say=lambda _: None)
+        out = release.commit(SMOKE, say=lambda _: None)
     finally:
         (built / recipes.MANIFEST).write_text(json.dumps(manifest))
     assert recipes.committed(SMOKE) == out == recipes.model_folder(SMOKE)
