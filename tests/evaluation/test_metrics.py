@@ -137,6 +137,29 @@ def test_evaluate_video_node_in_comfyui(comfy, tmp_path_factory):
     assert "Face Sim, independent evaluator" in comfy.captured()["table_obama.jpg"]
 
 
+def test_evaluate_video_node_refuses_a_single_frame(comfy):
+    """Motion and consistency compare frames: one image (core LoadImage of a photo) is refused, naming the input."""
+    import shutil
+
+    from dev.comfy_runtime import GraphError
+    from dev.face_assets import photo_path
+    from graphs import Graph
+
+    make_pack(comfy.model_dir("insightface") / "models", "vectron_eval")
+    shutil.copy(photo_path("obama2.jpg"), comfy.base_dir / "input" / "eval_one_frame.jpg")
+    g = Graph()
+    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack="vectron_eval", det_size=640, det_threshold=0.5)
+    photo = g.add("LoadImage", image="eval_one_frame.jpg")
+    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=photo, augmentations=0,
+                crop_jitter=0.05, colour_jitter=0.1, seed=0)
+    ev = g.add("PersonalVideoEvaluateVideo", images=photo, reference=ref, identity_reward=idm, prompt="a man",
+               fps=8.0)
+    g.capture([ev[0], 0], "one_frame_table")
+    with pytest.raises(GraphError, match=r"\(PersonalVideoEvaluateVideo\) failed: ValueError: images: got 1 frame, "
+                                         r"expected a video of at least 2 frames; connect the whole decoded video"):
+        comfy.run(g.nodes)
+
+
 def test_clip_t_and_temporal_consistency_match_a_hand_computation(tmp_path):
     """CLIP-T = 100 x mean cos(image, text); consistency = mean cos of consecutive image embeddings."""
     from dev import tiny_models
