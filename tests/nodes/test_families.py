@@ -3,9 +3,9 @@ weights, loaded by core loaders as users load them (tests/families.py), and the 
 
 Feature detection: CogVideoX exists in ComfyUI 0.33, not in 0.3.75; its cases run only where this ComfyUI has its
 model class (``families.AVAILABLE``) and are reported as skips, with the reason, elsewhere;
-``test_cogvideox_is_there_exactly_when_comfyui_has_it`` runs on both. Stand-ins, said plainly: the text encoder (dev CLIP stand-in: no tiny T5-XXL / Qwen2.5-VL exists);
-the face models are the real small w600k_mbf / SCRFD at detection threshold 0.05 (a random model draws no faces,
-see test_trainer_comfy.py); LoRAs are random.
+``test_cogvideox_is_there_exactly_when_comfyui_has_it`` runs on both. Stand-ins, said plainly: the text encoder
+(dev CLIP stand-in: no tiny T5-XXL / Qwen2.5-VL exists); the face models are the real small w600k_mbf / SCRFD
+at detection threshold 0.05 (a random model draws no faces, see test_trainer_comfy.py); LoRAs are random.
 """
 
 from __future__ import annotations
