@@ -17,7 +17,7 @@ import torch
 
 from dev.face_assets import load_photo, make_dlib_folder
 from graphs import pack_module
-from PersonalVideo.evaluation.dlib_face import DlibFaceEvaluator
+from personalvideo.evaluation.dlib_face import DlibFaceEvaluator
 from test_trainer_comfy import rt, train_graph  # noqa: F401  (rt: the trainer tests' module fixture)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PersonalVideo.training.devices import DeviceHolder, to_reward_device
+from personalvideo.training.devices import DeviceHolder, to_reward_device
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
