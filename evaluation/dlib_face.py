@@ -61,7 +61,8 @@ def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
         image = image.to(torch.uint8).numpy()
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image: got shape {tuple(image.shape)}, expected [H, W, 3] RGB")
+        raise ValueError(f"image: got shape {tuple(image.shape)}, expected [H, W, 3] RGB; pass one frame at a time, "
+                         "converted to RGB")
     if image.dtype != np.uint8:
         image = (np.clip(image.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
     return np.ascontiguousarray(image)
@@ -113,7 +114,7 @@ class DlibFaceEvaluator:
         if detector not in DETECTORS:
             raise ValueError(f"detector: got {detector!r}, expected one of {DETECTORS}")
         if not 0 <= int(upsample) <= 3:
-            raise ValueError(f"upsample: got {upsample}, expected 0 to 3")
+            raise ValueError(f"upsample: got {upsample}, expected 0 to 3 (1 finds faces down to about 40 px)")
         folder = Path(folder)
         needed = REQUIRED_FILES + ((CNN_DETECTOR_FILE,) if detector == "cnn" else ())
         missing = [f for f in needed if not (folder / f).is_file()]

@@ -85,7 +85,8 @@ class EvaluateVideo(io.ComfyNode):
     def execute(cls, images, reference, identity_reward, prompt, fps, second_identity_reward=None,
                 face_evaluator=None, clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
-            raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames")
+            raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames; connect "
+                             "the whole decoded video (motion and consistency compare frames)")
         reference.check_recognizer(identity_reward)
         holders = (identity_reward.recognizer, getattr(second_identity_reward, "recognizer", None),
                    getattr(clip, "holder", None))

@@ -3,10 +3,13 @@
 Each family is loaded as its users load it: HunyuanVideo 1.5 and CogVideoX through UNETLoader + VAELoader,
 LTX-Video from its one-file checkpoint through CheckpointLoaderSimple. Graphs whose VAELoader builds a VAE of
 fixed full size run inside ``tiny_families.tiny_vae_sizes`` (``run``). CogVideoX is in ComfyUI 0.33, not in
-0.3.75: ``AVAILABLE`` lists the families this ComfyUI has, read from its source tree (no import before boot).
+0.3.75: ``AVAILABLE`` lists the families this ComfyUI has, read from its source tree (no import before boot), and
+``CASES`` parametrizes tests over every family, those this ComfyUI lacks as skips that say so in the run's report.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from dev import tiny_families, tiny_models
 from dev.comfy_runtime import comfyui_path
@@ -18,6 +21,10 @@ AVAILABLE = [f for f in tiny_models.MORE_FAMILIES if (comfyui_path() / "comfy" /
              and (f != "hunyuan_video_15" or "HunyuanVideo15" in
                   (comfyui_path() / "comfy" / "supported_models.py").read_text())]
 MODEL_TYPE = {"hunyuan_video_15": "HunyuanVideo15", "ltxv": "LTXV", "cogvideox": "CogVideoX_T2V"}
+COMFYUI_VERSION = (comfyui_path() / "comfyui_version.py").read_text().split("__version__ = ")[-1].strip().strip("\"'")
+CASES = [family if family in AVAILABLE else pytest.param(family, marks=pytest.mark.skip(
+    reason=f"ComfyUI {COMFYUI_VERSION} has no {MODEL_TYPE[family]} model (comfy/ldm/{MODULE_FILE[family]}); this "
+           "family is tested on the versions that have it")) for family in tiny_models.MORE_FAMILIES]
 # (latent channels, spatial, temporal) of each family's VAE, and a video size that fits it
 GEOMETRY = {"hunyuan_video_15": (32, 16, 4), "ltxv": (128, 32, 8), "cogvideox": (16, 8, 4)}
 FRAMES = {"hunyuan_video_15": 5, "ltxv": 9, "cogvideox": 5}  # two latent frames each

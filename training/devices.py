@@ -69,7 +69,8 @@ class DeviceHolder:
                 self.module.to(target)
             self._current = target
         elif device is not None and not _same_device(target, self._current):
-            raise ValueError(f"reward model: already in use on {self._current}, asked for {target}")
+            raise ValueError(f"reward model: already in use on {self._current}, asked for {target}; expected the "
+                             "same device (or none) inside an outer use; move it only once the outer use ends")
         self._depth += 1
         try:
             yield self.module

@@ -221,17 +221,18 @@ def build_deltas(model_patcher, patches: dict, strength: float, source: str) -> 
                              "whole weight and cannot be gated. Use a plain LoRA, or core LoraLoaderModelOnly "
                              "for an always-on DoRA.")
         deltas[key] = WeightDelta.from_adapter(key, adapter, strength)
-        deltas[key].weight_scale = layer_weight_scale(module)
+        deltas[key].weight_scale = layer_weight_scale(module, module_path)
     return deltas
 
 
-def layer_weight_scale(module) -> float:
-    """The factor a layer multiplies its stored weight by (scaled-fp8 model files: ``scale_weight``), else 1."""
+def layer_weight_scale(module, name: str = "") -> float:
+    """The factor a layer multiplies its stored weight by (scaled-fp8 model files: ``scale_weight``), else 1.
+    ``name``: the layer's path in the model, for the error."""
     scale = getattr(module, "scale_weight", None)
     if not isinstance(scale, torch.Tensor):
         return 1.0
     if scale.numel() != 1:
-        raise ValueError(f"identity adapter: layer {type(module).__name__} has a per-channel fp8 scale "
+        raise ValueError(f"identity adapter: layer {name or type(module).__name__} has a per-channel fp8 scale "
                          f"{tuple(scale.shape)}; only per-tensor scaled fp8 is supported. Load the model with "
                          "weight_dtype default (a bf16/fp16 file) to use the adapter.")
     return float(scale)

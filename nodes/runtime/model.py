@@ -37,7 +37,8 @@ def attach_trainable_adapter(model, shapes: dict[str, tuple[int, int]], rank: in
     params = LoRAParameters(shapes, rank, alpha, seed=seed, device=device)
     deltas = {k: WeightDelta.trainable(k, up, down, params.scale) for k, (up, down) in params.pairs().items()}
     for key, delta in deltas.items():
-        delta.weight_scale = layer_weight_scale(comfy.utils.get_attr(model.model, key.rpartition(".")[0]))
+        layer = key.rpartition(".")[0]
+        delta.weight_scale = layer_weight_scale(comfy.utils.get_attr(model.model, layer), layer)
     gate = IdentityGate(gate_start, "steps", deltas)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL,

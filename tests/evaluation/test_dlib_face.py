@@ -200,6 +200,21 @@ def test_load_errors_name_the_folder_and_the_files(tmp_path, monkeypatch):
         DlibFaceEvaluator.load(full)
 
 
+def test_evaluator_refuses_inputs_of_another_shape(evaluator, photos):
+    with pytest.raises(ValueError, match=r"image: got shape \(64, 64\), expected \[H, W, 3\] RGB; pass one frame at a "
+                                         r"time, converted to RGB"):
+        evaluator.embed(torch.rand(64, 64))
+    with pytest.raises(ValueError, match=r"image: got shape \(2, 64, 64, 3\), expected \[H, W, 3\]"):
+        evaluator.embed(torch.rand(2, 64, 64, 3))
+    with pytest.raises(ValueError, match=r"reference: got shape \(512,\), expected a dlib descriptor \[128\] \(from "
+                                         r"DlibFaceEvaluator.reference_descriptor\)"):
+        evaluator.similarity(photos["obama2.jpg"][None], np.zeros(512))  # e.g. an ArcFace embedding
+    with pytest.raises(ValueError, match="reference images: got none, expected at least one photo of the person"):
+        evaluator.reference_descriptor([])
+    with pytest.raises(ValueError, match=r"upsample: got 4, expected 0 to 3"):
+        DlibFaceEvaluator.load(evaluator.folder, upsample=4)
+
+
 def test_cnn_detector_finds_the_same_face(photos, tmp_path):
     """The optional MMOD detector: same person, same answer (a small photo: the CNN is slow on CPU)."""
     folder = make_dlib_folder(tmp_path, files=tuple(p.name for p in dlib_models_dir().glob("*.dat")
@@ -212,29 +227,38 @@ def test_cnn_detector_finds_the_same_face(photos, tmp_path):
 
 def test_loader_node_in_comfyui(comfy, photos, descriptors):
     """Load Face Evaluator (dlib) in a real ComfyUI: models/dlib/ and its subfolders are the choices, the
-    evaluator it outputs is the one evaluation/dlib_face.py loads, and a folder without the files is refused."""
+    evaluator it outputs is the one evaluation/dlib_face.py loads, and a folder without the files is refused.
+    Other tests of the session add their own subfolders of models/dlib/; this one checks the entries of its own."""
     from personalvideo.nodes import paths
 
-    make_dlib_folder(comfy.model_dir("dlib"))
-    make_dlib_folder(comfy.model_dir("dlib") / "partial", files=("shape_predictor_5_face_landmarks.dat",))
-    assert paths.dlib_folders() == ["models/dlib", "models/dlib/partial"]
+    own = comfy.model_dir("dlib") / "loader_node"
+    make_dlib_folder(own)
+    make_dlib_folder(own / "partial", files=("shape_predictor_5_face_landmarks.dat",))
+    (own / "empty").mkdir(exist_ok=True)  # no .dat file: not a choice
+    choices = paths.dlib_folders()
+    assert choices[0] == "models/dlib" and choices[1:] == sorted(choices[1:]), choices
+    assert [c for c in choices if c.startswith("models/dlib/loader_node")] == \
+        ["models/dlib/loader_node", "models/dlib/loader_node/partial"], choices
+    assert paths.dlib_folder_path("models/dlib") == str(comfy.model_dir("dlib"))
     g = Graph()
-    g.capture(g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib", detector="hog", upsample=1), "ev")
+    g.capture(g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib/loader_node", detector="hog",
+                    upsample=1), "ev")
     comfy.run(g.nodes)
     loaded = comfy.captured()["ev"]
-    assert type(loaded).__name__ == "DlibFaceEvaluator" and loaded.folder == comfy.model_dir("dlib")
+    assert type(loaded).__name__ == "DlibFaceEvaluator" and loaded.folder == own
     assert np.abs(loaded.embed(photos["obama2.jpg"]) - descriptors["obama2.jpg"]).max() < 1e-6
 
     g = Graph()
-    g.capture(g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib/partial", detector="hog",
+    g.capture(g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/dlib/loader_node/partial", detector="hog",
                     upsample=1), "ev")
-    with pytest.raises(GraphError, match=r"folder: '.*models/dlib/partial' lacks dlib_face_recognition_resnet_model"
-                                         r"_v1.dat; expected the dlib model files .*models/dlib/"):
+    with pytest.raises(GraphError, match=r"folder: '.*models/dlib/loader_node/partial' lacks "
+                                         r"dlib_face_recognition_resnet_model_v1.dat; expected the dlib model files "
+                                         r".*models/dlib/"):
         comfy.run(g.nodes)
     g = Graph()
     # 0.3.75 lets an unlisted combo value through to execute (paths refuses it); later versions may refuse it first.
     g.capture(g.add("PersonalVideoLoadDlibFaceEvaluator", folder="models/elsewhere", detector="hog", upsample=1), "x")
-    with pytest.raises(GraphError, match="folder"):
+    with pytest.raises(GraphError, match="folder.*'models/elsewhere'"):
         comfy.run(g.nodes)
     for bad in ("../x", "models/dlib/../x", "models/dlibx"):
         with pytest.raises(ValueError, match=f"folder: got '{bad}', expected 'models/dlib'"):

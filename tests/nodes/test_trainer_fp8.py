@@ -160,3 +160,27 @@ def test_scaled_fp8_with_fp8_compute_trains_from_an_exact_start(rt, fp8_compute,
     rt.run(g.nodes)
     assert torch.equal(*rollouts[0]) and torch.isfinite(rollouts[0][0]).all()
     assert "2 steps (2 updated the adapter" in rt.captured()["summary"], rt.captured()["summary"]
+
+
+def test_a_per_channel_fp8_scale_is_refused_naming_the_layer(rt):  # noqa: F811
+    """The gate divides its delta by the layer's one fp8 scale; a per-channel scale [out, 1] cannot take that, so the
+    apply node and the trainer refuse it, naming the layer. ComfyUI's own scaled-fp8 loading builds per-tensor scales
+    only, so the test gives one layer of the loaded scaled-fp8 model a per-channel scale (as other loaders lay them
+    out)."""
+    import nodes
+    from safetensors.torch import load_file
+
+    scaled, _ = _write_scaled_fp8(rt)
+    model = nodes.UNETLoader().load_unet(scaled, "default")[0]
+    layer = model.model.diffusion_model.blocks[0].self_attn.q
+    out_features = layer.weight.shape[0]
+    layer.scale_weight = torch.nn.Parameter(torch.full((out_features, 1), 1e-3), requires_grad=False)
+    refusal = (rf"identity adapter: layer diffusion_model.blocks.0.self_attn.q has a per-channel fp8 scale "
+               rf"\({out_features}, 1\); only per-tensor scaled fp8 is supported. Load the model with weight_dtype "
+               r"default \(a bf16/fp16 file\)")
+    lora = load_file(str(rt.model_dir("loras") / "identity_wan21.safetensors"))
+    with pytest.raises(ValueError, match=refusal):
+        pack_module("nodes.runtime.gate").apply_gated_adapter(model, lora, 1.0, 0.75, source="test")
+    shapes = {"diffusion_model.blocks.0.self_attn.q.weight": tuple(layer.weight.shape)}
+    with pytest.raises(ValueError, match=refusal):
+        pack_module("nodes.runtime.model").attach_trainable_adapter(model, shapes, 4, 4.0, 0, 0.75, "cpu")

@@ -70,17 +70,27 @@ def lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], alpha: 
 
 
 def load_lora_state_dict(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], sd: dict[str, torch.Tensor]) -> None:
-    """Copy ``lora_state_dict``'s tensors back into ``pairs`` (resume); ValueError on a mismatch."""
+    """Copy ``lora_state_dict``'s tensors back into ``pairs`` (resume); ValueError on a mismatch (layers the run
+    adapts that ``sd`` lacks, layers ``sd`` holds that the run does not adapt, other shapes)."""
+    prefixes = {key[: -len(".weight")] for key in pairs}
+    extra = sorted(k[: -len(".lora_up.weight")] for k in sd if k.endswith(".lora_up.weight")
+                   and k[: -len(".lora_up.weight")] not in prefixes)
+    if extra:
+        raise ValueError(f"resume file: holds {len(extra)} layer(s) this run does not adapt (e.g. {extra[0]}); "
+                         "it was made with other layers or another model; resume with the same layers and "
+                         "model, or turn resume off")
     for key, (up, down) in pairs.items():
         prefix = key[: -len(".weight")]
         try:
             new_up, new_down = sd[f"{prefix}.lora_up.weight"], sd[f"{prefix}.lora_down.weight"]
         except KeyError as e:
-            raise ValueError(f"resume file: no tensors for {prefix}; it was made with other "
-                             "layers or another model") from e
+            raise ValueError(f"resume file: no tensors for {prefix}; it was made with other layers or "
+                             "another model; resume with the same layers and model, or turn resume off") from e
         if new_up.shape != up.shape or new_down.shape != down.shape:
-            raise ValueError(f"resume file: {prefix} has rank {new_down.shape[0]}, this run uses "
-                             f"rank {down.shape[0]}; use the same rank to resume")
+            raise ValueError(f"resume file: {prefix} holds up {tuple(new_up.shape)} and down "
+                             f"{tuple(new_down.shape)} (rank {new_down.shape[0]}), this run needs "
+                             f"{tuple(up.shape)} and {tuple(down.shape)} (rank {down.shape[0]}); resume with the "
+                             "same rank and model, or turn resume off")
         with torch.no_grad():
             up.copy_(new_up)
             down.copy_(new_down)

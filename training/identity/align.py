@@ -37,7 +37,9 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     u, s, vt = np.linalg.svd(a)
     rank = np.linalg.matrix_rank(a)
     if rank == 0:
-        raise ValueError("landmarks are degenerate (all points coincide): cannot align the face")
+        raise ValueError(f"landmarks: got {n} points that all coincide at {tuple(np.round(src_mean, 2).tolist())}, "
+                         "expected distinct points (eyes, nose, mouth corners): a degenerate detection cannot be "
+                         "aligned; use the detector's landmarks of a visible face")
     t = np.eye(dim + 1)
     if rank == dim - 1:
         if np.linalg.det(u) * np.linalg.det(vt) > 0:
@@ -57,14 +59,19 @@ def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def arcface_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """3x3 matrix mapping frame pixels to crop pixels (insightface ``estimate_norm``, arcface mode)."""
-    landmarks = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.size != 10:
+        raise ValueError(f"landmarks: got shape {list(landmarks.shape)}, expected 5 (x, y) points [5, 2] (eyes, nose, "
+                         "mouth corners); use a face detector with 5-point landmarks (SCRFD's *_kps models)")
+    landmarks = landmarks.reshape(5, 2)
     if size % 112 == 0:
         dst = ARCFACE_TEMPLATE * (size / 112.0)
     elif size % 128 == 0:
         dst = ARCFACE_TEMPLATE * (size / 128.0)
         dst[:, 0] += 8.0 * size / 128.0
     else:
-        raise ValueError(f"crop size {size}: expected a multiple of 112 or 128")
+        raise ValueError(f"crop size: got {size}, expected a multiple of 112 or 128 (the ArcFace template's crop); "
+                         "use the recognizer's input size (112 for ArcFace)")
     return umeyama_similarity(landmarks, dst)
 
 

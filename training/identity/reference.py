@@ -86,7 +86,8 @@ def to_rgb(image: torch.Tensor, index: int = 0) -> torch.Tensor:
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3:
-        raise ValueError(f"reference images: image {index + 1} has shape {list(image.shape)}, expected [H, W, C]")
+        raise ValueError(f"reference images: image {index + 1} has shape {list(image.shape)}, expected [H, W, C]; "
+                         "pass each photo as one image (a batch's images one by one)")
     if image.dtype == torch.uint8:
         image = image.float() / 255.0
     image = image.float()
@@ -96,7 +97,8 @@ def to_rgb(image: torch.Tensor, index: int = 0) -> torch.Tensor:
     elif c == 4:  # RGBA: ComfyUI's LoadImage already splits alpha off; drop it here as well
         image = image[..., :3]
     elif c != 3:
-        raise ValueError(f"reference images: image {index + 1} has {c} channels, expected 1, 3 or 4")
+        raise ValueError(f"reference images: image {index + 1} has {c} channels, expected 1, 3 or 4; convert it to "
+                         "RGB")
     return image.clamp(0, 1).contiguous()
 
 

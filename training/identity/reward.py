@@ -188,7 +188,8 @@ class IdentityRewardModel:
         reuse detections (e.g. the same frames at several optimisation steps).
         """
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames: got shape {list(frames.shape)}, expected [F, H, W, 3] RGB in [0, 1]")
+            raise ValueError(f"frames: got shape {list(frames.shape)}, expected [F, H, W, 3] RGB in [0, 1]; pass the "
+                             "frames as a ComfyUI IMAGE batch")
         reference = reference.reshape(-1)
         if reference.numel() != self.embedding_dim:
             raise ValueError(

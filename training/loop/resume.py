@@ -17,6 +17,8 @@ from .records import StepRecord, TrainResult
 
 # Settings a resumed run must share with its resume file: other values would continue another experiment.
 RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed", "expert_boundary")
+NOT_A_RESUME_FILE_FIX = ("expected the resume file a training run writes there; use another run_name, move the file "
+                         "away, or turn resume off")
 
 
 def save_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, step: int,
@@ -45,11 +47,16 @@ def load_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.
 
     Refuses a file that is not a resume file, or one trained with other ``RESUME_MUST_MATCH`` settings.
     """
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a file that is not safetensors
+        raise ValueError(f"resume: {path} is not a PersonalVideo resume file (not a safetensors file: {e}); "
+                         f"{NOT_A_RESUME_FILE_FIX}") from e
     if meta.get("personalvideo.checkpoint") != "1":
-        raise ValueError(f"resume: {path} is not a PersonalVideo resume file")
+        raise ValueError(f"resume: {path} is not a PersonalVideo resume file (a safetensors file without the "
+                         f"'personalvideo.checkpoint' header); {NOT_A_RESUME_FILE_FIX}")
     saved = json.loads(meta["settings"])
     for key in RESUME_MUST_MATCH:
         if saved.get(key) != getattr(settings, key):

@@ -144,7 +144,8 @@ class SemanticRewardModel:
         the whole frame is seen, including its sides (a centre crop would drop ~44% of a 16:9 frame).
         """
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames: got shape {list(frames.shape)}, expected [F, H, W, 3] RGB in [0, 1]")
+            raise ValueError(f"frames: got shape {list(frames.shape)}, expected [F, H, W, 3] RGB in [0, 1]; pass the "
+                             "frames as a ComfyUI IMAGE batch")
         x = frames.permute(0, 3, 1, 2).float()
         h, w = x.shape[-2:]
         size = self.image_size

@@ -59,11 +59,23 @@ def test_pairwise_similarity_flags_a_mix_of_people(model):
 
 
 def test_several_faces_use_the_largest_and_say_so(model):
-    ref = build_reference(model, [load_photo("players.jpg")], augmentations=0)
-    assert ref.face_counts == [22]
-    all_faces = model.detect(load_photo("players.jpg"))
-    assert ref.faces[0].area == pytest.approx(max(f.area for f in all_faces), rel=1e-3)
-    assert "22 faces" in ref.notes[0] and "largest" in ref.report()
+    """A known answer: four one-person photos pasted side by side on a grey canvas, one of them (Biden) twice as large
+    as the others. The reference must count 4 faces, say so, and use the one in Biden's tile."""
+    tiles = {"obama.jpg": 200, "obama2.jpg": 200, "biden.jpg": 400, "yaoming.jpg": 200}  # name -> tile height
+    canvas, x, boxes = torch.full((400, 1100, 3), 0.5), 0, {}
+    for name, h in tiles.items():
+        photo = load_photo(name)
+        photo = photo[: photo.shape[1]] if photo.shape[0] > photo.shape[1] else photo  # portraits: the top square
+        w = round(photo.shape[1] * h / photo.shape[0])
+        canvas[:h, x: x + w] = _resize(photo, h, w)
+        boxes[name], x = (x, x + w), x + w
+    assert x <= canvas.shape[1]
+    ref = build_reference(model, [canvas], augmentations=0)
+    assert ref.face_counts == [4] and "4 faces" in ref.notes[0] and "largest" in ref.report(), ref.report()
+    x0, x1 = boxes["biden.jpg"]
+    assert x0 <= ref.faces[0].box[0] and ref.faces[0].box[2] <= x1, (ref.faces[0].box, boxes)
+    alone = build_reference(model, [load_photo("biden.jpg")], augmentations=0)
+    assert float(ref.embedding @ alone.embedding) > 0.8
 
 
 def test_grayscale_rgba_tiny_and_very_large_images(model):
@@ -141,3 +153,13 @@ def test_context_crops_hold_each_face_centred_for_an_independent_recognizer(mode
         # the same person as the aligned reference crop
         emb = model.embed_faces(crop[None], [face])[0]
         assert float(emb @ ref.per_reference[i]) > 0.8
+
+
+def test_reference_images_of_another_shape_are_refused_naming_the_image(model):
+    photo = load_photo("obama.jpg")
+    with pytest.raises(ValueError, match=r"reference images: image 2 has shape \[1, 32, 32, 3\], expected \[H, W, C\]; "
+                                         r"pass each photo as one image"):
+        build_reference(model, [photo, torch.rand(1, 32, 32, 3)], augmentations=0)
+    with pytest.raises(ValueError, match=r"reference images: image 1 has 5 channels, expected 1, 3 or 4; convert it "
+                                         r"to RGB"):
+        build_reference(model, [torch.rand(32, 32, 5)], augmentations=0)

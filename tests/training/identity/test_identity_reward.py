@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dev.face_assets import load_photo, make_pack
-from personalvideo.training.identity.align import arcface_matrix, warp_theta
+from personalvideo.training.identity.align import arcface_matrix, umeyama_similarity, warp_theta
 from personalvideo.training.identity.reward import load_identity_reward_model
 from personalvideo.training.identity.reference import build_reference
 
@@ -163,3 +163,31 @@ def test_no_face_warning_is_said_once_under_the_packs_logger(tmp_path, embedding
     assert [r.levelname for r in said] == ["WARNING", "DEBUG", "DEBUG", "DEBUG"]
     assert said[0].name == "personalvideo.training.identity.reward"
     assert "said once" in said[0].getMessage()
+
+
+def test_reward_refuses_frames_and_references_of_another_shape(model, embeddings):
+    reference = embeddings["obama.jpg"]
+    with pytest.raises(ValueError, match=r"frames: got shape \[64, 64, 3\], expected \[F, H, W, 3\] RGB in \[0, 1\]; "
+                                         r"pass the frames as a ComfyUI IMAGE batch"):
+        model.reward(torch.rand(64, 64, 3), reference)
+    with pytest.raises(ValueError, match=r"frames: got shape \[2, 64, 64, 4\], expected \[F, H, W, 3\]"):
+        model.reward(torch.rand(2, 64, 64, 4), reference)
+    with pytest.raises(ValueError, match=r"reference: a 128-d embedding, but recognizer .* gives 512-d ones; build the "
+                                         r"reference with the same identity reward model"):
+        model.reward(torch.rand(2, 64, 64, 3), torch.rand(128))
+
+
+def test_alignment_refuses_landmarks_and_crop_sizes_it_cannot_use():
+    five = np.array([[38.3, 51.7], [73.5, 51.5], [56.0, 71.7], [41.5, 92.4], [70.7, 92.2]])  # near the template
+    assert np.allclose(arcface_matrix(five, 112), np.eye(3), atol=0.05)
+    with pytest.raises(ValueError, match=r"landmarks: got shape \[4, 2\], expected 5 \(x, y\) points \[5, 2\] "
+                                         r"\(eyes, nose, mouth corners\); use a face detector with 5-point landmarks"):
+        arcface_matrix(five[:4], 112)
+    with pytest.raises(ValueError, match=r"crop size: got 100, expected a multiple of 112 or 128 .*; use the "
+                                         r"recognizer's input size \(112 for ArcFace\)"):
+        arcface_matrix(five, 100)
+    with pytest.raises(ValueError, match=r"landmarks: got 5 points that all coincide at \(40.0, 50.0\), expected "
+                                         r"distinct points .*cannot be aligned"):
+        arcface_matrix(np.tile([40.0, 50.0], (5, 1)), 112)
+    with pytest.raises(ValueError, match="landmarks: got 3 points that all coincide"):
+        umeyama_similarity(np.zeros((3, 2)), np.eye(3, 2))

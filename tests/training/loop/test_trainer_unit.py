@@ -140,6 +140,70 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-6)
 
 
+def _resume_file(tmp_path, **settings):
+    """A 2-step run's resume file (toy model, rank 2, seed 0 unless ``settings`` say otherwise)."""
+    base = dict(steps=2, sampling_steps=8, learning_rate=5e-2, rank=2, alpha=2.0, frames_per_reward=2, seed=0,
+                save_every=2)
+    s, params, backend, bank = make(settings=TrainSettings(**(base | settings)))
+    ck = tmp_path / "run.safetensors"
+    Trainer(backend, params, bank, s, toy_identity, resume_file=ck).train()
+    return ck, base
+
+
+@pytest.mark.parametrize("key, saved, other", [("rank", 2, 3), ("gate_start", 0.75, 0.5), ("sampling_steps", 8, 10),
+                                               ("seed", 0, 1), ("expert_boundary", None, 0.875)])
+def test_resume_refuses_a_resume_file_trained_with_other_settings(tmp_path, key, saved, other):
+    """``resume`` is on by default: a run with another rank, gate, schedule, seed or expert split must not continue
+    (or silently restart over) the resume file of another experiment, nor overwrite it."""
+    ck, base = _resume_file(tmp_path)
+    written = ck.read_bytes()
+    s, params, backend, bank = make(settings=TrainSettings(**(base | {"steps": 4, key: other})))
+    trainer = Trainer(backend, params, bank, s, toy_identity, resume_file=ck)
+    with pytest.raises(ValueError, match=rf"resume: .*run.safetensors was trained with {key}={saved}, this run has "
+                                         rf"{key}={other}; use the same value or turn resume off"):
+        trainer.train(resume=True)
+    assert ck.read_bytes() == written, "a refused resume must leave the resume file as it was"
+
+
+def test_resume_refuses_a_file_that_is_not_a_resume_file(tmp_path):
+    from personalvideo.training.atomic import save_safetensors_atomic
+
+    s, params, backend, bank = make(steps=2)
+    adapter = tmp_path / "adapter.safetensors"  # a saved adapter: safetensors, but no resume-file header
+    save_safetensors_atomic(adapter, params.lora_state_dict(), {"personalvideo.gate_start": "0.75"})
+    with pytest.raises(ValueError, match=r"resume: .*adapter.safetensors is not a PersonalVideo resume file "
+                                         r"\(a safetensors file without the 'personalvideo.checkpoint' header\); "
+                                         r"expected the resume file a training run writes there; use another "
+                                         r"run_name"):
+        Trainer(backend, params, bank, s, toy_identity, resume_file=adapter).train(resume=True)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("not a tensor file")
+    with pytest.raises(ValueError, match=r"resume: .*notes.safetensors is not a PersonalVideo resume file "
+                                         r"\(not a safetensors file: .*\); expected the resume file .* turn "
+                                         r"resume off"):
+        Trainer(backend, params, bank, s, toy_identity, resume_file=text).train(resume=True)
+    assert text.read_text() == "not a tensor file"
+
+
+def test_adapter_state_refuses_other_layers_and_shapes():
+    """LoRAParameters.load_lora_state_dict (resume): the layers and shapes must be the ones this run adapts."""
+    trained = LoRAParameters({"a.weight": (4, 6), "b.weight": (4, 4)}, 2, 2.0, seed=0).lora_state_dict()
+    with pytest.raises(ValueError, match=r"resume file: no tensors for c; it was made with other layers or "
+                                         r"another model; resume with the same layers and model, or turn resume off"):
+        LoRAParameters({"a.weight": (4, 6), "b.weight": (4, 4), "c.weight": (4, 4)}, 2, 2.0, seed=0) \
+            .load_lora_state_dict(trained)
+    with pytest.raises(ValueError, match=r"resume file: holds 1 layer\(s\) this run does not adapt "
+                                         r"\(e.g. b\); it was made with other layers"):
+        LoRAParameters({"a.weight": (4, 6)}, 2, 2.0, seed=0).load_lora_state_dict(trained)
+    with pytest.raises(ValueError, match=r"resume file: a holds up \(4, 2\) and down \(2, 6\) \(rank 2\), "
+                                         r"this run needs \(4, 3\) and \(3, 6\) \(rank 3\); resume with the same "
+                                         r"rank"):
+        LoRAParameters({"a.weight": (4, 6), "b.weight": (4, 4)}, 3, 3.0, seed=0).load_lora_state_dict(trained)
+    with pytest.raises(ValueError, match=r"a holds up \(4, 2\) and down \(2, 6\) \(rank 2\), this run needs "
+                                         r"\(8, 2\) and \(2, 6\) \(rank 2\)"):  # same rank, another model's width
+        LoRAParameters({"a.weight": (8, 6), "b.weight": (4, 4)}, 2, 2.0, seed=0).load_lora_state_dict(trained)
+
+
 def test_cancel_keeps_a_resume_file_that_resumes(tmp_path):
     s, params, backend, bank = make(steps=6)
     ck = tmp_path / "ck.safetensors"

@@ -135,3 +135,12 @@ def test_real_hps_layout_checks_against_openclip_vit_h_14(tmp_path):
 def test_scr_needs_at_least_two_frames():
     with pytest.raises(ValueError, match="frames_per_reward: got 1 frame"):
         sr.scr_kl_loss(torch.tensor([0.3]), torch.tensor([0.2]))
+
+
+def test_frames_of_another_shape_are_refused(tiny):
+    model, _, _ = tiny
+    with pytest.raises(ValueError, match=r"frames: got shape \[48, 64, 3\], expected \[F, H, W, 3\] RGB in \[0, 1\]; "
+                                         r"pass the frames as a ComfyUI IMAGE batch"):
+        model.score(torch.rand(48, 64, 3), "a man")
+    with pytest.raises(ValueError, match=r"frames: got shape \[2, 3, 48, 64\], expected \[F, H, W, 3\]"):
+        model.score(torch.rand(2, 3, 48, 64), "a man")  # channels first
