@@ -9,98 +9,14 @@ at which SCRFD finds face-like regions in the generated frames. That exercises t
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from safetensors import safe_open
 
 from dev import tiny_models
 from dev.comfy_runtime import GraphError
-from dev.face_assets import make_pack, photo_path
-from graphs import MODEL_FILES, Graph, install_models, pack_module, rel_err
-from dev.tiny_models import TINY_HPS_ARCH, register_tiny_hps_config, write_tiny_hps_model_file
-
-PACK = "vectron_s"
-
-
-@pytest.fixture(scope="module")
-def rt(comfy):
-    install_models(comfy)
-    make_pack(comfy.model_dir("insightface") / "models", PACK)
-    shutil.copy(photo_path("obama.jpg"), comfy.base_dir / "input" / "obama.jpg")
-    return comfy
-
-
-def test_semantic_reward_on_trains_with_the_kl_of_its_scores(rt, tmp_path_factory, monkeypatch):
-    """SCR through the node-built (tiny random OpenCLIP) semantic reward: each step's recorded SCR term is the KL
-    between the softmaxed scores of the two branches, recomputed here in float64 from the scores the model gave
-    (source: scored without gradient, tuned: with), and it enters the loss with the identity term."""
-    import json
-
-    import numpy as np
-
-    register_tiny_hps_config(tmp_path_factory.mktemp("clip_cfg"))
-    write_tiny_hps_model_file(rt.model_dir("hpsv2") / "tiny_hps_trainer.pt")
-    model_cls, scores = pack_module("training.semantic.reward").SemanticRewardModel, []
-    score = model_cls.score
-
-    def recorded(self, frames, prompt):
-        out = score(self, frames, prompt)
-        scores.append(("tuned" if torch.is_grad_enabled() else "source", out.detach().double().cpu().numpy()))
-        return out
-
-    monkeypatch.setattr(model_cls, "score", recorded)
-    g, tr, *_ = train_graph("wan21", steps=2, run_name="scr")
-    sem = g.add("PersonalVideoLoadSemanticRewardModel", model_file="tiny_hps_trainer.pt", architecture=TINY_HPS_ARCH)
-    g.nodes[tr[0]]["inputs"]["semantic_reward"] = sem
-    g.capture([tr[0], 2], "summary")
-    rt.run(g.nodes)
-    summary = rt.captured()["summary"]
-    assert "SCR: on, KL last fifth" in summary and "2 updated the adapter" in summary, summary
-    with safe_open(str(rt.base_dir / "output" / "personalvideo_training" / "scr.safetensors"), "pt") as f:
-        history = json.loads(f.metadata()["history"])
-    assert [kind for kind, _ in scores] == ["source", "tuned"] * 2, [kind for kind, _ in scores]
-
-    def softmax(x):
-        e = np.exp(100.0 * (x - x.max()))  # scr_temperature 100
-        return e / e.sum()
-
-    kls = []
-    for step, record in enumerate(history):
-        (_, source), (_, tuned) = scores[2 * step: 2 * step + 2]
-        p, q = softmax(tuned), softmax(source)
-        kls.append(float(np.sum(p * np.log(p / q))))
-        # float32 loss: the sum holds to rounding, far below the SCR term of step 1
-        assert record["loss"] == pytest.approx(record["icr_loss"] + record["scr_loss"], rel=1e-6, abs=1e-7)
-    # Step 0: a fresh adapter (up = 0) gives the tuned branch the source branch's frames (up to float rounding of
-    # the recomputed branch: 3e-8 measured), so the same scores and a KL of 0.
-    assert np.allclose(scores[0][1], scores[1][1], rtol=1e-5) and history[0]["scr_loss"] == pytest.approx(0, abs=1e-7)
-    # Step 1: one update moved the tuned frames (KL 5.3e-5 measured on 0.3.75). The trainer's KL is float32: its
-    # logits (100 x scores, up to ~16) round at ~1e-6 and KL's first-order terms cancel, so it holds to about 1e-6
-    # absolute (measured 1.0e-7 off); the check needs the KL well above that.
-    assert kls[1] > 2e-5 and history[1]["scr_loss"] == pytest.approx(kls[1], abs=2e-6), (history[1], kls)
-    assert f"KL last fifth {history[-1]['scr_loss']:.4f}" in summary, summary
-
-
-def train_graph(family, steps=3, run_name="t", resume=False, lr=1e-2, seed=0, **over):
-    g = Graph()
-    model = g.add("UNETLoader", unet_name=MODEL_FILES[family], weight_dtype="default")
-    clip = g.add("PersonalVideoDevCLIPStandIn", width=tiny_models.CONTEXT_WIDTH[family],
-                 pooled_width=tiny_models.POOLED_WIDTH[family], tokens=16)
-    vae = g.add("VAELoader", vae_name="tiny_wan_vae.safetensors")
-    idm = g.add("PersonalVideoLoadIdentityRewardModel", pack=PACK, det_size=640, det_threshold=0.05)
-    ref = g.add("PersonalVideoLoadReferenceFaces", identity_reward=idm, images=g.add("LoadImage", image="obama.jpg"),
-                augmentations=2, crop_jitter=0.05, colour_jitter=0.1, seed=0)
-    bank = g.add("PersonalVideoPromptBank", subject="a man", user_prompts="", negative_prompt="blurry",
-                 use_built_in=True)
-    settings = dict(steps=steps, learning_rate=lr, rank=4, alpha=4.0, layers="attention", gate_start=0.75,
-                    sampling_steps=8, sampler_name="euler", scheduler="simple", cfg=3.0, width=64, height=64,
-                    frames=9, frames_per_reward=2, icr_weight=1.0, scr_weight=1.0, scr_temperature=100.0,
-                    backprop_last_k=0, checkpoint_blocks=True, max_grad_norm=1.0, seed=seed, save_every=2, run_name=run_name, resume=resume) | over
-    tr = g.add("PersonalVideoTrainIdentityAdapter", model=model, clip=clip, vae=vae, reference=ref,
-               identity_reward=idm, prompt_bank=bank, **settings)
-    return g, tr, model, clip, vae
+from graphs import MODEL_FILES, Graph, pack_module, rel_err
+from trainer_graph import rt, train_graph  # noqa: F401 (rt: the session fixture)
 
 
 def _ups(adapter):
