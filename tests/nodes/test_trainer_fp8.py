@@ -116,7 +116,7 @@ def test_scaled_fp8_apply_node_adds_the_lora_at_full_size(rt):  # noqa: F811
     """Scaled-fp8 layers multiply their stored weight by scale_weight after the weight functions: the gate's
     delta must be divided by it first, or the adapter acts at scale_weight (~1e-4) of its size. With the gate
     open from step 0, the scaled model + apply node must change the result as core LoraLoader changes the
-    scaled model (exactly: the gate merges as core does, nodes/fp8_matmul.py) and, up to fp8 rounding of the
+    scaled model (exactly: the gate merges as core does, nodes/runtime/fp8_matmul.py) and, up to fp8 rounding of the
     merged weight, as core LoraLoader changes the dequantised model."""
     from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
 
