@@ -200,7 +200,7 @@ def test_training_step_on_dynamic_vram_equals_the_classic_patcher(rt, load, monk
         assert all(torch.equal(a, b) for a, b in zip(value, grads["ModelPatcher"])), kind
 
 
-def checkpoint_content(path) -> dict:
+def resume_file_content(path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -209,10 +209,10 @@ def checkpoint_content(path) -> dict:
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory (simulated)"), MemoryError("VBAR OOM")],
                          ids=["torch_oom", "aimdo_memory_error"])
-def test_out_of_memory_while_streaming_keeps_the_last_good_checkpoint(rt, load, monkeypatch, tmp_path, error):
+def test_out_of_memory_while_streaming_keeps_the_last_good_resume_file(rt, load, monkeypatch, tmp_path, error):
     """Out of memory inside a step while a layer's weight is being brought in (DynamicVRAM: the VBAR fault; classic:
     the cast) stops training with TrainingOutOfMemory (a torch.OutOfMemoryError: ComfyUI then unloads its models)
-    and leaves the checkpoint of the last finished step on disk: the same adapter, optimiser state and header (the
+    and leaves the resume file of the last finished step on disk: the same adapter, optimiser state and header (the
     trainer writes it again on the way out). aimdo reports its own shortage as a Python MemoryError ("VBAR OOM"),
     which counts as out of memory too."""
     import comfy.ops
@@ -222,15 +222,15 @@ def test_out_of_memory_while_streaming_keeps_the_last_good_checkpoint(rt, load, 
     cast = comfy.ops.cast_bias_weight
     for kind in PATCHERS:
         armed, saved = [], {}
-        checkpoint = tmp_path / f"{kind}.safetensors"
+        resume = tmp_path / f"{kind}.safetensors"
 
         def raising_cast(*args, **kwargs):
             if armed and armed.pop():
                 raise error
             return cast(*args, **kwargs)
 
-        def after_step(record, preview):  # step 0 done and checkpointed: fail inside step 1
-            saved.update(checkpoint_content(checkpoint))
+        def after_step(record, preview):  # step 0 done and saved: fail inside step 1
+            saved.update(resume_file_content(resume))
             if kind == "ModelPatcherDynamic":
                 FakeVBAR.fault_error = error
             else:
@@ -238,10 +238,10 @@ def test_out_of_memory_while_streaming_keeps_the_last_good_checkpoint(rt, load, 
 
         monkeypatch.setattr(comfy.ops, "cast_bias_weight", raising_cast)
         with autograd.training_mode():
-            trainer, _, _ = trainer_on(load(kind), steps=3, resume_file=checkpoint, on_step=after_step)
+            trainer, _, _ = trainer_on(load(kind), steps=3, resume_file=resume, on_step=after_step)
             with pytest.raises(memory.TrainingOutOfMemory, match="out of memory at training step 1"):
                 trainer.train()
-        after = checkpoint_content(checkpoint)
+        after = resume_file_content(resume)
         assert after["meta"] == saved["meta"] and after["meta"]["step"] == "1", kind
         assert after["tensors"].keys() == saved["tensors"].keys() and all(
             torch.equal(after["tensors"][k], v) for k, v in saved["tensors"].items()), kind
