@@ -116,8 +116,8 @@ def test_scaled_fp8_apply_node_adds_the_lora_at_full_size(rt):  # noqa: F811
     """Scaled-fp8 layers multiply their stored weight by scale_weight after the weight functions: the gate's
     delta must be divided by it first, or the adapter acts at scale_weight (~1e-4) of its size. With the gate
     open from step 0, the scaled model + apply node must change the result as core LoraLoader changes the
-    scaled model (exactly: the gate merges as core does, nodes/runtime/fp8_matmul.py) and, up to fp8 rounding of the
-    merged weight, as core LoraLoader changes the dequantised model."""
+    scaled model (exactly: the gate merges as core does, nodes/runtime/fp8_matmul.py) and, up to what storing the
+    merged weight in fp8 costs, as core LoraLoader changes the dequantised model."""
     from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
 
     scaled, dequantised = _write_scaled_fp8(rt)
@@ -134,9 +134,12 @@ def test_scaled_fp8_apply_node_adds_the_lora_at_full_size(rt):  # noqa: F811
     # adapter's effect is compared: scaled + apply node minus scaled base vs core LoRA minus base, in fp32.
     assert torch.equal(out["gated"], out["core_scaled"]), rel_err(out["gated"], out["core_scaled"])
     effect, reference_effect = out["gated"] - out["scaled_base"], out["reference"] - out["base"]
-    # core (and so the gate) stores W + ΔW back in fp8 (e4m3: 2^-3 relative steps): 0.064 on 0.33 here; a delta
-    # not divided by scale_weight would give ~1.0
-    assert rel_err(effect, reference_effect) < 0.15, rel_err(effect, reference_effect)
+    # Core (and so the gate) stores W + ΔW back in fp8, which costs this much of the LoRA's effect here: 0.064 on
+    # 0.33 (re-quantised with a recalculated scale: e4m3 rounding alone), 0.344 on 0.3.75 (divided by the file's
+    # scale_weight, so the values the LoRA pushes past the layer's old absmax clamp at fp8's 448). A delta not
+    # divided by scale_weight would act at ~1e-4 of its size: a relative error of ~1.0 and a norm ratio of ~1e-4.
+    assert rel_err(effect, reference_effect) < 0.5, rel_err(effect, reference_effect)
+    assert 0.5 < float(effect.norm() / reference_effect.norm()) < 2.0, float(effect.norm() / reference_effect.norm())
 
 
 @pytest.mark.parametrize("layout", ["scaled_fp8", "comfy_quant"])
