@@ -228,9 +228,11 @@ def main() -> int:
     device = mm.get_torch_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     w, h, f = MODES[args.mode]["size"]
+    # the class MODELs get: 0.33 names it CoreModelPatcher (ModelPatcherDynamic with DynamicVRAM on); 0.3.75 has none
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__
     print(f"\nPersonalVideo GPU check ({args.mode}): ComfyUI {rt.version} on {device} ({name}), torch "
           f"{torch.__version__}; Wan 2.1 {MODES[args.mode]['model'] or 'tiny'}, {w}x{h}x{f}, "
-          f"{MODES[args.mode]['steps']} steps; models on {comfy.model_patcher.CoreModelPatcher.__name__}; "
+          f"{MODES[args.mode]['steps']} steps; models on {patcher}; "
           f"{time.perf_counter() - started:.0f} s")
     print(table(rows), flush=True)
     bad = [k for k, r in rows.items() if not (math.isfinite(r["seconds"]) and math.isfinite(r["peak_mb"]))]
