@@ -10,7 +10,9 @@ process holds one copy of every module of the pack (``boot`` checks it).
 
 It boots with ``--cpu`` unless ``PERSONALVIDEO_COMFY_DEVICE=cuda`` (then ComfyUI picks its GPU as it does for
 users; benchmarks/gpu_check.sh runs the tests and its measurements that way). ``PERSONALVIDEO_COMFY_ARGS``
-adds ComfyUI arguments (e.g. ``--cpu-vae``).
+adds ComfyUI arguments (e.g. ``--cpu-vae``, ``--disable-dynamic-vram``). On a ComfyUI with DynamicVRAM (0.33) and a
+card it supports, the boot turns it on as ComfyUI's main.py does (it is main.py, not an import, that does it), so
+GPU runs test the patcher users get unless ``--disable-dynamic-vram`` is given.
 """
 
 from __future__ import annotations
@@ -99,6 +101,45 @@ class Graph:
         self.add("PersonalVideoDevCapture", value=value, key=key)
 
 
+def _start_aimdo() -> bool:
+    """ComfyUI main.py's first DynamicVRAM step (0.33+: ``comfy_aimdo.control.init`` when the arguments allow it:
+    not ``--cpu``, not ``--disable-dynamic-vram``, ...). Returns whether the second step is due."""
+    import comfy.cli_args
+
+    enables = getattr(comfy.cli_args, "enables_dynamic_vram", None)  # absent in 0.3.75
+    if enables is None:
+        return False
+    args = comfy.cli_args.args
+    if enables():
+        import comfy_aimdo.control
+
+        headroom = None if args.reserve_vram is None else int(args.reserve_vram * 1024 ** 3)
+        comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
+    return bool(args.enable_dynamic_vram or enables())
+
+
+def _enable_dynamic_vram() -> None:
+    """ComfyUI main.py's second DynamicVRAM step: on a supported card (NVIDIA; AMD with ROCm 7.14+) every model
+    gets a ``ModelPatcherDynamic`` (``CoreModelPatcher``) and the ops stream weights through comfy_aimdo."""
+    import comfy.memory_management
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy_aimdo.control
+    from comfy.cli_args import args
+
+    supported = mm.is_nvidia() or (mm.is_amd() and getattr(mm, "rocm_version", (0, 0)) >= (7, 14))
+    if not (args.enable_dynamic_vram or supported) or mm.torch_version_numeric < (2, 8):
+        log.warning("DynamicVRAM not enabled (unsupported device or torch < 2.8): classic ModelPatcher")
+        return
+    devices = ((d.index, int(args.vram_headroom * 1024 ** 3)) for d in mm.get_all_torch_devices())
+    if not comfy_aimdo.control.init_devices(devices):
+        log.warning("comfy-aimdo found no working device: classic ModelPatcher")
+        return
+    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+    comfy.memory_management.aimdo_enabled = True
+    log.info("DynamicVRAM enabled, as ComfyUI's main.py enables it")
+
+
 class GraphError(RuntimeError):
     """A graph failed validation or execution; the message carries ComfyUI's own report."""
 
@@ -141,6 +182,7 @@ class ComfyRuntime:
 
         comfy_dir = import_comfyui("--base-directory", str(base_dir), "--disable-api-nodes", "--database-url",
                                    "sqlite:///:memory:")
+        dynamic_vram = _start_aimdo()  # before anything initialises CUDA, where main.py does it
         # Order matters (0.3.75): nodes.py puts comfy/ first on sys.path, and comfy/utils.py would then
         # shadow the top-level utils/ package that these imports need.
         import folder_paths  # noqa: F401
@@ -150,6 +192,9 @@ class ComfyRuntime:
         import nodes
 
         _load_pack_as_installed(folder_paths.get_folder_paths("custom_nodes"))
+        if dynamic_vram:
+            _enable_dynamic_vram()
+
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         prompt_server = server.PromptServer(loop)

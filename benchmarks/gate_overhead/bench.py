@@ -2,21 +2,18 @@
 
     .venv/bin/python -m benchmarks.gate_overhead.bench [--repeats 5] [--steps 20]
 
-All four variants run in one process, in one ComfyUI, interleaved round by round, on the same model and
-latent. ComfyUI's classic cache is on, so only the sampler node re-runs (its seed changes per run): the
-times are sampling times. In each round every variant runs twice and only the second run is timed: the
-first pays for switching ComfyUI's loaded model to that variant (re-patching weights for the LoRA), which
-a user sampling the same graph repeatedly does not pay. Reported: median seconds per run, ratio to base.
+All four variants run on the same model and latent, interleaved (benchmarks/interleaved.py: each timed run after
+an untimed one of the same variant). ComfyUI's classic cache is on, so only the sampler node re-runs (its seed
+changes per run): the times are sampling times. Reported: median seconds per run, ratio to base.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from benchmarks.interleaved import median_seconds, ratio_table
 from dev import tiny_models
 from dev.comfy_runtime import ComfyRuntime
 
@@ -78,22 +75,9 @@ def main() -> None:
                                           **overrides)
         tiny_models.write_random_lora("wan21", rt.model_dir("loras") / f"bench_{tag}_identity.safetensors",
                                       rank=16, alpha=16.0, **overrides)
-        times = {v: [] for v in variants}
-        for v in variants:  # warm-up: load and cache everything upstream of the sampler
-            rt.run(graph(v, size, args.steps, seed=0))
-        for r in range(args.repeats):
-            for v in variants:
-                rt.run(graph(v, size, args.steps, seed=1000 + r))  # switch the loaded model to v
-                t0 = time.perf_counter()
-                rt.run(graph(v, size, args.steps, seed=r + 1))
-                times[v].append(time.perf_counter() - t0)
-        base = statistics.median(times["base"])
+        medians = median_seconds(variants, lambda v, seed: rt.run(graph(v, size, args.steps, seed)), args.repeats)
         print(f"\n{size}: Wan 2.1 {overrides or 'dim 128, 2 layers'}, latent {SIZES[size][1]}")
-        print(f"{'variant':<16} {'median s':>9} {'vs base':>8}")
-        for v in variants:
-            m = statistics.median(times[v])
-            print(f"{v:<16} {m:9.3f} {m / base:8.3f}")
-
+        print(ratio_table(medians))
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,9 @@ Rows, each on the same model, latent size, prompt draws and seed:
   at threshold 0.05 as in the tests) with checkpoint_blocks on / off x fp8 off / on (UNETLoader weight_dtype
   ``fp8_e4m3fn``), with decode_gradient ``plain`` instead of ``checkpointed``, and with ComfyUI's
   ``--cpu-vae`` (its own process: the frames cross from the CPU VAE to the rewards on the GPU);
-- sampling with KSampler: base model vs the gated identity adapter (Apply Identity Adapter, gate 0.75).
+- sampling with KSampler: base model vs the gated identity adapter (Apply Identity Adapter, gate 0.75), and the same
+  model written as an fp8_scaled file (dev/fp8_files.py, Comfy-Org's layout): base vs the adapter gated from step 0
+  (every step gated: the cost of a gated step on fp8_scaled, issue 20).
 Seconds: the timed step / run (after ``warmup`` untimed ones; a step that found no face in its reward frames
 runs no backward and is retried with the next draw, at most 3 times). Peak MB: on CUDA
 ``torch.cuda.max_memory_allocated`` during it (weights included); on the CPU the process's peak resident set.
@@ -46,6 +48,15 @@ TRAIN_ROWS = [  # label, checkpoint_blocks, UNETLoader weight_dtype, decode_grad
     ("train step: blocks on, decode plain", True, "default", "plain"),
 ]
 CPU_VAE_ROW = "train step: blocks on, --cpu-vae"
+FP8_SCALED = "check_fp8_scaled.safetensors"
+
+
+def sampling_labels(steps: int) -> list[tuple[str, str, float | None]]:
+    """(row label, diffusion model file, gate start or None for no adapter) of the sampling rows."""
+    return [(f"sampling {steps} steps: base", "check.safetensors", None),
+            (f"sampling {steps} steps: gated adapter", "check.safetensors", 0.75),
+            (f"sampling {steps} steps: fp8_scaled base", FP8_SCALED, None),
+            (f"sampling {steps} steps: fp8_scaled gated from step 0", FP8_SCALED, 0.0)]
 
 
 def setup(base: Path, mode: str, write: bool):
@@ -56,8 +67,11 @@ def setup(base: Path, mode: str, write: bool):
     cfg = MODES[mode]
     rt = ComfyRuntime.boot(base, cache=True)
     if write:
-        tiny_models.write_diffusion_model("wan21", rt.model_dir("diffusion_models") / "check.safetensors",
-                                          **cfg["model"])
+        from dev.fp8_files import write_quantized
+
+        folder = rt.model_dir("diffusion_models")
+        tiny_models.write_diffusion_model("wan21", folder / "check.safetensors", **cfg["model"])
+        write_quantized(folder / "check.safetensors", folder / FP8_SCALED, "scaled_fp8")
         tiny_models.write_wan_vae(rt.model_dir("vae") / "check_vae.safetensors", dim=cfg["vae_dim"])
         tiny_models.write_random_lora("wan21", rt.model_dir("loras") / "check_identity.safetensors", rank=16,
                                       alpha=16.0, **cfg["model"])
@@ -134,13 +148,13 @@ def sampling_rows(rt, mode: str) -> dict[str, dict]:
     cfg = MODES[mode]
     width, height, frames = cfg["size"]
 
-    def graph(gated: bool, seed: int) -> dict:
+    def graph(unet: str, gate_start: float | None, seed: int) -> dict:
         g = Graph()
-        m = g.add("UNETLoader", unet_name="check.safetensors", weight_dtype="default")
-        if gated:
+        m = g.add("UNETLoader", unet_name=unet, weight_dtype="default")
+        if gate_start is not None:
             adapter = g.add("PersonalVideoLoadIdentityAdapter", lora_name="check_identity.safetensors")
-            m = g.add("PersonalVideoApplyIdentityAdapter", model=m, adapter=adapter, strength=1.0, gate_start=0.75,
-                      gate_mode="steps")
+            m = g.add("PersonalVideoApplyIdentityAdapter", model=m, adapter=adapter, strength=1.0,
+                      gate_start=gate_start, gate_mode="steps", override_gate_start=True)
         enc = dict(width=4096, pooled_width=0, tokens=cfg["tokens"])
         pos = g.add("PersonalVideoDevTextEncodeStandIn", text="a man walking on a beach", **enc)
         neg = g.add("PersonalVideoDevTextEncodeStandIn", text="blurry", **enc)
@@ -151,12 +165,11 @@ def sampling_rows(rt, mode: str) -> dict[str, dict]:
         return g.nodes
 
     rows = {}
-    for label, gated in ((f"sampling {cfg['steps']} steps: base", False),
-                         (f"sampling {cfg['steps']} steps: gated adapter", True)):
-        rt.run(graph(gated, seed=100))  # load, patch and cache everything upstream of the sampler
+    for label, unet, gate_start in sampling_labels(cfg["steps"]):
+        rt.run(graph(unet, gate_start, seed=100))  # load, patch and cache everything upstream of the sampler
         with Peak(mm.get_torch_device().type == "cuda") as peak:
             t0 = time.perf_counter()
-            rt.run(graph(gated, seed=1))
+            rt.run(graph(unet, gate_start, seed=1))
             seconds = time.perf_counter() - t0
         rows[label] = {"seconds": seconds, "peak_mb": peak.mb, "note": ""}
     mm.unload_all_models()
@@ -176,11 +189,13 @@ def cpu_vae_row(base: Path, mode: str) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    first_train, base = rows[TRAIN_ROWS[0][0]], next(v for k, v in rows.items() if k.endswith(": base"))
-    lines = [f"{'check':44s} {'seconds':>9} {'peak MB':>10} {'vs ref':>7}  note"]
+    first_train = rows[TRAIN_ROWS[0][0]]
+    base = next(v for k, v in rows.items() if k.endswith(": base"))
+    fp8_base = next(v for k, v in rows.items() if k.endswith(": fp8_scaled base"))
+    lines = [f"{'check':52s} {'seconds':>9} {'peak MB':>10} {'vs ref':>7}  note"]
     for label, r in rows.items():
-        ref = first_train if label.startswith("train") else base
-        lines.append(f"{label:44s} {r['seconds']:9.3f} {r['peak_mb']:10.1f} {r['seconds'] / ref['seconds']:7.3f}  "
+        ref = first_train if label.startswith("train") else fp8_base if "fp8_scaled" in label else base
+        lines.append(f"{label:52s} {r['seconds']:9.3f} {r['peak_mb']:10.1f} {r['seconds'] / ref['seconds']:7.3f}  "
                      f"{r['note']}")
     return "\n".join(lines)
 
@@ -199,6 +214,7 @@ def main() -> int:
         print("RESULT " + json.dumps(r), flush=True)
         return 0
     import comfy.model_management as mm
+    import comfy.model_patcher
     import torch
 
     started = time.perf_counter()
@@ -212,9 +228,12 @@ def main() -> int:
     device = mm.get_torch_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     w, h, f = MODES[args.mode]["size"]
+    # the class MODELs get: 0.33 names it CoreModelPatcher (ModelPatcherDynamic with DynamicVRAM on); 0.3.75 has none
+    patcher = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__
     print(f"\nPersonalVideo GPU check ({args.mode}): ComfyUI {rt.version} on {device} ({name}), torch "
           f"{torch.__version__}; Wan 2.1 {MODES[args.mode]['model'] or 'tiny'}, {w}x{h}x{f}, "
-          f"{MODES[args.mode]['steps']} steps; {time.perf_counter() - started:.0f} s")
+          f"{MODES[args.mode]['steps']} steps; models on {patcher}; "
+          f"{time.perf_counter() - started:.0f} s")
     print(table(rows), flush=True)
     bad = [k for k, r in rows.items() if not (math.isfinite(r["seconds"]) and math.isfinite(r["peak_mb"]))]
     return 1 if bad else 0

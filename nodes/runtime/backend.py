@@ -182,7 +182,7 @@ class ComfyBackend:
 
             diffusion_model = self.patcher.model.diffusion_model
             with norm_inputs_copied(diffusion_model), residual_readers_copied(diffusion_model), \
-                    same_weight_path(self.patcher.model, self.gate.deltas), \
+                    same_weight_path(self.patcher, self.gate.deltas), \
                     checkpointed_blocks(diffusion_model, s.checkpoint_blocks, weight_function_state):
                 result["out"] = fn(denoise, sample, x, sigmas)
             return x

@@ -8,8 +8,10 @@ How it sits on ComfyUI's own machinery:
   each model call it decides from the running sampler's schedule (``transformer_options["sample_sigmas"]``)
   and the call's sigma whether the gate is open (rule: training/adapter/gate.py). Only while a gated call runs
   does each adapted comfy.ops layer carry one more *weight function* (the hook ComfyUI's own LoRA trainer
-  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward (fp8_e4m3fn_fast layers
-  keep their fp8 matmul then, as core's LoRA loading does: fp8_matmul.py).
+  and lowvram LoRA patches use), which returns ``W + s·ΔW`` out of place for that forward. Quantized layers (fp8
+  weights, fp8_scaled and mixed-precision checkpoints) instead compute that forward with the adapter merged into
+  their stored weight as core's LoRA loading merges it, on their own fp8 path (fp8_matmul.py); an adapter
+  that adds nothing to a weight (zero strength, an all-zero factor) leaves its layer as it is.
 
 So before the gate the model runs exactly as without the adapter, with no extra work; base weights are
 never modified and no backup exists; the input MODEL and every other clone are untouched (the wrapper
@@ -31,7 +33,7 @@ import comfy.patcher_extension
 import comfy.utils
 
 from ...training.adapter.gate import GATE_MODES, check_gate_start, gate_is_open
-from .fp8_matmul import is_fp8_matmul_layer, keep_fp8_matmul, round_to_storage
+from .fp8_matmul import merge_per_forward, round_to_storage, stores_quantized
 from .gate_schedule import LOCATOR
 from ...training.logs import pack_logger
 
@@ -104,9 +106,17 @@ class IdentityGate:
                                                      transformer_options.get("sample_sigmas")))
         if not is_open:
             return executor(x, t, *args, **kwargs)
-        installed, modules = [], {}
+        with self.acting(base_model):
+            return executor(x, t, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def acting(self, base_model):
+        """Inside the block the adapter acts on ``base_model``'s layers (one gated model call); restored on exit."""
+        installed, modules, merges = [], {}, {}
         try:
             for key, delta in self.deltas.items():
+                if delta.adds_nothing:
+                    continue
                 module_path, _, param = key.rpartition(".")
                 module = comfy.utils.get_attr(base_model, module_path)
                 attr = param + "_function"
@@ -114,12 +124,12 @@ class IdentityGate:
                 setattr(module, attr, previous + [delta])  # a new list: never mutate one ComfyUI holds
                 installed.append((module, attr, previous))
                 modules[id(module)] = module
-            for module in modules.values():  # fp8_e4m3fn_fast: stay on the fp8 matmul (fp8_matmul.py)
-                if is_fp8_matmul_layer(module):
-                    installed.append((module, "forward_comfy_cast_weights",
-                                      module.__dict__.get("forward_comfy_cast_weights", _MISSING)))
-                    keep_fp8_matmul(module, self._own_functions)
-            return executor(x, t, *args, **kwargs)
+                merges.setdefault(id(module), {})[param] = (key, delta.core_patches)
+            for module_id, module in modules.items():  # quantized layers: merged as core's LoRA loading does
+                if stores_quantized(module) and all(p is not None for _, p in merges[module_id].values()):
+                    installed.append((module, "forward", module.__dict__.get("forward", _MISSING)))
+                    merge_per_forward(module, merges[module_id], self._own_functions)
+            yield
         finally:
             for module, attr, previous in reversed(installed):
                 if previous is _MISSING:
@@ -146,16 +156,30 @@ class WeightDelta:
         self.key, self.low_rank, self.adapter, self.strength = key, low_rank, adapter, strength
         self._on_device: dict[torch.device, tuple] = {}
         self.weight_scale = 1.0  # scaled-fp8 layers store W / scale_weight: the delta is divided alike
+        self.adds_nothing = False  # set for fixed adapters (from_adapter); trained deltas always act
+
+    @property
+    def core_patches(self) -> list | None:
+        """This delta as core's ``ModelPatcher.add_patches`` lists a LoRA file's patch (LoraLoaderModelOnly at
+        ``strength``), for merging as core does (fp8_matmul.py); None for deltas being trained."""
+        return None if self.adapter is None else [(self.strength, self.adapter, 1.0, None, None)]
 
     @classmethod
     def from_adapter(cls, key: str, adapter, strength: float) -> "WeightDelta":
         """From a ComfyUI weight adapter (what ``comfy.lora.load_lora`` returns for a file)."""
         pair = _low_rank(adapter)
         if pair is None:
-            return cls(key, adapter=adapter, strength=strength)
+            delta = cls(key, adapter=adapter, strength=strength)
+            delta.adds_nothing = strength == 0.0
+            return delta
         up, down, alpha = pair
         scale = strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
-        return cls(key, low_rank=(up.float(), down.float().flatten(1), scale))
+        delta = cls(key, low_rank=(up.float(), down.float().flatten(1), scale), adapter=adapter, strength=strength)
+        # A delta that is exactly zero (zero strength or alpha, an all-zero factor) acts not at all: a zero adapter is
+        # the base exactly, also on quantized layers, where core's re-quantisation of an unchanged weight (a
+        # recalculated scale on 0.33) is not.
+        delta.adds_nothing = scale == 0.0 or not torch.any(up) or not torch.any(down)
+        return delta
 
     @classmethod
     def trainable(cls, key: str, up: torch.Tensor, down: torch.Tensor, scale: float) -> "WeightDelta":

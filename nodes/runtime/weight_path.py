@@ -16,21 +16,47 @@ nothing); scaled-fp8 layers, whose fp8 matmul does not look at that flag, and mi
 layers are switched to their dequantising path directly. Both runs then compute
 ``linear(x, dequantised W [+ s·ΔW])`` in the compute dtype, the gradient reaches the adapter through every
 layer, and a fresh adapter equals the source run bit for bit. Everything is restored afterwards.
+
+Streamed layers hand a forward its weight in memory that is reused after that forward: ComfyUI 0.33's DynamicVRAM
+(``ModelPatcherDynamic``: layers with a VBAR allocation ``_v``) casts into VBAR pages that are unpinned after the
+layer and evicted under memory pressure, or into a rotating cast buffer when no page is free; its classic lowvram
+path (layers marked ``prev_comfy_cast_weights``) casts into per-stream cast buffers. Autograd keeps the weight of a
+linear layer for backward (the input's gradient needs it), so a weight aliasing that memory would be read after it
+was overwritten: a wrong gradient without an error (VBAR memory) or an in-place error (0.33's cast buffers). Every
+streamed layer therefore gets a function that gives a gradient-carrying forward its own copy of the weight
+(``_owned``); it also serves as the pass-through on adapted streamed layers. Copies exist only while autograd keeps
+them (with checkpoint_blocks: one block's, during its recomputation and backward).
+
+A load resets every layer's functions (``ModelPatcher.load`` for lowvram layers, ``ModelPatcherDynamic.load``'s
+``setup_param`` for all), and a training step loads the model again mid-step (the decode's ``load_models_gpu``, so
+that making room for the VAE cannot unload it; 0.33's DynamicVRAM runs its whole load each time). The functions are
+therefore installed again after every load inside the block (an ``ON_LOAD`` callback on the patcher): the gated
+calls that backward recomputes after the decode keep them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 
 import comfy.ops
+import comfy.patcher_extension
 import comfy.utils
 import torch
-
-_MISSING = object()
 
 
 def _pass_through(weight: torch.Tensor) -> torch.Tensor:
     return weight
+
+
+def _owned(weight: torch.Tensor) -> torch.Tensor:
+    """The weight of a streamed layer, as memory of its own when autograd may keep it for backward."""
+    return weight.clone() if torch.is_grad_enabled() else weight
+
+
+def streams_weights(layer) -> bool:
+    """A layer whose forward gets its weight in reused memory (DynamicVRAM's VBAR, 0.33's lowvram cast buffers)."""
+    return hasattr(layer, "_v") or hasattr(layer, "prev_comfy_cast_weights")
 
 
 def _dequantised_linear(layer):
@@ -48,31 +74,44 @@ def _dequantised_linear(layer):
 
 
 @contextlib.contextmanager
-def same_weight_path(base_model: torch.nn.Module, weight_keys):
-    """Within the block, every ComfyUI layer of ``base_model`` computes in the compute dtype (differentiably), and
-    the layers owning ``weight_keys`` (keys inside ``base_model``) dequantise in every call, adapter or not."""
+def same_weight_path(patcher, weight_keys):
+    """Within the block, every ComfyUI layer of ``patcher``'s model computes in the compute dtype (differentiably),
+    and the layers owning ``weight_keys`` (keys inside the model) dequantise in every call, adapter or not."""
+    base_model = patcher.model
     adapted = {id(comfy.utils.get_attr(base_model, k.rpartition(".")[0])) for k in weight_keys}
-    saved = []
-    for m in base_model.modules():
-        if not hasattr(m, "weight_function"):  # not a comfy.ops layer (dropout etc. keep their mode)
-            continue
-        instance = {n: m.__dict__[n] for n in ("forward_comfy_cast_weights", "_full_precision_mm") if n in m.__dict__}
-        saved.append((m, m.__dict__.get("weight_function", _MISSING), m.training, instance))
-        m.training = True  # fp8_ops: no fp8 matmul (it has no gradient) on the path back to the adapter
-        if isinstance(m, torch.nn.Linear) and hasattr(m, "scale_weight"):
-            m.forward_comfy_cast_weights = _dequantised_linear(m)  # scaled fp8: its fp8 matmul ignores `training`
-        if hasattr(m, "_full_precision_mm"):
-            m._full_precision_mm = True  # mixed-precision (quantized) model files: dequantise, no quantized matmul
-        if id(m) in adapted:
-            m.weight_function = list(m.weight_function) + [_pass_through]  # a new list: never mutate ComfyUI's
+    ours = (_owned, _pass_through)
+    saved = {}
+
+    def install(*_load_args):  # on entry and after every load: a load resets the layers' functions
+        for m in base_model.modules():
+            if not hasattr(m, "weight_function"):  # not a comfy.ops layer (dropout etc. keep their mode)
+                continue
+            if id(m) not in saved:
+                instance = {n: m.__dict__[n] for n in ("forward_comfy_cast_weights", "_full_precision_mm")
+                            if n in m.__dict__}
+                saved[id(m)] = (m, "weight_function" in m.__dict__, m.training, instance)
+                m.training = True  # fp8_ops: no fp8 matmul (it has no gradient) on the path back to the adapter
+                if isinstance(m, torch.nn.Linear) and hasattr(m, "scale_weight"):
+                    m.forward_comfy_cast_weights = _dequantised_linear(m)  # scaled fp8: its fp8 matmul ignores it
+                if hasattr(m, "_full_precision_mm"):
+                    m._full_precision_mm = True  # mixed-precision (quantized) model files: dequantise
+            own = _owned if streams_weights(m) else _pass_through if id(m) in adapted else None
+            functions = [f for f in m.weight_function if f not in ours]  # a new list: never mutate ComfyUI's
+            m.weight_function = functions + ([own] if own is not None else [])
+
+    key = f"personalvideo_weight_path_{uuid.uuid4().hex}"
+    install()
+    patcher.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, key, install)
     try:
         yield
     finally:
-        for m, functions, training, instance in saved:
-            if functions is _MISSING:
-                m.__dict__.pop("weight_function", None)  # back to the class attribute
-            else:
+        patcher.remove_callbacks_with_key(comfy.patcher_extension.CallbacksMP.ON_LOAD, key)
+        for m, had_functions, training, instance in saved.values():
+            functions = [f for f in m.weight_function if f not in ours]  # what the last load gave the layer
+            if functions or had_functions:
                 m.weight_function = functions
+            else:
+                m.__dict__.pop("weight_function", None)  # back to the class attribute
             m.training = training
             for name in ("forward_comfy_cast_weights", "_full_precision_mm"):
                 m.__dict__.pop(name, None)

@@ -70,14 +70,15 @@ def test_fp8_weights_apply_node_with_a_zero_adapter_equals_the_base(rt, fp8_comp
 def test_fp8_fast_gated_adapter_computes_as_core_lora_loading(rt, fp8_compute, monkeypatch):  # noqa: F811
     """fp8_e4m3fn_fast: core LoraLoaderModelOnly bakes W + ΔW back into fp8 (stochastic rounding seeded by the key)
     and keeps the fp8 matmul. The gate open from step 0 must give exactly that, through the fp8 matmul in every
-    call (ComfyUI 0.33 leaves it for layers carrying a weight function: nodes/runtime/fp8_matmul.py)."""
+    call, as many as the base run makes (ComfyUI 0.33 leaves it for layers carrying a weight function: the gate
+    merges instead, nodes/runtime/fp8_matmul.py)."""
     import comfy.ops
     from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
 
     fp8_linear, fp8_calls = comfy.ops.fp8_linear, []
 
     def counting(module, input):
-        fp8_calls.append(len(module.weight_function))  # the gate's delta rides on the fp8 matmul
+        fp8_calls.append(len(module.weight_function))
         return fp8_linear(module, input)
 
     monkeypatch.setattr(comfy.ops, "fp8_linear", counting)
@@ -93,29 +94,21 @@ def test_fp8_fast_gated_adapter_computes_as_core_lora_loading(rt, fp8_compute, m
             gated_calls = list(fp8_calls)
     assert rel_err(out["core"], out["base"]) > 1e-2, "the LoRA must matter for the check to mean anything"
     assert torch.equal(out["gated"], out["core"]), rel_err(out["gated"], out["core"])
-    assert len(gated_calls) == len(fp8_calls) and 1 in gated_calls, (len(gated_calls), len(fp8_calls))
+    assert len(gated_calls) == len(fp8_calls) > 0, (len(gated_calls), len(fp8_calls))  # fp8_calls: the base run's
 
 
-def _write_scaled_fp8(rt):  # noqa: F811
-    """The tiny Wan as ComfyUI's "fp8_scaled" files are (Comfy-Org's Wan 2.2 fp8 releases): every Linear weight
-    stored as fp8 W/s with a per-tensor ``scale_weight`` s, and the ``scaled_fp8`` marker key. Also the same
-    weights dequantised (W = fp8 · s, exact in fp32): the exact reference for what the scaled model computes."""
-    from safetensors.torch import load_file, save_file
+def _write_scaled_fp8(rt, layout="scaled_fp8"):  # noqa: F811
+    """The tiny Wan as ComfyUI's fp8_scaled files are laid out (dev/fp8_files.py; ``scaled_fp8``: Comfy-Org's Wan 2.2
+    fp8 releases), and the same weights dequantised (W = fp8 · s, exact in fp32): the exact reference for what the
+    scaled model computes."""
+    from dev.fp8_files import write_quantized
+    from graphs import MODEL_FILES
 
     folder = rt.model_dir("diffusion_models")
-    scaled, dequantised = folder / "tiny_wan21_fp8_scaled.safetensors", folder / "tiny_wan21_dequantised.safetensors"
-    if not scaled.exists():
-        sd, out, ref = load_file(str(folder / "tiny_wan21.safetensors")), {}, {}
-        for k, v in sd.items():
-            if k.endswith(".weight") and v.ndim == 2:  # every Linear: scaled_fp8_ops stores them all in fp8
-                s = v.abs().max().clamp_min(1e-12) / 448.0
-                out[k], out[k[: -len("weight")] + "scale_weight"] = (v / s).to(torch.float8_e4m3fn), s.reshape(())
-                ref[k] = out[k].float() * s
-            else:
-                out[k] = ref[k] = v
-        out["scaled_fp8"] = torch.tensor([], dtype=torch.float8_e4m3fn)
-        save_file(out, str(scaled))
-        save_file(ref, str(dequantised))
+    scaled = folder / f"tiny_wan21_{layout}.safetensors"
+    dequantised = scaled.with_name(scaled.stem + "_dequantised.safetensors")
+    if not dequantised.exists():
+        write_quantized(folder / MODEL_FILES["wan21"], scaled, layout)
     return scaled.name, dequantised.name
 
 
@@ -123,28 +116,37 @@ def test_scaled_fp8_apply_node_adds_the_lora_at_full_size(rt):  # noqa: F811
     """Scaled-fp8 layers multiply their stored weight by scale_weight after the weight functions: the gate's
     delta must be divided by it first, or the adapter acts at scale_weight (~1e-4) of its size. With the gate
     open from step 0, the scaled model + apply node must change the result as core LoraLoader changes the
-    dequantised model."""
+    scaled model (exactly: the gate merges as core does, nodes/runtime/fp8_matmul.py) and, up to what storing the
+    merged weight in fp8 costs, as core LoraLoader changes the dequantised model."""
     from graphs import base_graph, gated, ksampler, lora, rel_err, run_latent
 
     scaled, dequantised = _write_scaled_fp8(rt)
     out = {}
     for name, unet, build in (("gated", scaled, lambda g, m: gated(g, m, "identity_wan21.safetensors", start=0.0)),
                               ("reference", dequantised, lambda g, m: lora(g, m, "identity_wan21.safetensors")),
-                              ("base", dequantised, lambda g, m: m), ("scaled_base", scaled, lambda g, m: m)):
+                              ("base", dequantised, lambda g, m: m), ("scaled_base", scaled, lambda g, m: m),
+                              ("core_scaled", scaled, lambda g, m: lora(g, m, "identity_wan21.safetensors"))):
         g, model, pos, neg, latent = base_graph("wan21")
         g.nodes[model[0]]["inputs"]["unet_name"] = unet
         out[name] = run_latent(rt, g, ksampler(g, build(g, model), pos, neg, latent))
     assert rel_err(out["reference"], out["base"]) > 1e-2, "the LoRA must matter for the check to mean anything"
     # The scaled model computes the base slightly differently (x·s times W/s: 1.4e-3 relative here), so the
     # adapter's effect is compared: scaled + apply node minus scaled base vs core LoRA minus base, in fp32.
+    assert torch.equal(out["gated"], out["core_scaled"]), rel_err(out["gated"], out["core_scaled"])
     effect, reference_effect = out["gated"] - out["scaled_base"], out["reference"] - out["base"]
-    assert rel_err(effect, reference_effect) < 0.05, rel_err(effect, reference_effect)  # unscaled delta: ~1.0
+    # Core (and so the gate) stores W + ΔW back in fp8, which costs this much of the LoRA's effect here: 0.064 on
+    # 0.33 (re-quantised with a recalculated scale: e4m3 rounding alone), 0.344 on 0.3.75 (divided by the file's
+    # scale_weight, so the values the LoRA pushes past the layer's old absmax clamp at fp8's 448). A delta not
+    # divided by scale_weight would act at ~1e-4 of its size: a relative error of ~1.0 and a norm ratio of ~1e-4.
+    assert rel_err(effect, reference_effect) < 0.5, rel_err(effect, reference_effect)
+    assert 0.5 < float(effect.norm() / reference_effect.norm()) < 2.0, float(effect.norm() / reference_effect.norm())
 
 
-def test_scaled_fp8_with_fp8_compute_trains_from_an_exact_start(rt, fp8_compute, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("layout", ["scaled_fp8", "comfy_quant"])
+def test_scaled_fp8_with_fp8_compute_trains_from_an_exact_start(rt, fp8_compute, monkeypatch, layout):  # noqa: F811
     """Scaled fp8 on a card with fp8 compute runs fp8 matmuls (no gradient) whatever the layer's mode; the training
     run must still give a fresh adapter equal to the source branch and a gradient that updates the adapter."""
-    scaled, _ = _write_scaled_fp8(rt)
+    scaled, _ = _write_scaled_fp8(rt, layout)
     trainer = pack_module("training.loop.trainer").Trainer
     generate, rollouts = trainer.generate, []
 
@@ -154,7 +156,7 @@ def test_scaled_fp8_with_fp8_compute_trains_from_an_exact_start(rt, fp8_compute,
         return rollout
 
     monkeypatch.setattr(trainer, "generate", recording)
-    g, tr, model, *_ = train_graph("wan21", steps=2, run_name="fp8_scaled")
+    g, tr, model, *_ = train_graph("wan21", steps=2, run_name=f"fp8_{layout}")
     g.nodes[model[0]]["inputs"]["unet_name"] = scaled
     g.capture([tr[0], 2], "summary")
     rt.run(g.nodes)

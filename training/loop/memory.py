@@ -3,7 +3,8 @@
 ComfyUI's executor recognizes OOM by type (``isinstance(ex, comfy.model_management.OOM_EXCEPTION)``, which is
 ``torch.cuda.OutOfMemoryError`` = ``torch.OutOfMemoryError``) and then unloads every model, so the next prompt
 starts on an empty card. A ``MemoryError`` or a plain ``RuntimeError`` skips that. So the trainer re-raises any
-out-of-memory failure (CUDA's exception, or the RuntimeError text of the CPU/MPS allocators) as
+out-of-memory failure (CUDA's exception, the RuntimeError text of the CPU/MPS allocators, or a Python
+``MemoryError``: what ComfyUI 0.33's DynamicVRAM allocator, comfy_aimdo, raises when its VRAM range runs out) as
 ``TrainingOutOfMemory``: a ``torch.OutOfMemoryError`` whose message names the settings to lower. This module
 needs no ComfyUI import: the type is torch's own.
 """
@@ -20,8 +21,9 @@ class TrainingOutOfMemory(torch.OutOfMemoryError):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or an allocator's RuntimeError (CPU: "can't allocate memory"; MPS/HIP text)."""
-    if isinstance(error, torch.OutOfMemoryError):
+    """CUDA's OutOfMemoryError, Python's MemoryError (comfy_aimdo: "VBAR OOM"), or an allocator's RuntimeError
+    (CPU: "can't allocate memory"; MPS/HIP text)."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -6,16 +6,14 @@ checked exactly and fast. The real model, VAE and ArcFace run in tests/nodes/tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
 from personalvideo.training.adapter.gate import step_gate_sigma
 from personalvideo.training.adapter.lora import LoRAParameters
 from personalvideo.training.loop.rollout import gated_rollout
 from personalvideo.training.loop.trainer import TrainSettings
 from personalvideo.training.prompts import PromptBank
+from toy_reward import cosine_identity
 
 C, T, H, W = 4, 3, 4, 4
 
@@ -77,24 +75,8 @@ class ToyBackend:
         return frames[idx]
 
 
-@dataclass
-class ToyIdentity:
-    loss: torch.Tensor
-    similarity: torch.Tensor
-    frames_with_face: int
-    frames_without_face: int = 0
-
-    @property
-    def mean_similarity(self):
-        return float(self.similarity.mean())
-
-
 TARGET = torch.rand(H * W * 3, generator=torch.Generator().manual_seed(9))
-
-
-def toy_identity(frames):
-    sim = F.cosine_similarity(frames.reshape(frames.shape[0], -1), TARGET[None], dim=1)
-    return ToyIdentity(1 - sim.mean(), sim.detach(), frames.shape[0])
+toy_identity = cosine_identity(TARGET)
 
 
 def make(steps=8, seed=0, settings=None, **kw):
