@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from dev.comfy_runtime import comfyui_path
-from dev.ui_workflow import ui_to_api
+from dev.ui_workflow import node_inputs, ui_to_api
 from test_workflows import WORKFLOWS, rt  # noqa: F401  (the ComfyUI base directory with the workflows' assets)
 
 SAVED = sorted((Path(__file__).resolve().parent / "saved_before_switch_step").glob("*.json"))
@@ -121,7 +121,13 @@ def frontend(rt):  # noqa: F811
 
 
 def _inputs(prompt: dict) -> dict:
-    return {k: (n["class_type"], n["inputs"]) for k, n in prompt.items()}
+    """{node id: (class, inputs)}, the inputs limited to those the node defines: some frontends also send their own
+    display widgets (1.32's PreviewAny sends 'preview'), which the server ignores."""
+    out = {}
+    for key, node in prompt.items():
+        defined = {name for name, *_ in node_inputs(node["class_type"])}
+        out[key] = (node["class_type"], {k: v for k, v in node["inputs"].items() if k in defined})
+    return out
 
 
 @pytest.mark.parametrize("path", WORKFLOWS + SAVED, ids=lambda p: ("saved/" if p in SAVED else "") + p.stem)

@@ -28,6 +28,10 @@ from families import AVAILABLE
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 # Workflows of a family this ComfyUI lacks (families.AVAILABLE reads its source tree): skipped with the reason.
 NEEDS_FAMILY = {"train_and_generate_cogvideox": "cogvideox"}
+# Graphs built like ComfyUI's templates (dev/family_workflows.py, the A14B ones): their trainer samples as they do.
+# (train_and_generate_wan21 predates them: it trains at 20 steps, cfg 5, and generates at 30, cfg 6.)
+BUILT_FROM_TEMPLATES = {f"train_and_generate_{name}" for name in (
+    "wan22_a14b", "wan22_a14b_4step_lora", "wan22_5b", "hunyuan_video_15", "ltxv", "cogvideox")}
 
 
 def runnable(path: Path):
@@ -113,7 +117,7 @@ def test_workflow_runs(rt, path):
             folder, name = node["inputs"]["filename_prefix"].rsplit("/", 1)
             assert list((rt.base_dir / "output" / folder if kind == "video" else rt.model_dir("loras") / folder)
                         .glob(f"{name}_*")), f"{path.name} must write its {kind} ({name})"
-    if path.stem.startswith("train_and_generate_"):
+    if path.stem in BUILT_FROM_TEMPLATES:
         check_trainer_set_as_the_graph_samples(ui_to_api(load(path)))
     if path.stem == "evaluate_video":
         table = next(o["text"][0] for o in outputs.values() if "text" in o)
@@ -137,12 +141,16 @@ def model_chain(prompt: dict, link) -> list[tuple[str, dict]]:
 
 
 def check_trainer_set_as_the_graph_samples(prompt: dict) -> None:
-    """The file as written (not shrunk): the trainer trains on the MODEL the gate gets and samples as the graph's
-    last sampler does (sampler, scheduler, steps, cfg; LTX-Video's LTXVScheduler has no KSampler name: its step
-    count is compared, and the trainer's scheduler is simple, as the note says)."""
+    """The file as written (not shrunk): the trainer trains on the MODEL the gate gets (or that MODEL before a style
+    LoRA the graph adds for generation) and samples as the graph's last sampler does (sampler, scheduler, steps,
+    cfg; LTX-Video's LTXVScheduler has no KSampler name: its step count is compared, and the trainer's scheduler is
+    simple, as the note says)."""
     of = {n["class_type"]: n["inputs"] for n in prompt.values()}
     train, gate = of["PersonalVideoTrainIdentityAdapter"], of["PersonalVideoApplyIdentityAdapter"]
-    assert train["model"] == gate["model"]
+    link = gate["model"]
+    while link != train["model"]:
+        assert prompt[link[0]]["class_type"] == "LoraLoaderModelOnly", (link, train["model"])
+        link = prompt[link[0]]["inputs"]["model"]
     if "KSamplerAdvanced" in of or "KSampler" in of:
         sampler = of.get("KSamplerAdvanced") or of["KSampler"]
         sampling = (sampler["sampler_name"], sampler["scheduler"], sampler["steps"], sampler["cfg"])
