@@ -57,6 +57,9 @@ def test_old_widget_values_land_on_their_inputs_and_new_inputs_take_defaults(com
 
 def test_old_a14b_file_still_splits_at_its_boundary(rt):
     prompt = tiny_models.for_tiny_models(api(HERE / "saved_before_switch_step" / "train_and_generate_wan22_a14b.json"))
+    # its own checkpoint: today's A14B file (test_workflows.py) trains under the same run name with resume on
+    trainer = next(n["inputs"] for n in prompt.values() if n["class_type"] == "PersonalVideoTrainIdentityAdapter")
+    trainer["run_name"] = "saved_before_switch_step_a14b"
     shifts = {n["inputs"]["shift"] for n in prompt.values() if n["class_type"] == "ModelSamplingSD3"}
     first = next(n["inputs"] for n in prompt.values()
                  if n["class_type"] == "KSamplerAdvanced" and n["inputs"]["start_at_step"] == 0)
