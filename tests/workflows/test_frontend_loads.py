@@ -14,10 +14,10 @@ driven by playwright; scripts/setup_env.sh installs both) opens it, and for each
 - the API prompt the frontend would queue (``app.graphToPrompt``): it must equal ``dev.ui_workflow.ui_to_api``
   of the file, the prompt tests/workflows/test_workflows.py executes, input for input.
 
-The files saved before ``expert_switch_step`` existed (saved_before_switch_step/) load too, the new input taking
-its default. Not checked: how the graph looks (layout, overlaps), whether the model files exist for the frontend's
-missing-model report (that report needs the newer server's model APIs; the model names are checked by executing
-the files), and anything after queueing (execution is test_workflows.py's).
+The files saved before the renames and before ``expert_switch_step`` existed (saved/) load too, the new input
+taking its default. Not checked: how the graph looks (layout, overlaps), whether the model files exist for the
+frontend's missing-model report (that report needs the newer server's model APIs; the model names are checked by
+executing the files), and anything after queueing (execution is test_workflows.py's).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dev.comfy_runtime import comfyui_path
 from dev.ui_workflow import node_inputs, ui_to_api
 from test_workflows import WORKFLOWS, rt  # noqa: F401  (the ComfyUI base directory with the workflows' assets)
 
-SAVED = sorted((Path(__file__).resolve().parent / "saved_before_switch_step").glob("*.json"))
+SAVED = sorted((Path(__file__).resolve().parent / "saved").glob("*.json"))
 CHROMIUM = os.environ.get("PERSONALVIDEO_CHROMIUM", "/usr/bin/chromium")
 # Another frontend build to serve (its static/ folder, e.g. of an older comfyui-frontend-package), instead of the
 # installed one: ComfyUI's --front-end-root.
@@ -90,7 +90,8 @@ def frontend(rt):  # noqa: F811
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI's server did not start: {(rt.base_dir / 'frontend_server.log').read_text()[-3000:]}")
+                    log_text = (rt.base_dir / "frontend_server.log").read_text()
+                    pytest.fail(f"ComfyUI's server did not start: {log_text[-3000:]}")
                 time.sleep(1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM, headless=True)

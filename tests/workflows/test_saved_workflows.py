@@ -1,7 +1,8 @@
 """Workflows saved before the trainer got ``expert_switch_step`` keep loading and running as they did.
 
-``saved_before_switch_step/`` holds the pack's workflow files that contain the trainer, byte for byte as they were
-on main before the input was added (be6a123). Saved workflows store widget values by position, so a new input
+``saved/`` holds the pack's workflow files that contain the trainer, byte for byte as they were on main before the
+input was added (be6a123, also before the renames: test_saved_before_renames.py checks those with the Wan 2.1 file).
+Saved workflows store widget values by position, so a new input
 must not shift the old values: each old value must land on the input it had (checked against today's files,
 which differ only by the new inputs' defaults, and for A14B by the template update), the new input must take its
 default (0: split at expert_boundary), and the old A14B file must still run and split where its boundary says
@@ -21,7 +22,7 @@ from dev.ui_workflow import ui_to_api
 from test_workflows import rt  # noqa: F401  (the ComfyUI with the workflows' tiny models, photo and face packs)
 
 HERE = Path(__file__).resolve().parent
-SAVED = sorted((HERE / "saved_before_switch_step").glob("*.json"))
+SAVED = sorted((HERE / "saved").glob("*_before_renames.json"))
 CURRENT = HERE.parents[1] / "workflows"
 TRAINER = "PersonalVideoTrainIdentityAdapter"
 NEW_INPUTS = {TRAINER: {"decode_gradient": "checkpointed", "expert_switch_step": 0}}
@@ -31,21 +32,26 @@ def api(path: Path) -> dict:
     return ui_to_api(json.loads(path.read_text()))
 
 
+def today(path: Path) -> Path:
+    """The workflow file of today that ``path`` is an earlier save of."""
+    return CURRENT / (path.stem.removesuffix("_before_renames") + ".json")
+
+
 def test_the_saved_files_are_there():
-    assert [p.stem for p in SAVED] == ["train_and_generate_wan21", "train_and_generate_wan22_a14b",
-                                       "train_identity_adapter_hunyuan_video", "train_identity_adapter_wan21"]
+    assert [today(p).stem for p in SAVED] == ["train_and_generate_wan21", "train_and_generate_wan22_a14b",
+                                              "train_identity_adapter_hunyuan_video", "train_identity_adapter_wan21"]
 
 
 @pytest.mark.parametrize("path", SAVED, ids=lambda p: p.stem)
 def test_old_widget_values_land_on_their_inputs_and_new_inputs_take_defaults(comfy, path):
-    old, new = api(path), api(CURRENT / path.name)
+    old, new = api(path), api(today(path))
     assert old.keys() == new.keys()
     for node_id, node in old.items():
         now = new[node_id]
         assert node["class_type"] == now["class_type"]
         added = set(now["inputs"]) - set(node["inputs"])
         assert added <= set(NEW_INPUTS.get(node["class_type"], {})), (node["class_type"], added)
-        if path.stem == "train_and_generate_wan22_a14b":  # updated on purpose: today's template and its split
+        if today(path).stem == "train_and_generate_wan22_a14b":  # updated on purpose: today's template and its split
             continue
         assert {k: now["inputs"][k] for k in node["inputs"]} == node["inputs"], node["class_type"]
         assert all(now["inputs"][k] == NEW_INPUTS[node["class_type"]][k] for k in added)
@@ -56,10 +62,10 @@ def test_old_widget_values_land_on_their_inputs_and_new_inputs_take_defaults(com
 
 
 def test_old_a14b_file_still_splits_at_its_boundary(rt):
-    prompt = tiny_models.for_tiny_models(api(HERE / "saved_before_switch_step" / "train_and_generate_wan22_a14b.json"))
-    # its own checkpoint: today's A14B file (test_workflows.py) trains under the same run name with resume on
+    prompt = tiny_models.for_tiny_models(api(HERE / "saved" / "train_and_generate_wan22_a14b_before_renames.json"))
+    # its own resume file: today's A14B file (test_workflows.py) trains under the same run name with resume on
     trainer = next(n["inputs"] for n in prompt.values() if n["class_type"] == "PersonalVideoTrainIdentityAdapter")
-    trainer["run_name"] = "saved_before_switch_step_a14b"
+    trainer["run_name"] = "saved_a14b_before_renames"
     shifts = {n["inputs"]["shift"] for n in prompt.values() if n["class_type"] == "ModelSamplingSD3"}
     first = next(n["inputs"] for n in prompt.values()
                  if n["class_type"] == "KSamplerAdvanced" and n["inputs"]["start_at_step"] == 0)

@@ -175,7 +175,8 @@ def check_a14b(rt, prompt: dict, outputs: dict) -> None:
     high, low = (model_chain(prompt, samplers[k]["model"]) for k in sorted(samplers))
     # the template's chain per expert; with the Lightning switch on, its speed LoRA before ModelSamplingSD3
     lora = ["LoraLoaderModelOnly"] if any(n["class_type"] == "LoraLoaderModelOnly" for n in prompt.values()) else []
-    assert [t for t, _ in high] == ["ModelSamplingSD3", *lora, "UNETLoader"] and "high_noise" in high[-1][1]["unet_name"]
+    assert [t for t, _ in high] == ["ModelSamplingSD3", *lora, "UNETLoader"]
+    assert "high_noise" in high[-1][1]["unet_name"]
     assert [t for t, _ in low] == ["PersonalVideoApplyIdentityAdapter", "ModelSamplingSD3", *lora, "UNETLoader"]
     assert "low_noise" in low[-1][1]["unet_name"]
     assert model_chain(prompt, train["high_noise_model"]) == high and model_chain(prompt, train["model"]) == low[1:]
