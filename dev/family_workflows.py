@@ -91,7 +91,8 @@ def family_nodes(family: str, training_nodes, positive: str, negative: str) -> d
         model = ["model_shift", 0]
     graph |= training_nodes("wan21")  # then set from this family's template
     width, height, frames = t["train_size"]
-    graph["train"]["inputs"] |= {"run_name": f"identity_{family}", "model": model, "vae": vae, "sampler_name": t["sampler"], "scheduler": t["scheduler"],
+    graph["train"]["inputs"] |= {"run_name": f"identity_{family}", "model": model, "vae": vae,
+                                 "sampler_name": t["sampler"], "scheduler": t["scheduler"],
                                  "sampling_steps": t["steps"], "cfg": t["cfg"], "width": width, "height": height,
                                  "frames": frames}
     graph["save"] = {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
@@ -150,7 +151,7 @@ def family_workflows(training_nodes, positive: str, negative: str) -> dict[str, 
         width, height, frames = t["train_size"]
         built = (f"ComfyUI's own template {t['template']}" if t["template"] else
                  "ComfyUI's CogVideoX-based VOID template (loaders) and CogVideoX-5B's release (settings)")
-        note = NOTE.format(name=t["name"], built=built, sampler=t["sampler"], scheduler=t["scheduler"], steps=t["steps"],
-                           cfg=t["cfg"], tw=width, th=height, tf=frames, extra=EXTRA.get(family, ""))
+        note = NOTE.format(name=t["name"], built=built, sampler=t["sampler"], scheduler=t["scheduler"],
+                           steps=t["steps"], cfg=t["cfg"], tw=width, th=height, tf=frames, extra=EXTRA.get(family, ""))
         out[f"train_and_generate_{family}"] = (family_nodes(family, training_nodes, positive, negative), note)
     return out

@@ -182,7 +182,9 @@ def a14b_note(f: dict) -> str:
 
 
 COLUMNS = {"high_lora": 1, "low_lora": 1, "model_shift": 1, "noise": 3, "sampler_select": 3, "sigmas": 3,
-           "guider": 3, "conditioning": 3, "summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1, "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
+           "guider": 3, "conditioning": 3, "summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1,
+           "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2,
+           "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
            "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
            "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}

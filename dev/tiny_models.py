@@ -216,7 +216,8 @@ def for_tiny_models(prompt: dict, steps: int | None = None) -> dict:
     import copy
 
     prompt = copy.deepcopy(prompt)
-    clip_types = [n["inputs"].get("type") for n in prompt.values() if n["class_type"] in ("CLIPLoader", "DualCLIPLoader")]
+    clip_types = [n["inputs"].get("type") for n in prompt.values()
+                  if n["class_type"] in ("CLIPLoader", "DualCLIPLoader")]
     family = CLIP_TYPE_FAMILY.get(clip_types[0] if clip_types else "wan", "wan21")
     shrink = WORKFLOW_SHRINK | ({"steps": steps} if steps else {})
     for node in prompt.values():

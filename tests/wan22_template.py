@@ -123,5 +123,5 @@ def save_adapter(comfy, params, name: str, gate_start: float = 0.75) -> str:
     files = pack_module("training.adapter.files")
     tensors = params.lora_state_dict()
     files.save_adapter(comfy.model_dir("loras") / name, tensors,
-                       files.build_metadata(tensors, gate_start, "WAN21_T2V", "test", expert="low_noise"))
+                       files.build_metadata(tensors, gate_start, "WAN21_T2V", expert="low_noise"))
     return name
