@@ -9,8 +9,11 @@ graphs as they are. The tests execute every file (tests/workflows/test_workflows
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
+
+from dev.family_workflows import family_workflows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,32 +125,43 @@ def generation_nodes(f: dict, adapter_link: list, family: str) -> dict:
 
 NOTE_A14B = """PersonalVideo: train an identity adapter on Wan 2.2 T2V A14B (two experts) and generate with it, in one graph.
 
-Built like ComfyUI's own Wan 2.2 14B template: the high-noise expert samples steps 0-10 of 20 (KSamplerAdvanced, leftover noise), the low-noise expert steps 10-20. The trainer does the same: high_noise_model samples the steps before expert_boundary (0.9 splits 20 steps at shift 8 at step 10, as the template; the official Wan 2.2 value 0.875 gives step 11), without the adapter; 'model', the low-noise expert, is the only one trained, saved (expert: low_noise) and gated.
-The gate counts the steps of the whole sampling: gate_start 0.75 = steps 15-19, all in the low-noise expert (a gate start in the high-noise steps is refused).
+Built like ComfyUI's own Wan 2.2 14B T2V template (video_wan2_2_14B_t2v.json): ModelSamplingSD3 shift 5 on both experts; the high-noise expert samples steps 0-{split} of {steps} (KSamplerAdvanced, leftover noise), the low-noise expert steps {split}-{steps}; euler / simple, CFG {cfg:g}.{lightning}
+The trainer does the same: expert_switch_step = {split}, the first KSamplerAdvanced's end_at_step (change both together); high_noise_model samples those steps without the adapter; 'model', the low-noise expert, is the only one trained, saved (expert: low_noise) and gated. (expert_switch_step 0 splits at expert_boundary instead, a timestep fraction whose step depends on the shift: the summary says which steps each expert ran.)
+The gate counts the steps of the whole sampling: gate_start 0.75 = {gated}, in the low-noise expert (a gate start in the high-noise steps is refused).
 Face models, HPS model file and prompts: see the notes of the Wan 2.1 training workflow."""
+
+LIGHTNING_NOTE = """
+4-step speed LoRAs (the template's "Enable Lightning LoRA" switch): the lightx2v 4-step LoRA of each expert is loaded with LoraLoaderModelOnly before ModelSamplingSD3, always on, for training and generation alike: train with the speed LoRAs on, at the step count you generate with. At 4 steps the last quarter is one step (step 3, from sigma 0.625 at shift 5: the same noise level at which gate 0.75 opens at 20 steps); gate_start 0.5 gates both low-noise steps (2-3). See the README, "Speed LoRAs"."""
 
 A14B = dict(high="wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
             low="wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", vae="wan_2.1_vae.safetensors",
-            clip=FAMILIES["wan21"]["clip"], shift=8.0, steps=20, split=10, boundary=0.9, cfg=3.5, sampler="euler",
+            clip=FAMILIES["wan21"]["clip"], shift=5.0, steps=20, split=10, cfg=3.5, sampler="euler",
             width=640, height=640)
+# The template's Lightning switch: the lightx2v 4-step LoRAs on both experts, 4 steps split at 2, cfg 1.
+A14B_LIGHTNING = A14B | dict(steps=4, split=2, cfg=1.0, loras={
+    "high": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors",
+    "low": "wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors"})
 
 
-def wan22_a14b_nodes() -> dict:
+def wan22_a14b_nodes(f: dict = A14B, name: str = "wan22_a14b") -> dict:
     """The A14B train-and-generate graph (ComfyUI's Wan 2.2 14B T2V template + the trainer + the gate)."""
-    f = A14B
     graph = base_nodes(dict(unet=f["low"], vae=f["vae"], clip=f["clip"]))
     graph["high_model"] = {"class_type": "UNETLoader", "inputs": {"unet_name": f["high"], "weight_dtype": "default"}}
-    for key, source in (("high_shift", "high_model"), ("low_shift", "model")):
+    for expert, key, source in (("high", "high_shift", "high_model"), ("low", "low_shift", "model")):
+        if "loras" in f:
+            graph[f"{expert}_lora"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+                "model": [source, 0], "lora_name": f["loras"][expert], "strength_model": 1.0}}
+            source = f"{expert}_lora"
         graph[key] = {"class_type": "ModelSamplingSD3", "inputs": {"model": [source, 0], "shift": f["shift"]}}
     graph |= training_nodes("wan21")
     graph["train"]["inputs"] |= {"model": ["low_shift", 0], "high_noise_model": ["high_shift", 0],
-                                 "expert_boundary": f["boundary"], "sampling_steps": f["steps"], "cfg": f["cfg"],
-                                 "sampler_name": f["sampler"], "scheduler": "simple", "run_name": "identity_wan22_a14b"}
+                                 "expert_switch_step": f["split"], "sampling_steps": f["steps"], "cfg": f["cfg"],
+                                 "sampler_name": f["sampler"], "scheduler": "simple", "run_name": f"identity_{name}"}
     graph["save"] = {"class_type": "PersonalVideoSaveIdentityAdapter", "inputs": {
-        "adapter": ["train", 0], "filename_prefix": "personalvideo/identity_wan22_a14b", "gate_start": 0.75,
+        "adapter": ["train", 0], "filename_prefix": f"personalvideo/identity_{name}", "gate_start": 0.75,
         "model": ["low_shift", 0], "override_gate_start": False, "expert": "from adapter"}}
     gen = generation_nodes(dict(FAMILIES["wan21"], width=f["width"], height=f["height"], cfg=f["cfg"]),
-                           ["train", 0], "wan22_a14b")
+                           ["train", 0], name)
     del gen["style"], gen["sampler"]
     gen["gated"]["inputs"]["model"] = ["low_shift", 0]
     for key, model, start, end, first in (("sampler_high", "high_shift", 0, f["split"], True),
@@ -161,7 +175,17 @@ def wan22_a14b_nodes() -> dict:
     return graph | gen
 
 
-COLUMNS = {"summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1, "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2, "prompts": 2,
+def a14b_note(f: dict) -> str:
+    first = math.ceil(0.75 * f["steps"])
+    gated = f"step {first}" if first == f["steps"] - 1 else f"steps {first}-{f['steps'] - 1}"
+    return NOTE_A14B.format(split=f["split"], steps=f["steps"], cfg=f["cfg"], gated=gated,
+                            lightning=LIGHTNING_NOTE if "loras" in f else "")
+
+
+COLUMNS = {"high_lora": 1, "low_lora": 1, "model_shift": 1, "noise": 3, "sampler_select": 3, "sigmas": 3,
+           "guider": 3, "conditioning": 3, "summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1,
+           "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2,
+           "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
            "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
            "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}
@@ -199,7 +223,11 @@ def workflows() -> dict[str, tuple[dict, str]]:
     }, NOTE_EVALUATE)
     both = base_nodes(f) | training_nodes("wan21") | generation_nodes(f, ["train", 0], "wan21")
     out["train_and_generate_wan21"] = (both, NOTE_BOTH.format(name=f["name"]))
-    out["train_and_generate_wan22_a14b"] = (wan22_a14b_nodes(), NOTE_A14B)
+    out["train_and_generate_wan22_a14b"] = (wan22_a14b_nodes(), a14b_note(A14B))
+    out["train_and_generate_wan22_a14b_4step_lora"] = (wan22_a14b_nodes(A14B_LIGHTNING, "wan22_a14b_4step_lora"),
+                                                       a14b_note(A14B_LIGHTNING))
+    gen = generation_nodes(FAMILIES["wan21"], ["train", 0], "wan21")
+    out |= family_workflows(training_nodes, gen["positive"]["inputs"]["text"], gen["negative"]["inputs"]["text"])
     return out
 
 

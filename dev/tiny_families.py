@@ -145,6 +145,12 @@ def tiny_vae_sizes(family: str):
 
         patches = [mock.patch.object(cog, "AutoencoderKLCogVideoX",
                                      _sized(cog.AutoencoderKLCogVideoX, TINY_COGVIDEOX_VAE))]
+    elif family == "wan22_5b":  # Wan 2.2's VAE (TI2V-5B): tiny_models.write_wan22_vae
+        import comfy.ldm.wan.vae2_2 as vae2_2
+
+        from .tiny_models import TINY_WAN22_VAE
+
+        patches = [mock.patch.object(vae2_2, "WanVAE", _sized(vae2_2.WanVAE, TINY_WAN22_VAE))]
     else:
         patches = []
     with contextlib.ExitStack() as stack:

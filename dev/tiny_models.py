@@ -175,7 +175,7 @@ WORKFLOW_FILES = {
 # Wan 2.2 A14B's two experts: tiny Wan 2.1-architecture models with two seeds (ComfyUI loads both as WAN21).
 WORKFLOW_EXPERTS = {"wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": 21,
                     "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": 22}
-WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length": 9, "sampling_steps": 8,
+WORKFLOW_SHRINK = {"steps": 2, "width": 64, "height": 64, "frames": 9, "length": 9,
                    "frames_per_reward": 2}
 
 
@@ -198,33 +198,50 @@ def install_for_workflows(models_dir: Path | str, scratch: Path | str) -> None:
     write_random_lora("wan21", models / "loras" / "style_lora.safetensors", std=0.1)
 
 
+# The text encoder loaders' type -> the tiny family whose conditioning width the stand-in gives.
+CLIP_TYPE_FAMILY = {"wan": "wan21", "hunyuan_video": "hunyuan_video", "hunyuan_video_15": "hunyuan_video_15",
+                    "ltxv": "ltxv", "cogvideox": "cogvideox"}
+TINY_STEPS = 8  # sampling steps of the shrunk workflows (fewer stay as they are: the 4-step LoRA graphs)
+LATENT_NODES = ("EmptyHunyuanLatentVideo", "Wan22ImageToVideoLatent", "EmptyHunyuanVideo15Latent",
+                "EmptyLTXVLatentVideo")
+
+
 def for_tiny_models(prompt: dict, steps: int | None = None) -> dict:
     """An API prompt of an example workflow, made runnable on the tiny models.
 
-    Text-encoder loaders become the dev CLIP stand-in (no tiny UMT5 / llava exists), the HPS architecture
-    becomes the tiny one, and sizes and step counts shrink (``steps``: training steps, default 2).
+    Text-encoder loaders become the dev CLIP stand-in (no tiny UMT5 / llava / T5 exists) at the width of the family
+    the loader's type names, the HPS architecture becomes the tiny one, and sizes and step counts shrink
+    (``steps``: training steps, default 2; sampling steps to at most 8, an expert split in proportion).
     """
     import copy
 
     prompt = copy.deepcopy(prompt)
-    family = "hunyuan_video" if any(n["class_type"] == "DualCLIPLoader" for n in prompt.values()) else "wan21"
+    clip_types = [n["inputs"].get("type") for n in prompt.values()
+                  if n["class_type"] in ("CLIPLoader", "DualCLIPLoader")]
+    family = CLIP_TYPE_FAMILY.get(clip_types[0] if clip_types else "wan", "wan21")
     shrink = WORKFLOW_SHRINK | ({"steps": steps} if steps else {})
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] in ("CLIPLoader", "DualCLIPLoader"):
             node["class_type"] = "PersonalVideoDevCLIPStandIn"
-            node["inputs"] = {"width": CONTEXT_WIDTH[family], "pooled_width": POOLED_WIDTH[family], "tokens": 16}
+            node["inputs"] = {"width": CONTEXT_WIDTH[family], "pooled_width": POOLED_WIDTH[family], "tokens": 16,
+                              "attention_mask": family == "ltxv"}  # LTX-Video needs T5's attention mask
         elif node["class_type"] == "PersonalVideoLoadSemanticRewardModel":
             inputs["architecture"] = TINY_HPS_ARCH
-        elif node["class_type"] in ("PersonalVideoTrainIdentityAdapter", "EmptyHunyuanLatentVideo"):
+        elif node["class_type"] in ("PersonalVideoTrainIdentityAdapter", *LATENT_NODES):
             for key, value in shrink.items():
                 if key in inputs and not isinstance(inputs[key], list):
                     inputs[key] = value
-        elif node["class_type"] == "KSampler":
-            inputs["steps"] = 8
+            if "sampling_steps" in inputs:
+                old, inputs["sampling_steps"] = inputs["sampling_steps"], min(inputs["sampling_steps"], TINY_STEPS)
+                if inputs.get("expert_switch_step"):  # 20 steps split at 10 -> 8 split at 4 (same fraction)
+                    inputs["expert_switch_step"] = inputs["expert_switch_step"] * inputs["sampling_steps"] // old
+        elif node["class_type"] in ("KSampler", "BasicScheduler", "LTXVScheduler"):
+            inputs["steps"] = min(inputs["steps"], TINY_STEPS)
         elif node["class_type"] == "KSamplerAdvanced":  # 20 steps split at 10 -> 8 split at 4 (same fraction)
+            new = min(inputs["steps"], TINY_STEPS)
             for key in ("start_at_step", "end_at_step"):
                 if inputs[key] < inputs["steps"]:
-                    inputs[key] = inputs[key] * 8 // inputs["steps"]
-            inputs["steps"] = 8
+                    inputs[key] = inputs[key] * new // inputs["steps"]
+            inputs["steps"] = new
     return prompt

@@ -39,6 +39,14 @@ def is_widget(typ) -> bool:
     return isinstance(typ, (list, tuple)) or typ in PRIMITIVES
 
 
+def widget_default(typ, options: dict):
+    """The value the frontend gives a widget nobody set: its default, else a combo's first option."""
+    if "default" in options:
+        return options["default"]
+    choices = typ if isinstance(typ, (list, tuple)) else options.get("options") or []
+    return choices[0] if choices else None
+
+
 def extra_widget_values(name: str, typ, options: dict) -> int:
     """Values the frontend stores after this widget's own (control_after_generate, upload button)."""
     if typ == "INT" and (name in ("seed", "noise_seed") or options.get("control_after_generate")):
@@ -119,7 +127,9 @@ def api_to_ui(prompt: dict, titles: dict[str, str] | None = None, notes: list[tu
                 if isinstance(value, list):
                     raise ValueError(f"{key}: widget {name!r} linked; not supported by this writer")
                 if value is None and not required:
-                    continue
+                    # the frontend stores every widget, by position: an unset optional one keeps its default,
+                    # so the widgets after it stay where the node's definition puts them
+                    value = widget_default(typ, options)
                 widgets.append(value)
                 if extra_widget_values(name, typ, options):
                     widgets.append("fixed" if typ == "INT" else "image")

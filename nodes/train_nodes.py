@@ -18,6 +18,16 @@ from .runtime.training_run import train_identity_adapter
 from .types import TRAINING_CATEGORY, FaceEvaluator, IdentityReward, PromptBankType, Reference, SemanticReward
 
 
+def expert_split_settings(high_noise_model, boundary: float, switch_step: int) -> dict:
+    """The TrainSettings fields of the expert split (recorded in resume files; a resume must match): the switch step
+    when one is given, else the boundary; neither for a one-model family."""
+    if high_noise_model is None:
+        return {"expert_boundary": None, "expert_switch_step": None}
+    if switch_step:
+        return {"expert_boundary": None, "expert_switch_step": int(switch_step)}
+    return {"expert_boundary": boundary, "expert_switch_step": None}
+
+
 def _float(name, default, lo, hi, step, tip):
     return io.Float.Input(name, default=default, min=lo, max=hi, step=step, tooltip=tip)
 
@@ -101,9 +111,11 @@ class TrainIdentityAdapter(io.ComfyNode):
                                        "adapter; 'model' is then the low-noise expert, the only one trained."),
                 io.Float.Input("expert_boundary", default=DEFAULT_BOUNDARY, min=0.01, max=0.99, step=0.001,
                                optional=True,
-                               tooltip="With high_noise_model: steps whose timestep is at least this fraction of "
-                                       "the range go to the high-noise expert (official Wan 2.2 T2V: 0.875; "
-                                       "ComfyUI's template splits 20 steps at 10, which 0.9 gives with shift 8)."),
+                               tooltip="With high_noise_model and expert_switch_step 0: steps whose timestep is at "
+                                       "least this fraction of the range go to the high-noise expert (official Wan "
+                                       "2.2 T2V: 0.875). Which step that is depends on the shift and the step "
+                                       "count (the summary says); to train on your graph's split, set "
+                                       "expert_switch_step instead."),
                 io.Combo.Input("decode_gradient", options=list(DECODE_MODES), default="checkpointed", optional=True,
                                tooltip="How the reward frames' VAE decode carries the gradient (Wan VAEs). "
                                        "checkpointed: exact, one latent frame's decoder activations at a time "
@@ -111,6 +123,13 @@ class TrainIdentityAdapter(io.ComfyNode):
                                        "approximate: no gradient through the VAE's cache of earlier latent "
                                        "frames. plain: exact, whole decode kept (fastest, most memory). Other "
                                        "VAEs (HunyuanVideo's) always decode plain."),
+                # Last on purpose: saved workflows store widget values by position, so an input added after the
+                # others keeps old files' values where they were.
+                io.Int.Input("expert_switch_step", default=0, min=0, max=200, optional=True,
+                             tooltip="With high_noise_model: the step at which the low-noise expert takes over, as "
+                                     "your graph has it (the first KSamplerAdvanced's end_at_step; ComfyUI's Wan "
+                                     "2.2 template: 10 of 20 steps, with the 4-step LoRAs 2 of 4). 0: split at "
+                                     "expert_boundary instead."),
             ],
             outputs=[
                 io.LoraModel.Output(display_name="adapter", tooltip="The trained adapter: to apply and save."),
@@ -125,7 +144,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                 frames_per_reward, icr_weight, scr_weight, scr_temperature, backprop_last_k, checkpoint_blocks,
                 max_grad_norm, seed, save_every, run_name, resume, semantic_reward=None,
                 face_evaluator=None, high_noise_model=None, expert_boundary=DEFAULT_BOUNDARY,
-                decode_gradient="checkpointed") -> io.NodeOutput:
+                decode_gradient="checkpointed", expert_switch_step=0) -> io.NodeOutput:
         settings = TrainSettings(steps=steps, learning_rate=learning_rate, rank=rank, alpha=alpha,
                                  gate_start=gate_start, sampling_steps=sampling_steps, sampler=sampler_name,
                                  scheduler=scheduler, cfg=cfg,
@@ -133,7 +152,7 @@ class TrainIdentityAdapter(io.ComfyNode):
                                  scr_weight=scr_weight, scr_temperature=scr_temperature, seed=seed,
                                  save_every=save_every, max_grad_norm=max_grad_norm,
                                  backprop_last_k=backprop_last_k, loss_scaling=computes_in_fp16(model, vae),
-                                 expert_boundary=expert_boundary if high_noise_model is not None else None)
+                                 **expert_split_settings(high_noise_model, expert_boundary, expert_switch_step))
         sampling = ComfyBackendSettings(prompt_bank.negative, width, height, frames, sampling_steps, cfg,
                                         checkpoint_blocks, sampler_name, scheduler, decode_gradient)
         adapter, chart, summary = train_identity_adapter(

@@ -47,7 +47,8 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
                            semantic_reward=None, face_evaluator=None, high_noise_model=None,
                            ) -> tuple[IdentityAdapter, torch.Tensor, str]:
     """Train the identity adapter of ``model`` (Wan 2.2 A14B: the low-noise expert, ``high_noise_model`` the other;
-    ``settings.expert_boundary`` their boundary); returns (adapter, training-curve IMAGE, summary)."""
+    ``settings.expert_switch_step`` or else ``expert_boundary`` their split); returns (adapter, training-curve IMAGE,
+    summary)."""
     reference.check_recognizer(identity_reward)
     resume_file = paths.resume_file_path(run_name)
     device = mm.get_torch_device()
@@ -57,7 +58,8 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
     with training_mode():
         params, gate, patched = attach_trainable_adapter(model, targets.shapes, settings.rank, settings.alpha,
                                                          settings.seed, settings.gate_start, device)
-        high_noise = None if high_noise_model is None else HighNoiseExpert(high_noise_model, settings.expert_boundary)
+        high_noise = None if high_noise_model is None else HighNoiseExpert(
+            high_noise_model, settings.expert_boundary, settings.expert_switch_step or 0)
         backend = ComfyBackend(patched, gate, clip, vae, sampling, high_noise)
         backend.encode_prompts(prompt_bank.prompts)  # all now, then the text encoder is unloaded
         ref = reference.embedding
@@ -92,7 +94,8 @@ def train_identity_adapter(model, clip, vae, reference, identity_reward, prompt_
     if high_noise is not None:
         b = backend.boundary_step
         summary += (f"\nexperts: high-noise steps 0-{b - 1} (no adapter), low-noise steps {b}-"
-                    f"{settings.sampling_steps - 1} (trained; adapter saved as expert low_noise), boundary "
-                    f"{settings.expert_boundary:g}")
+                    f"{settings.sampling_steps - 1} (trained; adapter saved as expert low_noise), split at step {b} of "
+                    f"{settings.sampling_steps} by {high_noise.describe_split()} (in the graph: the first "
+                    f"KSamplerAdvanced's end_at_step {b})")
     log.info("PersonalVideo training done:\n%s", summary)
     return adapter, training_chart(result.history), summary

@@ -16,7 +16,7 @@ from ..atomic import save_safetensors_atomic
 from .records import StepRecord, TrainResult
 
 # Settings a resumed run must share with its resume file: other values would continue another experiment.
-RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed", "expert_boundary")
+RESUME_MUST_MATCH = ("rank", "gate_start", "sampling_steps", "seed", "expert_boundary", "expert_switch_step")
 NOT_A_RESUME_FILE_FIX = ("expected the resume file a training run writes there; use another run_name, move the file "
                          "away, or turn resume off")
 

@@ -78,6 +78,7 @@ class TrainSettings:
     backprop_last_k: int = 0  # 0: gradient through every gated step
     loss_scaling: bool = False  # dynamic loss scaling: on when the model or VAE computes in fp16 (gradients.py)
     expert_boundary: float | None = None  # two-expert models (Wan 2.2 A14B): the boundary; None: one model
+    expert_switch_step: int | None = None  # two-expert models: the step the low-noise expert takes over at, if given
 
 
 class Backend(Protocol):
@@ -172,7 +173,8 @@ class Trainer:
         s = self.settings
         if full_sigmas is not None:  # the model samples steps b..N-1 of N: the gate must open in them
             num_steps = len(full_sigmas) - 1
-            check_gate_after_boundary(s.gate_start, num_steps - (len(sigmas) - 1), num_steps, s.expert_boundary)
+            check_gate_after_boundary(s.gate_start, num_steps - (len(sigmas) - 1), num_steps, s.expert_boundary,
+                                      s.expert_switch_step)
         gate_sigma = step_gate_sigma(sigmas if full_sigmas is None else full_sigmas, s.gate_start)
         return gated_rollout(sample, denoise, x, gate_sigma, s.backprop_last_k)
 
