@@ -50,6 +50,18 @@ def expert_input(what: str) -> io.Input:
                 f"{what} what the adapter carries; the others override it.")
 
 
+def check_adapter_family(adapter, model) -> str:
+    """The adapter's name for messages; ValueError when its file records another model family than ``model``'s."""
+    source = getattr(adapter, "source", "adapter")
+    wanted = getattr(adapter, "metadata", {}).get(META_BASE_MODEL)
+    family = model_family(model)
+    if wanted and wanted != family:
+        raise ValueError(
+            f"identity adapter {source}: made for a {wanted} model, but the model connected is {family}; "
+            f"connect a {wanted} model or use an adapter trained on {family}.")
+    return source
+
+
 def resolve_gate_start(adapter, gate_start: float, override: bool) -> tuple[float, str]:
     """(gate start to use, where it came from): the override, the adapter's recorded value, or 0.75."""
     if override:
@@ -102,13 +114,7 @@ class ApplyIdentityAdapter(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, strength, gate_start, gate_mode="steps", override_gate_start=False,
                 expert=FROM_ADAPTER) -> io.NodeOutput:
-        source = getattr(adapter, "source", "adapter")
-        wanted = getattr(adapter, "metadata", {}).get(META_BASE_MODEL)
-        family = model_family(model)
-        if wanted and wanted != family:
-            raise ValueError(
-                f"identity adapter {source}: made for a {wanted} model, but the model connected is {family}; "
-                f"connect a {wanted} model or use an adapter trained on {family}.")
+        source = check_adapter_family(adapter, model)
         start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
         expert_used, expert_from = resolve_expert(adapter, expert)
         patched, _, _ = apply_gated_adapter(model, adapter, strength, start, gate_mode, source=source)

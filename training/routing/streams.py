@@ -35,7 +35,8 @@ _WAN = TokenLayout("Wan 2.1 / 2.2 text-to-video",
                    image=r"blocks\.\d+\.(self_attn\.(q|k|v|o)|cross_attn\.(q|o)|ffn\.(0|2))",
                    text=r"blocks\.\d+\.cross_attn\.(k|v)")
 _HUNYUAN = TokenLayout("HunyuanVideo", image=r"double_blocks\.\d+\.img_(attn\.(qkv|proj)|mlp\.(0|2))",
-                       text=r"double_blocks\.\d+\.txt_(attn\.(qkv|proj)|mlp\.(0|2))|txt_in\.individual_token_refiner\..+",
+                       text=r"double_blocks\.\d+\.txt_(attn\.(qkv|proj)|mlp\.(0|2))"
+                            r"|txt_in\.individual_token_refiner\..+",
                        joint=r"single_blocks\.\d+\.linear(1|2)")
 
 # ComfyUI model config class -> layout. Wan 2.2 A14B experts load as WAN21_T2V, 5B as WAN22_T2V. Families whose
