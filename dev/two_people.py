@@ -13,7 +13,7 @@ import torch
 
 
 def two_people(height: int, width: int, frames: int = 9, left: str = "obama.jpg", right: str = "biden.jpg"):
-    """A real two-person clip [F, H, W, 3]: two photos side by side, drifting apart by a pixel per frame."""
+    """A real two-person clip [F, H, W, 3]: two photos side by side, drifting apart by up to 2 pixels."""
     import torch.nn.functional as F
 
     from .face_assets import load_photo
@@ -23,9 +23,10 @@ def two_people(height: int, width: int, frames: int = 9, left: str = "obama.jpg"
               for n in (left, right)]
     clip = []
     for f in range(frames):
+        shift = 3 * f // frames  # 0, 1, 2 pixels over the clip
         canvas = torch.zeros(3, height, width)
-        canvas[:, :, 4 - f // 3: 4 - f // 3 + side] = photos[0]
-        canvas[:, :, width // 2 + 4 + f // 3: width // 2 + 4 + f // 3 + side] = photos[1]
+        canvas[:, :, 4 - shift: 4 - shift + side] = photos[0]
+        canvas[:, :, width // 2 + 4 + shift: width // 2 + 4 + shift + side] = photos[1]
         clip.append(canvas.permute(1, 2, 0))
     return torch.stack(clip).clamp(0, 1)
 
