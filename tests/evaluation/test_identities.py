@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from dev.face_assets import load_photo, make_pack
-from PersonalVideo.evaluation.identities import identity_face_similarities
-from PersonalVideo.evaluation.metrics import evaluate_video
-from PersonalVideo.training.identity.reference import build_reference
-from PersonalVideo.training.identity.reward import load_identity_reward_model
+from personalvideo.evaluation.identities import identity_face_similarities
+from personalvideo.evaluation.metrics import evaluate_video
+from personalvideo.training.identity.reference import build_reference
+from personalvideo.training.identity.reward import load_identity_reward_model
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from PersonalVideo.training.identity.detect import Face
-from PersonalVideo.training.routing.faces import (CLOSEST_REFERENCE, LEFT_TO_RIGHT, assign_identities,
+from personalvideo.training.identity.detect import Face
+from personalvideo.training.routing.faces import (CLOSEST_REFERENCE, LEFT_TO_RIGHT, assign_identities,
                                                   identity_regions, token_frame_groups, track_faces)
-from PersonalVideo.training.routing.matching import best_assignment
-from PersonalVideo.training.routing.regions import (FaceRegion, latent_frame_masks, pool_to_tokens,
+from personalvideo.training.routing.matching import best_assignment
+from personalvideo.training.routing.regions import (FaceRegion, latent_frame_masks, pool_to_tokens,
                                                     region_token_masks, token_box)
-from PersonalVideo.training.routing.streams import IMAGE, JOINT, TEXT, classify_layers
-from PersonalVideo.training.routing.token_lora import LowRankPair, add_routed_lora
+from personalvideo.training.routing.streams import IMAGE, JOINT, TEXT, classify_layers
+from personalvideo.training.routing.token_lora import LowRankPair, add_routed_lora
 
 
 def _layer(seed=0, inp=12, out=10, rank=3, scale=0.7):
