@@ -8,23 +8,16 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-import comfy.utils
-
 from ..training.adapter.gate import GATE_MODES
 from ..training.routing.faces import LEFT_TO_RIGHT, ORDERS
-from ..training.routing.streams import TEXT, classify_layers
-from ..training.routing.token_lora import LowRankPair
-from . import paths
-from .adapter_nodes import (adapter_input, check_adapter_family, gate_start_input, model_family, override_input,
-                            resolve_gate_start)
-from .gate import lora_to_patches, low_rank
-from .reward_nodes import IdentityReward, Reference
-from .routing import RoutedGate, RoutedLayer, install
-from .routing_regions import MISMATCH_CHOICES, AutomaticRegions, GivenRegions
+from ..training.routing.streams import TEXT
+from .runtime.adapter_settings import check_adapter_family, resolve_gate_start
+from .runtime.routing import RoutedGate, install, routed_layers
+from .runtime.routing_regions import MISMATCH_CHOICES, AutomaticRegions, GivenRegions
+from .types import (ADAPTER_CATEGORY, IdentityReward, Reference, RoutedIdentities, adapter_input, gate_start_input,
+                    override_input)
 
 log = logging.getLogger(__name__)
-AREA = paths.CATEGORY + "/Adapter"
-RoutedIdentities = io.Custom("PERSONALVIDEO_ROUTED_IDENTITIES")
 AUTOMATIC, GIVEN = "automatic (faces at the gate)", "given masks"
 VAE_TEMPORAL = 4  # video frames per latent frame of the Wan and HunyuanVideo VAEs (for mask batches over frames)
 
@@ -44,7 +37,7 @@ class RoutedIdentityNode(io.ComfyNode):
         return io.Schema(
             node_id="PersonalVideoRoutedIdentity",
             display_name="Routed Identity",
-            category=AREA,
+            category=ADAPTER_CATEGORY,
             description="One person for Apply Identity Adapters (Routed): their adapter, and optionally their "
                         "reference (to find their face by likeness) or a mask (where their face is). Chain one node "
                         "per person; the chain's order is the people's order (left to right).",
@@ -73,38 +66,13 @@ class RoutedIdentityNode(io.ComfyNode):
         return io.NodeOutput(before + [RoutedIdentity(adapter, float(strength), reference, mask, name)])
 
 
-def routed_layers(model, identities: list[RoutedIdentity]) -> list[RoutedLayer]:
-    """Every layer any identity adapts, with each identity's low-rank pair and the layer's token stream."""
-    pairs: dict[str, dict[int, LowRankPair]] = {}
-    for i, ident in enumerate(identities):
-        patches, unmatched = lora_to_patches(model, ident.adapter)
-        if not patches:
-            raise ValueError(f"{ident.name}: none of its {len(ident.adapter)} keys match a weight of this "
-                             f"{model_family(model)} model; connect the model it was trained on")
-        if unmatched:
-            log.warning("%s: %d keys match no weight of this model and are not applied: %s", ident.name,
-                        len(unmatched), ", ".join(unmatched[:8]))
-        for key, adapter in patches.items():
-            path = key.removeprefix("diffusion_model.").removesuffix(".weight")
-            pair = low_rank(adapter)
-            weight = getattr(comfy.utils.get_attr(model.model.diffusion_model, path), "weight", None)
-            if pair is None or not key.endswith(".weight") or weight is None or weight.ndim != 2:
-                raise ValueError(f"{ident.name}: layer {path} is not a plain LoRA pair on a linear weight (LoHa, "
-                                 "LoKr, DoRA, full or bias deltas cannot be applied per token); use a plain LoRA")
-            up, down, alpha = pair
-            scale = ident.strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
-            pairs.setdefault(path, {})[i] = LowRankPair(up.float(), down.float().flatten(1), scale)
-    streams = classify_layers(model_family(model), list(pairs))
-    return [RoutedLayer(path, streams[path], p) for path, p in pairs.items()]
-
-
 class ApplyRoutedIdentityAdapters(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="PersonalVideoApplyRoutedIdentityAdapters",
             display_name="Apply Identity Adapters (Routed)",
-            category=AREA,
+            category=ADAPTER_CATEGORY,
             description="Several people in one video: after the gate each person's adapter acts only on the tokens "
                         "of their own face region (found in the base model's prediction at the gate, or given as "
                         "masks); everywhere else, and before the gate, the base model runs unchanged.",

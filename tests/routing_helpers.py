@@ -92,7 +92,7 @@ class RouteSpy:
     the real routing function (not a mock)."""
 
     def __init__(self, monkeypatch):
-        self.module = pack_module("nodes.routing")
+        self.module = pack_module("nodes.runtime.routing")
         self.calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         real = self.module._route
 

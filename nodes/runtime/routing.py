@@ -1,6 +1,6 @@
 """Region-routed identity adapters on the model patcher: each identity's LoRA acts only on its region's tokens.
 
-The gated apply node adds the LoRA in weight space (nodes/gate.py), which cannot tell one token from another. Here
+The gated apply node adds the LoRA in weight space (gate.py), which cannot tell one token from another. Here
 every adapted layer gets, for the gated model calls only, a torch forward hook that adds each identity's LoRA in
 activation space with a weight per token (training/routing/token_lora.py). Forward hooks are plain torch, so they
 work on every ComfyUI version and every layer class (comfy.ops casts, fp8, lowvram offloading: the hook sees the
@@ -10,7 +10,7 @@ the input MODEL and other clones never see them; ComfyUI's loading and offloadin
 
 The gate decision is IdentityGate's (same rule, same split-sampler handling). Per sampler run (SAMPLER_SAMPLE), a
 ``RunState`` travels in the run's transformer_options; at the first gated call the regions are decided once for the
-run (given masks resized to the latent, or faces found in the base model's prediction: nodes/routing_faces.py) and
+run (given masks resized to the latent, or faces found in the base model's prediction: routing_regions.py) and
 every later gated call reuses them. Tokens: the image tokens are the latent's patches in (frame, row, column) order
 (training/routing/regions.py); text tokens get no adapter (training/routing/streams.py). HunyuanVideo's single-stream
 blocks hold text and image tokens in one sequence: ComfyUI 0.33 puts the text first and says where the image starts
@@ -27,10 +27,11 @@ import torch
 import comfy.patcher_extension
 import comfy.utils
 
-from ..training.routing.regions import token_grid
-from ..training.routing.streams import IMAGE, JOINT, TEXT
-from ..training.routing.token_lora import LowRankPair, add_routed_lora
-from .gate import IdentityGate, call_options
+from ...training.routing.regions import token_grid
+from ...training.routing.streams import IMAGE, JOINT, TEXT, classify_layers
+from ...training.routing.token_lora import LowRankPair, add_routed_lora
+from .gate import IdentityGate, call_options, lora_to_patches, low_rank
+from .model import model_family
 
 log = logging.getLogger(__name__)
 COND = 0  # comfy.samplers: index of the positive conditioning in a call's cond_or_uncond
@@ -41,6 +42,32 @@ class RoutedLayer:
 
     def __init__(self, path: str, stream: str, pairs: dict[int, LowRankPair]):
         self.path, self.stream, self.pairs = path, stream, pairs
+
+
+def routed_layers(model, identities: list) -> list[RoutedLayer]:
+    """Every layer any identity (routing_nodes.RoutedIdentity) adapts, with each identity's low-rank pair and the
+    layer's token stream."""
+    pairs: dict[str, dict[int, LowRankPair]] = {}
+    for i, ident in enumerate(identities):
+        patches, unmatched = lora_to_patches(model, ident.adapter)
+        if not patches:
+            raise ValueError(f"{ident.name}: none of its {len(ident.adapter)} keys match a weight of this "
+                             f"{model_family(model)} model; connect the model it was trained on")
+        if unmatched:
+            log.warning("%s: %d keys match no weight of this model and are not applied: %s", ident.name,
+                        len(unmatched), ", ".join(unmatched[:8]))
+        for key, adapter in patches.items():
+            path = key.removeprefix("diffusion_model.").removesuffix(".weight")
+            pair = low_rank(adapter)
+            weight = getattr(comfy.utils.get_attr(model.model.diffusion_model, path), "weight", None)
+            if pair is None or not key.endswith(".weight") or weight is None or weight.ndim != 2:
+                raise ValueError(f"{ident.name}: layer {path} is not a plain LoRA pair on a linear weight (LoHa, "
+                                 "LoKr, DoRA, full or bias deltas cannot be applied per token); use a plain LoRA")
+            up, down, alpha = pair
+            scale = ident.strength * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
+            pairs.setdefault(path, {})[i] = LowRankPair(up.float(), down.float().flatten(1), scale)
+    streams = classify_layers(model_family(model), list(pairs))
+    return [RoutedLayer(path, streams[path], p) for path, p in pairs.items()]
 
 
 class RunState:

@@ -111,7 +111,7 @@ def test_masks_are_resized_as_core_resizes_conditioning_masks(comfy):
 
     from graphs import pack_module
 
-    given = pack_module("nodes.routing_regions").GivenRegions
+    given = pack_module("nodes.runtime.routing_regions").GivenRegions
     pool = pack_module("training.routing.regions").pool_to_tokens
     blob = torch.zeros(1, 48, 80)
     blob[:, 10:30, 20:70] = 1.0

@@ -51,7 +51,7 @@ def test_regions_on_a_real_group_photo_contain_every_face(models):
     latent = nodes.VAEEncode().encode(vae, video)[0]["samples"]
     assert latent.shape == (1, 16, 3, 28, 40)
     names = [f"identity {i + 1}" for i in range(6)]
-    regions = pack_module("nodes.routing_regions").AutomaticRegions(vae, identity, [None] * 6, names,
+    regions = pack_module("nodes.runtime.routing_regions").AutomaticRegions(vae, identity, [None] * 6, names,
                                                                     "left to right", 1.8, True)
     masks = regions.video_masks(video, tuple(latent.shape[2:]), (1, 2, 2))
     assert masks.shape == (6, 3, 14, 20) and masks.sum(0).max() == 1
@@ -70,7 +70,7 @@ def test_closest_reference_finds_each_person_by_likeness(models):
     build = pack_module("training.identity.reference").build_reference
     obama, biden = (build(identity, [load_photo(n)], 2, 0.05, 0.1, 0) for n in ("obama2.jpg", "biden.jpg"))
     video = two_people(128, 256)  # Obama left, Biden right
-    module = pack_module("nodes.routing_regions")
+    module = pack_module("nodes.runtime.routing_regions")
     by_likeness = module.AutomaticRegions(vae, identity, [biden, obama], ["Biden", "Obama"], "closest reference",
                                           1.8, True).video_masks(video, (3, 16, 32), (1, 2, 2))
     by_order = module.AutomaticRegions(vae, identity, [biden, obama], ["Biden", "Obama"], "left to right", 1.8,
