@@ -16,8 +16,8 @@ import torch
 
 from dev.face_assets import load_photo, make_pack
 from dev.proving_ground.faces import load_photo as load_photo_array
-from graphs import WAN_VAE, pack_module, rel_err
 from dev.two_people import PhotoDecoder, two_people
+from graphs import WAN_VAE, pack_module, rel_err
 from routing_helpers import RouteSpy, adapter, conditioning, install_routing_loras, node, routed, sample
 
 AUTOMATIC = "automatic (faces at the gate)"
@@ -52,7 +52,7 @@ def test_regions_on_a_real_group_photo_contain_every_face(models):
     assert latent.shape == (1, 16, 3, 28, 40)
     names = [f"identity {i + 1}" for i in range(6)]
     regions = pack_module("nodes.runtime.routing_regions").AutomaticRegions(vae, identity, [None] * 6, names,
-                                                                    "left to right", 1.8, True)
+                                                                            "left to right", 1.8, True)
     masks = regions.video_masks(video, tuple(latent.shape[2:]), (1, 2, 2))
     assert masks.shape == (6, 3, 14, 20) and masks.sum(0).max() == 1
     token_box = pack_module("training.routing.regions").token_box
