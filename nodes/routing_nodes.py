@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
 from comfy_api.latest import io
 
 from ..training.adapter.gate import GATE_MODES
+from ..training.logs import pack_logger
 from ..training.routing.faces import LEFT_TO_RIGHT, ORDERS
 from ..training.routing.streams import TEXT
 from .runtime.adapter_settings import check_adapter_family, resolve_gate_start
@@ -17,7 +17,7 @@ from .runtime.routing_regions import MISMATCH_CHOICES, AutomaticRegions, GivenRe
 from .types import (ADAPTER_CATEGORY, IdentityReward, Reference, RoutedIdentities, adapter_input, gate_start_input,
                     override_input)
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 AUTOMATIC, GIVEN = "automatic (faces at the gate)", "given masks"
 VAE_TEMPORAL = 4  # video frames per latent frame of the Wan and HunyuanVideo VAEs (for mask batches over frames)
 

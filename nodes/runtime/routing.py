@@ -20,20 +20,20 @@ blocks hold text and image tokens in one sequence: ComfyUI 0.33 puts the text fi
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 
 import comfy.patcher_extension
 import comfy.utils
 
+from ...training.logs import pack_logger
 from ...training.routing.regions import token_grid
 from ...training.routing.streams import IMAGE, JOINT, TEXT, classify_layers
 from ...training.routing.token_lora import LowRankPair, add_routed_lora
 from .gate import IdentityGate, call_options, lora_to_patches, low_rank
 from .model import model_family
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 COND = 0  # comfy.samplers: index of the positive conditioning in a call's cond_or_uncond
 
 

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,11 +20,12 @@ import torch.nn.functional as F
 import comfy.model_management as mm
 import comfy.utils
 
+from ...training.logs import pack_logger
 from ...training.routing.faces import (CLOSEST_REFERENCE, FaceTrack, assign_identities, identity_regions,
                                       token_frame_groups, track_faces)
 from ...training.routing.regions import latent_frame_masks, pool_to_tokens, region_token_masks, token_grid
 
-log = logging.getLogger(__name__)
+log = pack_logger(__name__)
 MISMATCH_CHOICES = ("route the faces found", "stop with an error")
 
 
