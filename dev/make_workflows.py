@@ -182,13 +182,52 @@ def a14b_note(f: dict) -> str:
                             lightning=LIGHTNING_NOTE if "loras" in f else "")
 
 
+NOTE_TWO_PEOPLE = """PersonalVideo: two people in one video, each with their own identity adapter ({name}).
+
+- Train one adapter per person (the training workflow, once per photo), then pick them in the two Load Identity Adapter nodes and the two people's photos in Load Image.
+- Routed Identity: one per person, chained (person 1 first). Apply Identity Adapters (Routed): until the gate (the last quarter) the base model lays out the video; at the gate its prediction of the clean video is decoded, the faces are found and followed over frames, each face is given to the person whose reference it resembles most (assign_by = closest reference; 'left to right' uses the chain order instead), and from then on each adapter acts only on its own face's region. Everything else stays the base model's.
+- The prompt should show both people with their faces visible. More or fewer faces than people at the gate: the faces found are routed and a warning in the console names what did not fit (face_count_mismatch 'stop with an error' stops instead).
+- Evaluate Video with reference_2 connected scores each person (faces matched to people) and the identity-bleed rate. For an honest score use another insightface pack than the one the adapters were trained with (see the evaluate workflow)."""
+
+
+def two_people_nodes(f: dict) -> dict:
+    """Two photos, two adapters, one prompt naming two people, regions found automatically at the gate."""
+    graph = base_nodes(f) | {"face_model": {"class_type": "PersonalVideoLoadIdentityRewardModel",
+                                            "inputs": {"pack": "antelopev2", "det_size": 640, "det_threshold": 0.5}}}
+    for i in (1, 2):
+        graph[f"photo_{i}"] = {"class_type": "LoadImage", "inputs": {"image": f"person_{i}.jpg"}}
+        graph[f"reference_{i}"] = {"class_type": "PersonalVideoLoadReferenceFaces", "inputs": {
+            "identity_reward": ["face_model", 0], "images": [f"photo_{i}", 0], "augmentations": 8,
+            "crop_jitter": 0.05, "colour_jitter": 0.1, "seed": 0}}
+        graph[f"adapter_{i}"] = {"class_type": "PersonalVideoLoadIdentityAdapter",
+                                 "inputs": {"lora_name": f"personalvideo/identity_person_{i}_00001_.safetensors"}}
+        graph[f"person_{i}"] = {"class_type": "PersonalVideoRoutedIdentity", "inputs": {
+            "adapter": [f"adapter_{i}", 0], "strength": 1.0, "reference": [f"reference_{i}", 0]}
+            | ({"identities": ["person_1", 0]} if i == 2 else {})}
+    prompt = ("a woman and a man sitting side by side at a cafe table, talking and laughing, both faces clearly "
+              "visible, warm afternoon light, the camera slowly pushes in")
+    graph |= generation_nodes(f, ["adapter_1", 0], "two_people_wan21")
+    del graph["style"]
+    graph["gated"] = {"class_type": "PersonalVideoApplyRoutedIdentityAdapters", "inputs": {
+        "model": ["model", 0], "identities": ["person_2", 0], "regions": "automatic (faces at the gate)",
+        "assign_by": "closest reference", "region_scale": 1.8, "face_count_mismatch": "route the faces found",
+        "gate_start": 0.75, "gate_mode": "steps", "override_gate_start": False, "vae": ["vae", 0],
+        "identity_reward": ["face_model", 0]}}
+    graph["positive"]["inputs"]["text"] = prompt
+    graph["evaluate"] = {"class_type": "PersonalVideoEvaluateVideo", "inputs": {
+        "images": ["decode", 0], "reference": ["reference_1", 0], "identity_reward": ["face_model", 0],
+        "prompt": prompt, "fps": 16.0, "reference_2": ["reference_2", 0]}}
+    return graph
+
+
 COLUMNS = {"high_lora": 1, "low_lora": 1, "model_shift": 1, "noise": 3, "sampler_select": 3, "sigmas": 3,
            "guider": 3, "conditioning": 3, "summary": 4, "high_model": 0, "high_shift": 1, "low_shift": 1,
            "sampler_high": 4, "model": 0, "clip": 0, "vae": 0, "photo": 1, "face_model": 1, "hps": 1, "reference": 2,
            "prompts": 2,
            "faces": 3, "train": 3, "curve": 4, "save": 4, "adapter": 1, "style": 1, "gated": 2, "positive": 2,
            "negative": 2, "latent": 3, "sampler": 4, "decode": 5, "video": 6,
-           "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4}
+           "frames": 1, "eval_face_model": 1, "evaluate": 3, "eval_chart": 4, "photo_1": 1, "photo_2": 1,
+           "reference_1": 2, "reference_2": 2, "adapter_1": 1, "adapter_2": 1, "person_1": 3, "person_2": 3}
 
 
 def workflows() -> dict[str, tuple[dict, str]]:
@@ -228,6 +267,7 @@ def workflows() -> dict[str, tuple[dict, str]]:
                                                        a14b_note(A14B_LIGHTNING))
     gen = generation_nodes(FAMILIES["wan21"], ["train", 0], "wan21")
     out |= family_workflows(training_nodes, gen["positive"]["inputs"]["text"], gen["negative"]["inputs"]["text"])
+    out["generate_two_people_routed_wan21"] = (two_people_nodes(f), NOTE_TWO_PEOPLE.format(name=f["name"]))
     return out
 
 

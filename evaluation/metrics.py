@@ -158,14 +158,16 @@ def reference_for(identity_model, reference_crops: torch.Tensor) -> torch.Tensor
 def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model, prompt: str = "",
                    fps: float = 16.0, semantic_model=None, second_identity_model=None,
                    reference_crops: torch.Tensor | None = None, face_evaluator=None,
-                   evaluator_reference=None) -> dict:
+                   evaluator_reference=None, other_references: list[torch.Tensor] | None = None) -> dict:
     """All metrics of one video [F, H, W, 3] in [0, 1], as a JSON-ready dict (callable for batch evaluation).
 
     The honest check against reward hacking is a recognizer that was not the training reward:
     ``second_identity_model`` (another ArcFace, with the reference's aligned ``reference_crops``) adds
     ``face_sim_2``; ``face_evaluator`` (a recognizer of another lineage with its own detector, e.g.
     evaluation/dlib_face.py, with its ``evaluator_reference`` descriptor) adds ``face_sim_independent``,
-    ``face_distance_independent`` and ``same_person_rate_independent``.
+    ``face_distance_independent`` and ``same_person_rate_independent``. ``other_references`` (the embeddings of
+    the other people in a video of several) adds ``identities``: Face Sim per person with faces matched to people,
+    and the identity-bleed rate (evaluation/identities.py).
     """
     face = face_similarity(frames, reference, identity_model)
     motion = dynamic_degree(frames, fps)
@@ -190,6 +192,11 @@ def evaluate_video(frames: torch.Tensor, reference: torch.Tensor, identity_model
                    "face_distance_independent": round(independent.distance, 4),
                    "same_person_rate_independent": round(independent.same_person_rate, 3)}
         result["evaluators"]["face_sim_independent"] = getattr(face_evaluator, "name", "face evaluator")
+    if other_references:
+        from .identities import identity_face_similarities  # here: identities.py imports this module
+
+        result["identities"] = identity_face_similarities(frames, [reference, *other_references],
+                                                          identity_model).as_dict()
     if semantic_model is not None and prompt:
         clip_t, consistency = clip_scores(frames, prompt, semantic_model)
         result |= {"clip_t": round(clip_t, 3), "temporal_consistency": round(consistency, 4)}

@@ -7,40 +7,18 @@ import os
 from comfy_api.latest import io
 
 from ..training.adapter.files import (EXPERTS, IdentityAdapter, build_metadata, load_adapter, recorded_expert,
-                                      recorded_gate_start, save_adapter)
-from ..training.adapter.gate import DEFAULT_GATE_START, GATE_MODES, check_gate_start
+                                      save_adapter)
+from ..training.adapter.gate import DEFAULT_GATE_START, GATE_MODES
 from . import paths
+from .runtime.adapter_settings import META_BASE_MODEL, check_adapter_family, resolve_gate_start
 from .runtime.gate import apply_gated_adapter
 from .runtime.model import model_family
-from .types import ADAPTER_CATEGORY
+from .types import ADAPTER_CATEGORY, adapter_input, gate_start_input, override_input
 from ..training.logs import pack_logger
 
 log = pack_logger(__name__)
-META_BASE_MODEL = "personalvideo.base_model"
 FROM_ADAPTER = "from adapter"
 EXPERT_CHOICES = (FROM_ADAPTER, "unknown", *[e for e in EXPERTS if e])
-
-
-def adapter_input(optional: bool = False) -> io.Input:
-    return io.LoraModel.Input(
-        "adapter", optional=optional,
-        tooltip="The identity adapter: from the trainer, from Load Identity Adapter, or any LORA_MODEL "
-                "(e.g. from core's Train LoRA / Load LoRA Model nodes).")
-
-
-def gate_start_input(what: str) -> io.Input:
-    return io.Float.Input(
-        "gate_start", default=DEFAULT_GATE_START, min=0.0, max=1.0, step=0.01,
-        tooltip=f"Gate start to {what}, used only with override_gate_start on (otherwise the adapter's own "
-                "value is used). The adapter acts from step ceil(gate_start x N) of the N steps of the whole "
-                "sampling (0.75 = last quarter, 0 = always on, 1 = never).")
-
-
-def override_input(what: str) -> io.Input:
-    return io.Boolean.Input(
-        "override_gate_start", default=False, optional=True,
-        tooltip=f"Off: {what} the gate start the adapter carries (recorded by training or in its file; "
-                "0.75 when it has none, e.g. a LoRA from core's trainer). On: the gate_start value above.")
 
 
 def expert_input(what: str) -> io.Input:
@@ -48,16 +26,6 @@ def expert_input(what: str) -> io.Input:
         "expert", options=list(EXPERT_CHOICES), default=FROM_ADAPTER, optional=True,
         tooltip=f"Which expert of a two-expert model (Wan 2.2 A14B) the adapter belongs to. '{FROM_ADAPTER}': "
                 f"{what} what the adapter carries; the others override it.")
-
-
-def resolve_gate_start(adapter, gate_start: float, override: bool) -> tuple[float, str]:
-    """(gate start to use, where it came from): the override, the adapter's recorded value, or 0.75."""
-    if override:
-        return check_gate_start(gate_start), "override_gate_start on"
-    recorded = recorded_gate_start(adapter)
-    if recorded is None:
-        return DEFAULT_GATE_START, "default: the adapter records none"
-    return recorded, "recorded in the adapter"
 
 
 def resolve_expert(adapter, expert: str) -> tuple[str, str]:
@@ -102,13 +70,7 @@ class ApplyIdentityAdapter(io.ComfyNode):
     @classmethod
     def execute(cls, model, adapter, strength, gate_start, gate_mode="steps", override_gate_start=False,
                 expert=FROM_ADAPTER) -> io.NodeOutput:
-        source = getattr(adapter, "source", "adapter")
-        wanted = getattr(adapter, "metadata", {}).get(META_BASE_MODEL)
-        family = model_family(model)
-        if wanted and wanted != family:
-            raise ValueError(
-                f"identity adapter {source}: made for a {wanted} model, but the model connected is {family}; "
-                f"connect a {wanted} model or use an adapter trained on {family}.")
+        source = check_adapter_family(adapter, model)
         start, start_from = resolve_gate_start(adapter, gate_start, override_gate_start)
         expert_used, expert_from = resolve_expert(adapter, expert)
         patched, _, _ = apply_gated_adapter(model, adapter, strength, start, gate_mode, source=source)

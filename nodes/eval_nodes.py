@@ -33,6 +33,13 @@ def report_table(result: dict) -> str:
         rows.insert(1, ("Face Sim, independent evaluator", f"{result['face_sim_independent']:.2f} (distance "
                         f"{result['face_distance_independent']:.3f}, same person in "
                         f"{100 * result['same_person_rate_independent']:.0f}% of frames)"))
+    if "identities" in result:
+        people = result["identities"]
+        for i, name in enumerate(people["names"]):
+            rows.append((f"Face Sim {name} (matched)", f"{people['face_sim'][i]:.2f} (no face in "
+                         f"{100 * people['missing_rate'][i]:.0f}% of frames)"))
+        rows.append(("identity bleed rate", f"{people['bleed_rate']:.2f} ({people['bled_faces']} of "
+                     f"{people['matched_faces']} matched faces closer to another person)"))
     if "clip_t" in result:
         rows += [("CLIP-T (x100)", f"{result['clip_t']:.2f}"),
                  ("temporal consistency", f"{result['temporal_consistency']:.4f}")]
@@ -69,6 +76,9 @@ class EvaluateVideo(io.ComfyNode):
                                     tooltip="A recognizer of another lineage (Load Face Evaluator (dlib)): a Face Sim "
                                             "the ArcFace training reward cannot have fooled by construction. A gain "
                                             "ArcFace sees and this one does not is a sign of reward hacking."),
+                *[Reference.Input(f"reference_{i}", optional=True,
+                                  tooltip="Another person in the video (several people): adds Face Sim per person, "
+                                          "faces matched to people, and the identity-bleed rate.") for i in (2, 3, 4)],
                 SemanticReward.Input("clip", optional=True,
                                      tooltip="An OpenCLIP model (the semantic reward loader) for CLIP-T and "
                                              "temporal consistency; without it those are left out."),
@@ -83,17 +93,20 @@ class EvaluateVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, reference, identity_reward, prompt, fps, second_identity_reward=None,
-                face_evaluator=None, clip=None) -> io.NodeOutput:
+                face_evaluator=None, reference_2=None, reference_3=None, reference_4=None, clip=None) -> io.NodeOutput:
         if images.shape[0] < 2:
             raise ValueError(f"images: got {images.shape[0]} frame, expected a video of at least 2 frames; connect "
                              "the whole decoded video (motion and consistency compare frames)")
-        reference.check_recognizer(identity_reward)
+        others = [r for r in (reference_2, reference_3, reference_4) if r is not None]
+        for ref in (reference, *others):
+            ref.check_recognizer(identity_reward)
         holders = (identity_reward.recognizer, getattr(second_identity_reward, "recognizer", None),
                    getattr(clip, "holder", None))
         with reward_models_on(identity_reward.recognizer.load_device, *holders):
             result = evaluate_video(images, reference.embedding, identity_reward, prompt.strip(), fps, clip,
                                     second_identity_reward, reference.crops, face_evaluator,
-                                    evaluator_reference(face_evaluator, reference))
+                                    evaluator_reference(face_evaluator, reference),
+                                    [r.embedding for r in others])
         table = report_table(result)
         log.info("PersonalVideo evaluation:\n%s", table)
         threshold = result["flow_threshold"]

@@ -92,19 +92,17 @@ class IdentityGate:
             options[self.run_key] = self.gate_sigma(model_sampling, sigmas, bool(torch.count_nonzero(noise)))
         return executor(*args, **kwargs)
 
-    def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
-        transformer_options = kwargs.get("transformer_options")
-        if transformer_options is None:
-            transformer_options = args[3] if len(args) > 3 else {}
-        base_model = executor.class_obj
+    def is_open(self, base_model, t, transformer_options: dict) -> bool:
+        """Whether the model call at timestep/sigma ``t`` with these options runs with the adapter."""
         if self._forced is not None:
-            is_open = self._forced
-        elif self.run_key in transformer_options:  # decided at the start of this sampler run
-            is_open = gate_is_open(t, transformer_options[self.run_key])
-        else:
-            is_open = gate_is_open(t, self.gate_sigma(base_model.model_sampling,
-                                                     transformer_options.get("sample_sigmas")))
-        if not is_open:
+            return self._forced
+        if self.run_key in transformer_options:  # decided at the start of this sampler run
+            return gate_is_open(t, transformer_options[self.run_key])
+        return gate_is_open(t, self.gate_sigma(base_model.model_sampling, transformer_options.get("sample_sigmas")))
+
+    def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
+        base_model = executor.class_obj
+        if not self.is_open(base_model, t, call_options(args, kwargs)):
             return executor(x, t, *args, **kwargs)
         with self.acting(base_model):
             return executor(x, t, *args, **kwargs)
@@ -147,6 +145,14 @@ class IdentityGate:
                 delta.release()
 
 
+def call_options(args: tuple, kwargs: dict) -> dict:
+    """The transformer_options of an APPLY_MODEL call (c_concat, c_crossattn, control, transformer_options, ...)."""
+    options = kwargs.get("transformer_options")
+    if options is None:
+        options = args[3] if len(args) > 3 else {}
+    return options
+
+
 class WeightDelta:
     """Weight function ``W -> W + s·ΔW``, out of place, in ComfyUI's LoRA arithmetic."""
 
@@ -167,7 +173,7 @@ class WeightDelta:
     @classmethod
     def from_adapter(cls, key: str, adapter, strength: float) -> "WeightDelta":
         """From a ComfyUI weight adapter (what ``comfy.lora.load_lora`` returns for a file)."""
-        pair = _low_rank(adapter)
+        pair = low_rank(adapter)
         if pair is None:
             delta = cls(key, adapter=adapter, strength=strength)
             delta.adds_nothing = strength == 0.0
@@ -219,7 +225,7 @@ def lora_to_patches(model_patcher, lora_sd: dict) -> tuple[dict, list[str]]:
     return resolved, unmatched
 
 
-def _low_rank(adapter):
+def low_rank(adapter):
     """(up, down, alpha) when the adapter is a plain 2-D LoRA pair, else None."""
     weights = getattr(adapter, "weights", None)
     if getattr(adapter, "name", None) != "lora" or weights is None:
