@@ -26,6 +26,7 @@ SAVED = sorted((HERE / "saved").glob("*_before_renames.json"))
 CURRENT = HERE.parents[1] / "workflows"
 TRAINER = "PersonalVideoTrainIdentityAdapter"
 NEW_INPUTS = {TRAINER: {"decode_gradient": "checkpointed", "expert_switch_step": 0}}
+NEW_NODES = {"PreviewAny"}  # the trainer's summary on the canvas (issue 21)
 
 
 def api(path: Path) -> dict:
@@ -42,19 +43,31 @@ def test_the_saved_files_are_there():
                                               "train_identity_adapter_hunyuan_video", "train_identity_adapter_wan21"]
 
 
+def widgets_by_node_type(prompt: dict) -> dict[str, list[dict]]:
+    """Each node type's widget values (inputs that are not links), in node-id order. Node ids are not compared:
+    today's files gained nodes since (the trainer summary's Preview as Text), which renumbers the ones after."""
+    out: dict[str, list[dict]] = {}
+    for node_id in sorted(prompt, key=int):
+        node = prompt[node_id]
+        out.setdefault(node["class_type"], []).append(
+            {k: v for k, v in node["inputs"].items() if not isinstance(v, list)})
+    return out
+
+
 @pytest.mark.parametrize("path", SAVED, ids=lambda p: p.stem)
 def test_old_widget_values_land_on_their_inputs_and_new_inputs_take_defaults(comfy, path):
-    old, new = api(path), api(today(path))
-    assert old.keys() == new.keys()
-    for node_id, node in old.items():
-        now = new[node_id]
-        assert node["class_type"] == now["class_type"]
-        added = set(now["inputs"]) - set(node["inputs"])
-        assert added <= set(NEW_INPUTS.get(node["class_type"], {})), (node["class_type"], added)
-        if today(path).stem == "train_and_generate_wan22_a14b":  # updated on purpose: today's template and its split
-            continue
-        assert {k: now["inputs"][k] for k in node["inputs"]} == node["inputs"], node["class_type"]
-        assert all(now["inputs"][k] == NEW_INPUTS[node["class_type"]][k] for k in added)
+    old, new = widgets_by_node_type(api(path)), widgets_by_node_type(api(today(path)))
+    assert set(new) - set(old) <= NEW_NODES and set(old) <= set(new), (sorted(old), sorted(new))
+    for kind, nodes in old.items():
+        assert len(new[kind]) == len(nodes), kind
+        for node, now in zip(nodes, new[kind]):
+            added = set(now) - set(node)
+            assert added <= set(NEW_INPUTS.get(kind, {})), (kind, added)
+            if today(path).stem == "train_and_generate_wan22_a14b":  # updated on purpose: today's template and split
+                continue
+            assert {k: now[k] for k in node} == node, kind
+            assert all(now[k] == NEW_INPUTS[kind][k] for k in added)
+    old = api(path)
     trainer = next(n["inputs"] for n in old.values() if n["class_type"] == TRAINER)
     assert "expert_switch_step" not in trainer  # the executor gives it the default, 0
     assert trainer["expert_boundary"] == (0.9 if "a14b" in path.stem else 0.875)

@@ -18,13 +18,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from dev import tiny_models, tiny_workflow_families
 from dev.comfy_runtime import GraphError
-from dev.ui_workflow import ui_to_api
 from dev.face_assets import make_dlib_folder, make_pack, photo_path
+from dev.ui_workflow import ui_to_api
 from families import AVAILABLE
+from workflow_checks import capture_saved_videos, check_adapter, check_video, files_under, written
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 # Workflows of a family this ComfyUI lacks (families.AVAILABLE reads its source tree): skipped with the reason.
@@ -109,67 +109,6 @@ def test_every_workflow_has_a_note_and_only_core_or_pack_nodes(comfy):
         assert "Note" in types, path.name
         unknown = {t for t in types - {"Note"} if t not in nodes.NODE_CLASS_MAPPINGS}
         assert not unknown and not any(t.startswith("PersonalVideoDev") for t in types), (path.name, unknown)
-
-
-def files_under(folder: Path) -> dict[Path, int]:
-    """{file: mtime} under ``folder``: taken before a run, it tells which files that run wrote (``written``)."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} if folder.exists() else {}
-
-
-def written(before: dict[Path, int], folder: Path, pattern: str) -> list[Path]:
-    """Files under ``folder`` matching ``pattern`` that are new or rewritten since ``before`` was taken."""
-    return sorted(p for p, mtime in files_under(folder).items() if p.match(pattern) and before.get(p) != mtime)
-
-
-def capture_saved_videos(prompt: dict) -> dict[str, str]:
-    """Capture what each SaveAnimatedWEBP node is given (the decoded frames); {capture key: its filename_prefix}."""
-    keys = {}
-    for node_id, node in list(prompt.items()):
-        if node["class_type"] == "SaveAnimatedWEBP":
-            key = f"video_{node_id}"
-            prompt[f"capture_{node_id}"] = {"class_type": "PersonalVideoDevCapture",
-                                            "inputs": {"value": node["inputs"]["images"], "key": key}}
-            keys[key] = node["inputs"]["filename_prefix"]
-    return keys
-
-
-def check_video(frames, files: list[Path], prompt: dict) -> None:
-    """The run wrote one animated WEBP from finite, non-blank frames (for the Wan-VAE graphs, as many as the empty
-    latent's length gives; other families' VAEs have their own frame rules: there, the decoded count)."""
-    import numpy as np
-    from PIL import Image, ImageSequence
-
-    expected = frames.shape[0]
-    lengths = [n["inputs"]["length"] for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo"]
-    if lengths:
-        expected = (lengths[0] - 1) // 4 * 4 + 1  # the Wan VAE's 4k+1 frames
-    assert frames.shape[0] == expected > 1 and torch.isfinite(frames).all(), (frames.shape, expected)
-    assert len(files) == 1, f"the run must write one video, wrote {files}"
-    with Image.open(files[0]) as video:
-        pixels = np.stack([np.asarray(f.convert("RGB"), dtype=np.float32) for f in ImageSequence.Iterator(video)])
-    assert pixels.shape == (expected, *frames.shape[1:3], 3), pixels.shape
-    # Not blank: every frame has structure (NaN frames save as black; a tiny random model's frames vary by
-    # tens of levels), and the file holds the frames the graph decoded. WEBP quality 90 is lossy on a random model's
-    # pixel noise (mean error 0.059 per pixel measured) but keeps 8x8 block means (0.004 to 0.005 on noise frames
-    # saved the same way); another frame's blocks differ by far more.
-    assert pixels.reshape(expected, -1).std(axis=1).min() > 2.0, pixels.reshape(expected, -1).std(axis=1)
-    blocks = [torch.nn.functional.avg_pool2d(torch.as_tensor(x, dtype=torch.float32).permute(0, 3, 1, 2), 8)
-              for x in (pixels / 255.0, frames)]
-    assert float((blocks[0] - blocks[1]).abs().mean()) < 0.02, float((blocks[0] - blocks[1]).abs().mean())
-
-
-def check_adapter(files: list[Path]) -> None:
-    """The run saved one adapter file: LoRA up/down pairs, finite, the down matrices non-zero and the up ones moved
-    from their zero start by training."""
-    from safetensors.torch import load_file
-
-    assert len(files) == 1, f"the run must save one adapter, saved {files}"
-    tensors = load_file(str(files[0]))
-    ups = {k: v for k, v in tensors.items() if k.endswith(".lora_up.weight")}
-    downs = {k: v for k, v in tensors.items() if k.endswith(".lora_down.weight")}
-    assert ups and len(ups) == len(downs), sorted(tensors)[:6]
-    assert all(torch.isfinite(v).all() for v in tensors.values())
-    assert all(v.abs().sum() > 0 for v in downs.values()) and any(v.abs().sum() > 0 for v in ups.values())
 
 
 @pytest.mark.parametrize("path", [runnable(p) for p in WORKFLOWS])
