@@ -224,7 +224,9 @@ def load_config(path: str | Path, model_spec=None) -> Config:
     train = _build(TrainSettings, raw.get("train", {}), "train", exclude={
         "expert_boundary": "set it in [model], where the two-expert (Wan 2.2 A14B) folder is",
         "loss_scaling": "decided from the model's dtype, not configured",
-        "checkpoint_every": "renamed save_every (write the resume file every K steps)"})
+        "checkpoint_every": "renamed save_every (write the resume file every K steps)",
+        "expert_switch_step": "the scale-out trainer splits the experts at [model] expert_boundary; the switch step "
+                              "is the ComfyUI trainer node's input (a graph's first KSamplerAdvanced end_at_step)"})
     _check_train(train)
     model = _build(model_spec, raw["model"], "model")
     if getattr(model, "path", None) is not None and not getattr(model, "tiny", False):

@@ -63,7 +63,7 @@ def test_train_values_are_taken_with_their_types(folder):
 def test_unknown_key_names_it_and_the_valid_ones(folder):
     with pytest.raises(ConfigError, match=r"\[train\] step: unknown key; valid keys are steps, learning_rate") as e:
         load(folder, "[train]\nstep = 7\n" + BASE)
-    valid = {f.name for f in fields(TrainSettings)} - {"expert_boundary", "loss_scaling"}
+    valid = {f.name for f in fields(TrainSettings)} - {"expert_boundary", "loss_scaling", "expert_switch_step"}
     assert all(name in str(e.value) for name in valid)
     with pytest.raises(ConfigError, match=r"unknown section \[trian\]; valid sections are train, model"):
         load(folder, "[trian]\nsteps = 7\n" + BASE)
@@ -78,6 +78,8 @@ def test_unknown_key_names_it_and_the_valid_ones(folder):
     ("learning_rate = nan", r"\[train\] learning_rate: got nan, expected a finite number"),
     ("expert_boundary = 0.9", r"\[train\] expert_boundary: set it in \[model\]"),
     ("checkpoint_every = 5", r"\[train\] checkpoint_every: renamed save_every"),  # its name before the renames
+    # the node's input; scale-out splits at the boundary, so it must not be silently ignored here
+    ("expert_switch_step = 10", r"\[train\] expert_switch_step: the scale-out trainer splits the experts at \[model\]"),
 ])
 def test_bad_train_values_name_the_key_and_the_expected_value(folder, line, message):
     with pytest.raises(ConfigError, match=message):

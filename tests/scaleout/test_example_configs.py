@@ -19,7 +19,8 @@ from personalvideo.scaleout.config import (ComputeConfig, Identity, OutputConfig
 from personalvideo.training.loop.trainer import TrainSettings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scaleout"
-NOT_CONFIGURED = {"loss_scaling", "expert_boundary"}  # [train]: decided from the dtype / set in [model]
+NOT_CONFIGURED = {"loss_scaling", "expert_boundary", "expert_switch_step"}  # [train]: from the dtype / [model]; the
+# switch step is the node's (scale-out splits at the boundary)
 TESTS_ONLY = {"tiny", "seed", "tiny_options"}  # [model]: the tiny random model
 
 

@@ -13,7 +13,7 @@ from personalvideo.training.adapter.lora import LoRAParameters
 from personalvideo.training.loop.rollout import gated_rollout
 from personalvideo.training.loop.trainer import TrainSettings
 from personalvideo.training.prompts import PromptBank
-from toy_reward import cosine_identity
+from tests.toy_reward import cosine_identity
 
 C, T, H, W = 4, 3, 4, 4
 
