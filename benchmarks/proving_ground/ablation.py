@@ -45,12 +45,10 @@ from benchmarks.proving_ground.ablation_args import parser, setup_from_args  # n
 # --- running the arms -----------------------------------------------------------------------------------------
 
 def _history(rt, run_name: str) -> list[dict]:
-    """The per-step records the trainer kept in its checkpoint (output/personalvideo_training/<run>.safetensors)."""
-    from safetensors import safe_open
+    """The per-step records the trainer kept in its resume file (output/personalvideo_training/<run>.safetensors)."""
+    from personalvideo.training.loop.resume import resume_file_history
 
-    path = rt.base_dir / "output" / "personalvideo_training" / f"{run_name}.safetensors"
-    with safe_open(str(path), "pt") as f:
-        return json.loads(f.metadata()["history"])
+    return resume_file_history(rt.base_dir / "output" / "personalvideo_training" / f"{run_name}.safetensors")
 
 
 def _adapter_norm(rt, name: str) -> float:

@@ -1,10 +1,9 @@
-"""The ablation's schedule: where a two-expert model hands over (the trainer's own rule, training/adapter/experts.py,
-on the sigmas KSampler uses) and each arm's gate start."""
+"""The ablation's schedule: where a two-expert model hands over (the trainer node's own rule,
+nodes/runtime/expert_split.high_noise_steps, on the sigmas KSampler uses) and each arm's gate start."""
 
 from __future__ import annotations
 
 from benchmarks.proving_ground.ablation_setup import ARMS, Setup
-from personalvideo.training.adapter.experts import boundary_step
 
 
 def flow_sigmas(shift: float, steps: int, scheduler: str):
@@ -25,11 +24,10 @@ def expert_split(setup: Setup, steps: int) -> int:
     sigmas); 0 without a high-noise expert."""
     if setup.high_noise_model is None:
         return 0
-    import torch
+    from personalvideo.nodes.runtime.expert_split import high_noise_steps
 
     sampling, sigmas = flow_sigmas(setup.shift, steps, setup.scheduler)
-    fractions = [float(sampling.timestep(torch.tensor(s))) / 1000.0 for s in sigmas[:-1].tolist()]
-    return boundary_step(fractions, setup.expert_boundary)
+    return high_noise_steps(sampling, sigmas, setup.expert_boundary)
 
 
 def gate_start(setup: Setup, arm: str) -> float:

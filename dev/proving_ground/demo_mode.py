@@ -12,7 +12,6 @@ trained model's faces. The evaluation adds the independent dlib recogniser when 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dev.proving_ground.clips import MOTIONS, SUBJECT, prompt_for
@@ -109,11 +108,10 @@ def base_variant(prompt: dict, prefix: str) -> dict:
 def identity_curve(resume_file: Path) -> list[float]:
     """The identity reward (ArcFace similarity of the tuned model's frames) at every training step, from the
     trainer's resume file (its history travels in the safetensors metadata); a step without a face counts 0."""
-    from safetensors import safe_open
+    from personalvideo.training.loop.resume import resume_file_history
 
-    with safe_open(str(resume_file), "pt") as f:
-        history = json.loads(f.metadata()["history"])
-    return [float(r["similarity"]) if r["similarity"] == r["similarity"] else 0.0 for r in history]
+    return [float(r["similarity"]) if r["similarity"] == r["similarity"] else 0.0
+            for r in resume_file_history(resume_file)]
 
 
 def install_dlib(rt) -> bool:

@@ -40,6 +40,12 @@ def save_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.
     return save_safetensors_atomic(path, tensors, meta)
 
 
+def resume_file_history(path: Path) -> list[dict]:
+    """The per-step records a resume file carries in its header (StepRecord fields), without loading its tensors."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return json.loads((f.metadata() or {})["history"])
+
+
 def load_resume_file(path: Path, params: LoRAParameters, optimizer: torch.optim.Optimizer, settings,
                     result: TrainResult) -> tuple[int, dict[str, str]]:
     """Restore the adapter, the optimiser state and ``result`` from ``path``; returns the step to continue at and
