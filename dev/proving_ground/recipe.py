@@ -57,6 +57,7 @@ class Recipe:
     # weights) of the same recipe without it (``prefix()``, built first), with a fresh optimiser and generator.
     dit_more_steps: int = 0
     dit_more_lr: float = 2.5e-4
+    dit_more_rounds: int = 1  # continuations in a row, each from the model the one before saved
     shift: float = 2.0  # flow shift of the sigmas, in training and in every sampling graph (ModelSamplingSD3)
     timesteps: str = "uniform"  # training sigmas: "uniform" or "logit_normal" (SD3), then shifted
     loss: str = "velocity"  # "velocity" or "x0" (the error of the implied clean latent; train.flow_loss)
@@ -67,13 +68,18 @@ class Recipe:
 
     def digest(self) -> str:
         fields = dataclasses.asdict(self)
-        if not self.dit_more_steps:  # no continuation: the hash of the recipe from before the field existed
-            del fields["dit_more_steps"], fields["dit_more_lr"]
+        if self.dit_more_rounds == 1:  # one round or none: the hash from before the field existed
+            del fields["dit_more_rounds"]
+        if not self.dit_more_steps:  # no continuation: the hash of the recipe from before those fields existed
+            fields = {k: v for k, v in fields.items() if not k.startswith("dit_more")}
         return _hash(fields)
 
     def prefix(self) -> Recipe:
-        """The recipe whose diffusion training is this one's first steps (itself when there is no continuation)."""
-        return dataclasses.replace(self, dit_more_steps=0, dit_more_lr=Recipe.dit_more_lr)
+        """The recipe whose saved model this one's diffusion training starts from: one continuation round fewer
+        (itself when there is no continuation)."""
+        if self.dit_more_steps and self.dit_more_rounds > 1:
+            return dataclasses.replace(self, dit_more_rounds=self.dit_more_rounds - 1)
+        return dataclasses.replace(self, dit_more_steps=0, dit_more_lr=Recipe.dit_more_lr, dit_more_rounds=1)
 
     def vae_digest(self) -> str:
         """Hash of what the VAE stage depends on: a rebuild that changes only the diffusion model keeps its VAE."""

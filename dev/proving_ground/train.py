@@ -171,7 +171,7 @@ def train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, prog
     """The diffusion model (its EMA weights; the raw ones when ``recipe.dit_ema`` is 0). ``checkpoint(state)`` is
     called every ``every`` steps and at the end with the whole training state; ``resume`` (such a state)
     continues from it, drawing the same batches as an uninterrupted run. ``init`` (the prefix recipe's saved weights)
-    makes it a continuation: only the ``dit_more_steps`` clip steps run, from those weights."""
+    makes it a continuation: only the ``dit_more_steps`` clip steps of its last round run, from those weights."""
     import comfy.model_management as mm
 
     # ComfyUI 0.33 computes Wan's rotary embedding with a fused kernel that has no backward unless
@@ -229,7 +229,7 @@ def _train_dit(recipe: Recipe, latents: torch.Tensor, motions: torch.Tensor, pro
     if init is not None:
         dit.load_state_dict(init)
         ema.load_state_dict(init)
-        gen.manual_seed(recipe.seed + 3)
+        gen.manual_seed(recipe.seed + 2 + recipe.dit_more_rounds)  # each round draws its own batches
         first = recipe.dit_image_steps + recipe.dit_steps
     if resume is not None:
         dit.load_state_dict(resume["dit"])

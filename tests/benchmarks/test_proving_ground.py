@@ -237,6 +237,9 @@ def test_commit_takes_only_a_build_that_meets_the_target_and_only_for_the_recipe
 def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefix_hash_alone(comfy, built):
     longer = dataclasses.replace(SMOKE, dit_more_steps=2)
     assert SMOKE.prefix() == SMOKE and longer.prefix() == SMOKE
+    again = dataclasses.replace(longer, dit_more_rounds=2)  # a second round starts from the first round's model
+    assert again.prefix() == longer and again.digest() not in (longer.digest(), SMOKE.digest())
+    assert dataclasses.replace(SMOKE, dit_more_rounds=2).digest() == SMOKE.digest()  # rounds of nothing: no change
     # without a continuation the hash is that of the recipe before the continuation's fields existed (builds and
     # the README's hashes stay valid)
     before = {k: v for k, v in dataclasses.asdict(SMOKE).items() if not k.startswith("dit_more")}
