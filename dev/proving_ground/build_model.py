@@ -30,6 +30,7 @@ import torch
 from dev.proving_ground import recipe as recipes
 from dev.proving_ground import stages
 from dev.proving_ground.clips import MOTIONS, cached_canvas, prompt_for
+from dev.proving_ground.decoder_polish import polish_prefix_build
 from dev.proving_ground.faces import PRETRAIN_PHOTOS, detector, find_faces
 from dev.proving_ground.recipe import DIT_CHECKPOINT, MODEL_FILE, VAE_FILE, Recipe
 from dev.proving_ground.release import commit, file_digests, meets_target
@@ -74,6 +75,7 @@ def _progress_bars(recipe: Recipe):
     from tqdm import tqdm
 
     totals = {"vae": recipe.vae_steps, "encode": -(-recipe.clips // 8), "vae_finetune": recipe.vae_finetune_steps,
+              "vae_polish": recipe.vae_polish_steps,
               "dit": recipe.dit_more_steps or recipe.dit_image_steps + recipe.dit_steps}
     losses: list[float] = []  # the diffusion stage's losses, in order (for the manifest's curve)
     bars = {}
@@ -216,16 +218,20 @@ def build(rt, recipe: Recipe = recipes.FULL, force: bool = False, say=_say) -> P
         return folder
     if force and folder.exists():
         shutil.rmtree(folder)
-    if recipe.dit_more_steps:
-        build(rt, recipe.prefix(), say=say)  # the model a continuation starts from (cached after the first time)
+    if recipe.prefix() != recipe:  # a continuation or a polish starts from its prefix's build (cached once built)
+        build(rt, recipe.prefix(), say=say)
     folder.mkdir(parents=True, exist_ok=True)  # an interrupted build resumes from the stages it left
     started = time.perf_counter()
-    info = train_and_save(recipe, folder, say)
+    if recipe.vae_polish_steps:
+        info = polish_prefix_build(recipe, folder, _progress_bars(recipe), say)
+    else:
+        info = train_and_save(recipe, folder, say)
     t = time.perf_counter()
     numbers = evaluate(rt, folder, recipe)
     info["evaluate_s"] = round(time.perf_counter() - t, 1)
     info["this_run_s"] = round(time.perf_counter() - started, 1)  # less than total_s when stages were reused
-    info["total_s"] = round(sum(info[k] for k in ("vae_s", "encode_s", "vae_finetune_s", "dit_s", "evaluate_s")), 1)
+    info["total_s"] = round(sum(info.get(k, 0) for k in ("vae_s", "encode_s", "vae_finetune_s", "dit_s", "vae_polish_s",
+                                                         "evaluate_s")), 1)
     machine = (f"{os.cpu_count()} CPU cores, {recipes.threads()} torch thread(s), torch {torch.__version__}, "
                f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     recipes.write_manifest(folder, recipe, **info, **numbers, files=file_digests(folder),

@@ -70,31 +70,47 @@ def finetune_decoder(recipe: Recipe, vae, faces, progress: Callable[[str, int, f
     ``process_in`` space (unit variance now): the VAE's own loop trained it with 0.1 at std ~0.2, half the
     signal. Same data, crops and loss as ``train.train_vae``."""
     from dev.proving_ground.clips import random_clip
-    from dev.proving_ground.train import _crop, _lr, _to_video
+    from dev.proving_ground.train import _crop, _to_video
 
-    gen = torch.Generator().manual_seed(recipe.seed + 3)
+    def batch(step: int, gen: torch.Generator) -> torch.Tensor:
+        frames, count = (1, recipe.vae_batch) if step % 2 == 0 else (5, max(recipe.vae_batch // 4, 1))
+        clips = [random_clip(faces, gen, recipe.res, frames, strength=recipe.motion_strength)[0] for _ in range(count)]
+        return _crop(_to_video(clips), recipe.vae_crop, gen)
+
+    return train_decoder(vae, batch, recipe.vae_finetune_steps, recipe.vae_finetune_lr, recipe.vae_latent_noise,
+                         torch.Generator().manual_seed(recipe.seed + 3), progress, "vae_finetune")
+
+
+def train_decoder(vae, batch: Callable[[int, torch.Generator], torch.Tensor], steps: int, lr: float, noise: float,
+                  gen: torch.Generator, progress: Callable[[str, int, float], None] | None = None,
+                  phase: str = "vae_finetune", inspect: Callable[[int, torch.nn.Module], None] | None = None):
+    """``steps`` AdamW steps (cosine rate to ``lr``) on the decoder side of ``vae`` only, decoding the frozen
+    encoder's latents of ``batch(step, gen)`` (a video [B, 3, F, H, W] in [-1, 1]) with ``noise`` added in
+    ``process_in`` space; L1 + MSE to the input. ``inspect(step, vae)`` runs after every step."""
+    from dev.proving_ground.train import _lr
+
     fmt = _format()
     params = list(vae.conv2.parameters()) + list(vae.decoder.parameters())
     vae.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=recipe.vae_finetune_lr, weight_decay=0.0)
-    for step in range(recipe.vae_finetune_steps):
-        frames, count = (1, recipe.vae_batch) if step % 2 == 0 else (5, max(recipe.vae_batch // 4, 1))
-        clips = [random_clip(faces, gen, recipe.res, frames, strength=recipe.motion_strength)[0] for _ in range(count)]
-        x = _crop(_to_video(clips), recipe.vae_crop, gen)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for step in range(steps):
+        x = batch(step, gen)
         with torch.no_grad():
             z = fmt.process_in(vae.encode(x))
-        noisy = z + recipe.vae_latent_noise * torch.randn(z.shape, generator=gen)
+        noisy = z + noise * torch.randn(z.shape, generator=gen)
         y = vae.decode(fmt.process_out(noisy))
         loss = F.l1_loss(y, x) + F.mse_loss(y, x)
         for group in opt.param_groups:
-            group["lr"] = _lr(step, recipe.vae_finetune_steps, recipe.vae_finetune_lr)
+            group["lr"] = _lr(step, steps, lr)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if progress:
-            progress("vae_finetune", step, float(loss.detach()))
+            progress(phase, step, float(loss.detach()))
+        if inspect:
+            inspect(step, vae)
     vae.requires_grad_(False)
     return vae.eval()

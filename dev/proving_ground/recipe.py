@@ -42,6 +42,10 @@ class Recipe:
     vae_finetune_steps: int = 400  # decoder-only steps after the latent statistics are folded in (latent_norm.py)
     vae_finetune_lr: float = 5e-4
     vae_latent_noise: float = 0.1  # noise on the unit-variance latents the decoder fine-tunes on
+    # The polish (decoder_polish.py): decoder-only steps on whole clips after everything else; 0: none.
+    vae_polish_steps: int = 0
+    vae_polish_lr: float = 2.5e-4
+    vae_polish_batch: int = 2  # whole clips per step
     clips: int = 768  # training clips encoded once for the diffusion model
     dit_translate: float = 0.0  # the face's place in those clips moves by up to this share of the frame side
     identities: int = 4  # the diffusion model's clips show only the N largest faces (0: all of them)
@@ -68,6 +72,8 @@ class Recipe:
 
     def digest(self) -> str:
         fields = dataclasses.asdict(self)
+        if not self.vae_polish_steps:  # no polish: the hash from before its fields existed
+            fields = {k: v for k, v in fields.items() if not k.startswith("vae_polish")}
         if self.dit_more_rounds == 1:  # one round or none: the hash from before the field existed
             del fields["dit_more_rounds"]
         if not self.dit_more_steps:  # no continuation: the hash of the recipe from before those fields existed
@@ -77,9 +83,15 @@ class Recipe:
     def prefix(self) -> Recipe:
         """The recipe whose saved model this one's diffusion training starts from: one continuation round fewer
         (itself when there is no continuation)."""
+        if self.vae_polish_steps:  # the polish comes last: its prefix is the same recipe without it
+            return dataclasses.replace(self, **{k: getattr(Recipe, k) for k in _POLISH_FIELDS})
         if self.dit_more_steps and self.dit_more_rounds > 1:
             return dataclasses.replace(self, dit_more_rounds=self.dit_more_rounds - 1)
         return dataclasses.replace(self, dit_more_steps=0, dit_more_lr=Recipe.dit_more_lr, dit_more_rounds=1)
+
+    def polish_digest(self) -> str:
+        """Hash of what the polished VAE depends on (the norm stage's fields and the polish's)."""
+        return _hash({"norm": self.norm_digest(), **{k: getattr(self, k) for k in _POLISH_FIELDS}})
 
     def vae_digest(self) -> str:
         """Hash of what the VAE stage depends on: a rebuild that changes only the diffusion model keeps its VAE."""
@@ -93,6 +105,7 @@ class Recipe:
                                                                                     "identities", "dit_augment")})
 
 
+_POLISH_FIELDS = ("vae_polish_steps", "vae_polish_lr", "vae_polish_batch")
 _VAE_FIELDS = ("vae_dim", "vae_steps", "vae_batch", "vae_crop", "vae_lr", "res", "seed", "motion_strength")
 
 

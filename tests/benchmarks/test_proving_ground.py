@@ -254,3 +254,20 @@ def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefi
     with safe_open(str(built / recipes.MODEL_FILE), "pt") as a, safe_open(str(folder / recipes.MODEL_FILE), "pt") as b:
         changed = [k for k in a.keys() if not torch.equal(a.get_tensor(k), b.get_tensor(k))]
     assert changed  # two more steps moved the prefix's weights
+
+
+def test_a_polish_trains_only_the_decoder_and_keeps_the_prefix_builds_diffusion_model(comfy, built):
+    polished = dataclasses.replace(SMOKE, vae_polish_steps=2)
+    assert polished.prefix() == SMOKE and polished.norm_digest() == SMOKE.norm_digest()
+    assert polished.digest() != SMOKE.digest() and polished.polish_digest() != dataclasses.replace(
+        polished, vae_polish_lr=1e-3).polish_digest()
+    folder = build(comfy, polished, say=lambda _: None)
+    assert folder == recipes.build_dir(polished) != built
+    # the same diffusion model, byte for byte: the encoder is frozen, so its latents are still the model's
+    assert (folder / recipes.MODEL_FILE).read_bytes() == (built / recipes.MODEL_FILE).read_bytes()
+    with safe_open(str(built / recipes.VAE_FILE), "pt") as a, safe_open(str(folder / recipes.VAE_FILE), "pt") as b:
+        changed = {k for k in a.keys() if not torch.equal(a.get_tensor(k), b.get_tensor(k))}
+    assert changed and all(k.startswith(("decoder.", "conv2.")) for k in changed)
+    manifest = recipes.read_manifest(folder)
+    assert manifest["vae_polish_s"] > 0 and manifest["dit_s"] == recipes.read_manifest(built)["dit_s"]
+    assert 0.0 <= manifest["face_detection_rate"] <= 1.0
