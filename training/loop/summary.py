@@ -41,7 +41,8 @@ def summarize(result: TrainResult, settings, semantic_on: bool, adapted: str | N
     done = [r for r in result.history if not r.skipped]
     first = result.history[: max(1, len(result.history) // 5)]
     last = result.history[-max(1, len(result.history) // 5):]
-    scr = f"on, KL last fifth {_mean(last, 'scr_loss'):.4f}" if semantic_on else \
+    # the KL is >= 0; float rounding leaves about -1e-9 where the two distributions are equal ("-0.0000")
+    scr = f"on, KL last fifth {max(_mean(last, 'scr_loss'), 0.0):.4f}" if semantic_on else \
         "off (no semantic reward model connected, or scr_weight 0)"
     lines = [
         f"{len(result.history)} steps ({len(done)} updated the adapter; {result.skipped_non_finite} skipped for "

@@ -48,3 +48,10 @@ def test_summary_flags_a_gain_only_the_reward_recognizer_sees():
     assert reward_hacking_check(_rows(0.6, 0.2, float("nan"), float("nan"))) is None
     text = summarize(TrainResult(history=_rows(0.60, 0.20, 0.31, 0.30)), make()[0], semantic_on=False)
     assert "independent recognizer" in text and "WARNING" in text
+
+
+def test_summary_prints_a_kl_that_rounding_left_below_zero_as_zero():
+    rows = [StepRecord(i, "p", 0.0, 0.0, -1e-9, 0.3, 0.3, 0.0) for i in range(5)]  # equal distributions
+    assert "SCR: on, KL last fifth 0.0000\n" in summarize(TrainResult(history=rows), make()[0], semantic_on=True)
+    rows = [StepRecord(i, "p", 0.0, 0.0, 0.0123, 0.3, 0.3, 0.0) for i in range(5)]
+    assert "KL last fifth 0.0123" in summarize(TrainResult(history=rows), make()[0], semantic_on=True)
