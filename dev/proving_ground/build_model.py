@@ -77,20 +77,24 @@ def _progress_bars(recipe: Recipe):
     totals = {"vae": recipe.vae_steps, "encode": -(-recipe.clips // 8), "vae_finetune": recipe.vae_finetune_steps,
               "vae_polish": recipe.vae_polish_steps,
               "dit": recipe.dit_more_steps or recipe.dit_image_steps + recipe.dit_steps}
+    # a continuation's steps are numbered after its prefix's
+    first = {"dit": recipe.dit_image_steps + recipe.dit_steps if recipe.dit_more_steps else 0}
     losses: list[float] = []  # the diffusion stage's losses, in order (for the manifest's curve)
     bars = {}
 
     def progress(phase: str, step: int, loss: float) -> None:
         if phase == "dit":
             losses.append(loss)
+        done = step - first.get(phase, 0)
         if phase not in bars:
             for bar in bars.values():
                 bar.close()
-            bars[phase] = tqdm(total=totals[phase], desc=phase, file=sys.stderr, mininterval=5, ascii=True)
+            bars[phase] = tqdm(total=totals[phase], initial=done, desc=phase, file=sys.stderr, mininterval=5,
+                               ascii=True)  # a resumed stage's bar starts where the stage is
         bars[phase].update(1)
         if phase != "encode" and step % 20 == 0:
             bars[phase].set_postfix(loss=f"{loss:.4f}", refresh=False)
-        if step + 1 == totals[phase]:
+        if done + 1 == totals[phase]:
             bars[phase].close()
 
     progress.losses = losses
