@@ -242,7 +242,7 @@ def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefi
     assert dataclasses.replace(SMOKE, dit_more_rounds=2).digest() == SMOKE.digest()  # rounds of nothing: no change
     # without a continuation the hash is that of the recipe before the continuation's fields existed (builds and
     # the README's hashes stay valid)
-    before = {k: v for k, v in dataclasses.asdict(SMOKE).items() if not k.startswith("dit_more")}
+    before = {k: v for k, v in dataclasses.asdict(SMOKE).items() if not k.startswith(("dit_more", "vae_polish"))}
     assert recipes._hash(before) == SMOKE.digest() == recipes.read_manifest(built)["recipe_hash"]
     assert longer.digest() != SMOKE.digest() and longer.vae_digest() == SMOKE.vae_digest()
     stamp = (built / recipes.MANIFEST).stat().st_mtime_ns
@@ -271,3 +271,11 @@ def test_a_polish_trains_only_the_decoder_and_keeps_the_prefix_builds_diffusion_
     manifest = recipes.read_manifest(folder)
     assert manifest["vae_polish_s"] > 0 and manifest["dit_s"] == recipes.read_manifest(built)["dit_s"]
     assert 0.0 <= manifest["face_detection_rate"] <= 1.0
+
+
+def test_the_two_faces_probe_counts_faces_in_wide_and_tall_clips(comfy, built):
+    from benchmarks.proving_ground.two_faces import count_faces
+
+    counts = count_faces(comfy, built, 1)
+    assert set(counts) == {"256x128", "128x256"}
+    assert all(len(clip) == SMOKE.frames and all(c >= 0 for c in clip) for clips in counts.values() for clip in clips)
