@@ -114,7 +114,8 @@ def _hash(fields: dict, version: int = RECIPE_VERSION) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-FULL = Recipe()
+# The best build so far (2026-12-05): the 4-identity recipe, one continuation of 5000 clip steps, a decoder polish.
+FULL = Recipe(dit_more_steps=5000, vae_polish_steps=600)
 # Seconds-to-a-minute version for the tests: same code, tiny step counts (it draws no faces).
 SMOKE = Recipe(res=64, vae_steps=2, vae_batch=2, vae_crop=32, vae_finetune_steps=2, clips=4, dit_dim=128,
                dit_layers=1, dit_image_steps=2, dit_steps=3, dit_batch=2, eval_clips=1, eval_steps=4)
