@@ -30,9 +30,22 @@ def meets_target(numbers: dict) -> bool:
             and numbers["motion_follows_with_faces"] >= recipes.TARGET_MOTION)
 
 
+SAMPLES_PREVIEW = "samples.jpg"  # the build's samples.png at half size (the PNG of 48 clips is about 9 MB)
+
+
+def _write_preview(png: Path, out: Path) -> None:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        small = im.convert("RGB").resize((im.width // 2, im.height // 2), Image.LANCZOS)
+    tmp = out.with_name(out.name + ".tmp")
+    small.save(tmp, format="JPEG", quality=85)
+    os.replace(tmp, out)
+
+
 def commit(recipe: Recipe = recipes.FULL, say=print) -> Path:
-    """Copy the complete build of ``recipe`` (weights, manifest, samples) into the repository's model folder;
-    refuses a build that misses the target."""
+    """Copy the complete build of ``recipe`` (weights, manifest, a preview of its samples) into the repository's
+    model folder; refuses a build that misses the target."""
     if recipe != recipes.FULL:
         raise SystemExit("--commit: only the full recipe (recipe.FULL) is committed; change FULL, then build it")
     folder = recipes.cached(recipe)
@@ -46,7 +59,8 @@ def commit(recipe: Recipe = recipes.FULL, say=print) -> Path:
                          "not committing it")
     out = recipes.COMMITTED
     out.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_FILE, VAE_FILE, "samples.png", recipes.MANIFEST):  # the manifest last
+    _write_preview(folder / "samples.png", out / SAMPLES_PREVIEW)
+    for name in (MODEL_FILE, VAE_FILE, recipes.MANIFEST):  # the manifest last
         tmp = out / (name + ".tmp")
         shutil.copyfile(folder / name, tmp)
         os.replace(tmp, out / name)

@@ -190,6 +190,8 @@ def test_demo_graphs_sample_with_the_shift_the_model_was_trained_for(comfy):
         for node in prompt.values():
             if node["class_type"] in ("KSampler", "PersonalVideoTrainIdentityAdapter"):
                 assert {k: node["inputs"][k] for k in demo_mode.SAMPLER} == demo_mode.SAMPLER
+            if node["class_type"] == "PersonalVideoTrainIdentityAdapter":  # the ablation preset's training
+                assert {k: node["inputs"][k] for k in demo_mode.TRAINING} == demo_mode.TRAINING
     evaluate = workflow_prompt("evaluate_video", 2, proving=True, dlib=True)
     node = next(n for n in evaluate.values() if n["class_type"] == "PersonalVideoEvaluateVideo")
     assert evaluate[node["inputs"]["face_evaluator"][0]]["class_type"] == "PersonalVideoLoadDlibFaceEvaluator"
@@ -234,21 +236,34 @@ def test_commit_takes_only_a_build_that_meets_the_target_and_only_for_the_recipe
     assert recipes.committed(other) is None  # a changed recipe is a new build, not the committed one
 
 
-def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefix_hash_alone(comfy, built):
+@pytest.fixture(scope="module")
+def stem(comfy, built):
+    """The smoke recipe with the default evaluation settings: the prefix of every smoke continuation or polish
+    (evaluation settings change no weights, so a prefix evaluates as the defaults do)."""
+    recipe = dataclasses.replace(SMOKE, **{k: getattr(recipes.Recipe, k) for k in recipes._EVAL_FIELDS})
+    folder = build(comfy, recipe, say=lambda _: None)
+    # the same training as the smoke build: the same diffusion model, byte for byte
+    assert (folder / recipes.MODEL_FILE).read_bytes() == (built / recipes.MODEL_FILE).read_bytes()
+    return recipe, folder
+
+
+def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefix_hash_alone(comfy, built, stem):
+    prefix, prefix_folder = stem
     longer = dataclasses.replace(SMOKE, dit_more_steps=2)
-    assert SMOKE.prefix() == SMOKE and longer.prefix() == SMOKE
+    assert SMOKE.prefix() == SMOKE and longer.prefix() == prefix
+    assert dataclasses.replace(longer, eval_clips=12).prefix() == prefix  # more evaluation, the same prefix
     again = dataclasses.replace(longer, dit_more_rounds=2)  # a second round starts from the first round's model
-    assert again.prefix() == longer and again.digest() not in (longer.digest(), SMOKE.digest())
+    assert again.prefix() == dataclasses.replace(prefix, dit_more_steps=2) and again.digest() != longer.digest()
     assert dataclasses.replace(SMOKE, dit_more_rounds=2).digest() == SMOKE.digest()  # rounds of nothing: no change
     # without a continuation the hash is that of the recipe before the continuation's fields existed (builds and
     # the README's hashes stay valid)
     before = {k: v for k, v in dataclasses.asdict(SMOKE).items() if not k.startswith(("dit_more", "vae_polish"))}
     assert recipes._hash(before) == SMOKE.digest() == recipes.read_manifest(built)["recipe_hash"]
     assert longer.digest() != SMOKE.digest() and longer.vae_digest() == SMOKE.vae_digest()
-    stamp = (built / recipes.MANIFEST).stat().st_mtime_ns
+    stamp = (prefix_folder / recipes.MANIFEST).stat().st_mtime_ns
     folder = build(comfy, longer, say=lambda _: None)
-    assert folder == recipes.build_dir(longer) != built
-    assert (built / recipes.MANIFEST).stat().st_mtime_ns == stamp  # the prefix was reused, not rebuilt
+    assert folder == recipes.build_dir(longer) != prefix_folder
+    assert (prefix_folder / recipes.MANIFEST).stat().st_mtime_ns == stamp  # the prefix was reused, not rebuilt
     manifest = recipes.read_manifest(folder)
     assert manifest["recipe"]["dit_more_steps"] == 2 and len(manifest["dit_loss_by_tenth"]) == 2
     with safe_open(str(built / recipes.MODEL_FILE), "pt") as a, safe_open(str(folder / recipes.MODEL_FILE), "pt") as b:
@@ -256,20 +271,23 @@ def test_a_continuation_starts_from_its_prefix_builds_model_and_leaves_the_prefi
     assert changed  # two more steps moved the prefix's weights
 
 
-def test_a_polish_trains_only_the_decoder_and_keeps_the_prefix_builds_diffusion_model(comfy, built):
+def test_a_polish_trains_only_the_decoder_and_keeps_the_prefix_builds_diffusion_model(comfy, built, stem):
+    prefix, prefix_folder = stem
     polished = dataclasses.replace(SMOKE, vae_polish_steps=2)
-    assert polished.prefix() == SMOKE and polished.norm_digest() == SMOKE.norm_digest()
+    assert polished.prefix() == prefix and polished.norm_digest() == SMOKE.norm_digest()
     assert polished.digest() != SMOKE.digest() and polished.polish_digest() != dataclasses.replace(
         polished, vae_polish_lr=1e-3).polish_digest()
+    stamp = (prefix_folder / recipes.MANIFEST).stat().st_mtime_ns
     folder = build(comfy, polished, say=lambda _: None)
     assert folder == recipes.build_dir(polished) != built
+    assert (prefix_folder / recipes.MANIFEST).stat().st_mtime_ns == stamp  # the prefix was reused, not rebuilt
     # the same diffusion model, byte for byte: the encoder is frozen, so its latents are still the model's
-    assert (folder / recipes.MODEL_FILE).read_bytes() == (built / recipes.MODEL_FILE).read_bytes()
+    assert (folder / recipes.MODEL_FILE).read_bytes() == (prefix_folder / recipes.MODEL_FILE).read_bytes()
     with safe_open(str(built / recipes.VAE_FILE), "pt") as a, safe_open(str(folder / recipes.VAE_FILE), "pt") as b:
         changed = {k for k in a.keys() if not torch.equal(a.get_tensor(k), b.get_tensor(k))}
     assert changed and all(k.startswith(("decoder.", "conv2.")) for k in changed)
     manifest = recipes.read_manifest(folder)
-    assert manifest["vae_polish_s"] > 0 and manifest["dit_s"] == recipes.read_manifest(built)["dit_s"]
+    assert manifest["vae_polish_s"] > 0 and manifest["dit_s"] == recipes.read_manifest(prefix_folder)["dit_s"]
     assert 0.0 <= manifest["face_detection_rate"] <= 1.0
 
 
