@@ -32,13 +32,10 @@ def count_faces(rt, folder: Path, clips: int) -> dict[str, list[list[int]]]:
     keys = []
     for i in range(clips):
         for width, height in SIZES:
-            latent = g.add("EmptyHunyuanLatentVideo", width=width, height=height, length=recipe.frames, batch_size=1)
-            samples = g.add("KSampler", model=model, positive=sampling.text(g, prompt_for(MOTIONS[i % len(MOTIONS)])),
-                            negative=sampling.text(g, sampling.NEGATIVE), latent_image=latent, seed=2000 + i,
-                            steps=recipe.eval_steps, cfg=recipe.eval_cfg, sampler_name="euler", scheduler="simple",
-                            denoise=1.0)
+            clip = sampling.sample(g, model, vae, recipe, prompt_for(MOTIONS[i % len(MOTIONS)]), seed=2000 + i,
+                                   size=(width, height))
             key = f"two_faces_{i}_{width}x{height}"
-            sampling.capture(g, g.add("VAEDecode", samples=samples, vae=vae), key)
+            sampling.capture(g, clip, key)
             keys.append((key, f"{width}x{height}"))
     rt.run(g.nodes)
     det = detector()

@@ -12,8 +12,6 @@ Cached in ``<cache>/polish_stage/<polish digest>/`` (the norm stage's fields and
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 
 import torch
@@ -51,10 +49,7 @@ def load_or_make(recipe: Recipe, faces, progress=None) -> tuple[dict, float]:
     from dev.proving_ground import stages
 
     folder = stage_dir(recipe)
-    try:
-        marker = json.loads((folder / POLISH_STAGE).read_text())
-    except (OSError, ValueError):
-        marker = None
+    marker = stages.read_marker(folder / POLISH_STAGE)
     if marker and marker.get("polish_digest") == recipe.polish_digest() and (folder / VAE_FILE).is_file():
         return stages.load(folder / VAE_FILE), marker["vae_polish_s"]
     t = time.perf_counter()
@@ -62,9 +57,8 @@ def load_or_make(recipe: Recipe, faces, progress=None) -> tuple[dict, float]:
     seconds = time.perf_counter() - t
     folder.mkdir(parents=True, exist_ok=True)
     stages.save(vae.state_dict(), folder / VAE_FILE)
-    tmp = folder / (POLISH_STAGE + ".tmp")
-    tmp.write_text(json.dumps({"polish_digest": recipe.polish_digest(), "vae_polish_s": round(seconds, 1)}))
-    os.replace(tmp, folder / POLISH_STAGE)
+    stages.write_marker(folder / POLISH_STAGE, {"polish_digest": recipe.polish_digest(),
+                                                "vae_polish_s": round(seconds, 1)})
     return vae.state_dict(), seconds
 
 
@@ -73,6 +67,8 @@ def polish_prefix_build(recipe: Recipe, folder, progress=None, say=print) -> dic
     built first) and the polished VAE. Returns the build's timings and training numbers (the prefix's, plus
     ``vae_polish_s``)."""
     import shutil
+
+    from personalvideo.training.atomic import write_atomic
 
     from dev.proving_ground import stages
     from dev.proving_ground.faces import PRETRAIN_PHOTOS, find_faces
@@ -84,9 +80,7 @@ def polish_prefix_build(recipe: Recipe, folder, progress=None, say=print) -> dic
     before = recipes.read_manifest(prefix)
     say(f"diffusion model of recipe {recipe.prefix().digest()} ({prefix}); polishing its VAE's decoder")
     state, seconds = load_or_make(recipe, find_faces(PRETRAIN_PHOTOS), progress)
-    tmp = folder / (MODEL_FILE + ".tmp")
-    shutil.copyfile(prefix / MODEL_FILE, tmp)
-    os.replace(tmp, folder / MODEL_FILE)
+    write_atomic(folder / MODEL_FILE, lambda tmp: shutil.copyfile(prefix / MODEL_FILE, tmp))
     stages.save(state, folder / VAE_FILE, torch.float16)
     keep = ("faces", "estimate_s", "vae_s", "encode_s", "vae_finetune_s", "dit_s", "latents", "dit_loss_by_tenth")
     return {**{k: before[k] for k in keep if k in before}, "vae_polish_s": round(seconds, 1)}

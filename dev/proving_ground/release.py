@@ -4,9 +4,10 @@ the full recipe copied into the repository's model folder, only when it meets th
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
+
+from personalvideo.training.atomic import write_atomic
 
 from dev.proving_ground import recipe as recipes
 from dev.proving_ground.recipe import MODEL_FILE, VAE_FILE, Recipe
@@ -38,9 +39,7 @@ def _write_preview(png: Path, out: Path) -> None:
 
     with Image.open(png) as im:
         small = im.convert("RGB").resize((im.width // 2, im.height // 2), Image.LANCZOS)
-    tmp = out.with_name(out.name + ".tmp")
-    small.save(tmp, format="JPEG", quality=85)
-    os.replace(tmp, out)
+    write_atomic(out, lambda tmp: small.save(tmp, format="JPEG", quality=85))
 
 
 def commit(recipe: Recipe = recipes.FULL, say=print) -> Path:
@@ -61,8 +60,6 @@ def commit(recipe: Recipe = recipes.FULL, say=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _write_preview(folder / "samples.png", out / SAMPLES_PREVIEW)
     for name in (MODEL_FILE, VAE_FILE, recipes.MANIFEST):  # the manifest last
-        tmp = out / (name + ".tmp")
-        shutil.copyfile(folder / name, tmp)
-        os.replace(tmp, out / name)
+        write_atomic(out / name, lambda tmp: shutil.copyfile(folder / name, tmp))
     say(f"committed build {recipe.digest()} to {out}")
     return out

@@ -37,9 +37,11 @@ def loaders(g: Graph, recipe: Recipe = FULL) -> tuple[list, list]:
 
 
 def sample(g: Graph, model, vae, recipe: Recipe, prompt: str, seed: int, steps: int | None = None,
-           cfg: float | None = None, frames: int | None = None) -> list:
-    """Link to the decoded IMAGE frames [F, H, W, 3] of one clip (``frames``: the recipe's unless given)."""
-    latent = g.add("EmptyHunyuanLatentVideo", width=recipe.res, height=recipe.res, length=frames or recipe.frames,
+           cfg: float | None = None, frames: int | None = None, size: tuple[int, int] | None = None) -> list:
+    """Link to the decoded IMAGE frames [F, H, W, 3] of one clip (``frames`` and ``size``, (width, height): the
+    recipe's unless given)."""
+    width, height = size or (recipe.res, recipe.res)
+    latent = g.add("EmptyHunyuanLatentVideo", width=width, height=height, length=frames or recipe.frames,
                    batch_size=1)
     samples = g.add("KSampler", model=model, positive=text(g, prompt), negative=text(g, NEGATIVE),
                     latent_image=latent, seed=seed, steps=steps or recipe.eval_steps, cfg=cfg or recipe.eval_cfg,

@@ -44,13 +44,14 @@ def load(path: Path) -> dict:
     return load_file(str(path))
 
 
-def _write_marker(path: Path, data: dict) -> None:
+def write_marker(path: Path, data: dict) -> None:
+    """A stage's JSON marker, written atomically (after the stage's files)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
-def _read_marker(path: Path) -> dict | None:
+def read_marker(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -69,14 +70,14 @@ def save_vae_stage(recipe: Recipe, vae, seconds: float) -> Path:
     folder = recipes.vae_stage_dir(recipe)
     folder.mkdir(parents=True, exist_ok=True)
     save(vae.state_dict(), folder / VAE_FILE)
-    _write_marker(folder / VAE_STAGE, {"vae_digest": recipe.vae_digest(), "vae_s": round(seconds, 1)})
+    write_marker(folder / VAE_STAGE, {"vae_digest": recipe.vae_digest(), "vae_s": round(seconds, 1)})
     return folder
 
 
 def load_vae_stage(recipe: Recipe):
     """(VAE, seconds it trained) that a build (or vae_check) of the same VAE recipe saved, or None."""
     folder = recipes.vae_stage_dir(recipe)
-    stage = _read_marker(folder / VAE_STAGE)
+    stage = read_marker(folder / VAE_STAGE)
     if stage is None or stage.get("vae_digest") != recipe.vae_digest() or not (folder / VAE_FILE).is_file():
         return None
     return vae_from_state(recipe, load(folder / VAE_FILE)), stage["vae_s"]
@@ -118,7 +119,7 @@ def make_norm_stage(recipe: Recipe, vae, faces, progress=None) -> tuple[torch.Te
     folder.mkdir(parents=True, exist_ok=True)
     save(vae.state_dict(), folder / VAE_FILE)
     save({"latents": latents, "motions": motions}, folder / LATENTS_FILE, dtype=None)
-    _write_marker(folder / NORM_STAGE, {"norm_digest": recipe.norm_digest(), **stats})
+    write_marker(folder / NORM_STAGE, {"norm_digest": recipe.norm_digest(), **stats})
     return latents, motions, stats
 
 
@@ -128,7 +129,7 @@ def _r(values: torch.Tensor) -> list[float]:
 
 def load_norm_stage(recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
     folder = recipes.norm_stage_dir(recipe)
-    stats = _read_marker(folder / NORM_STAGE)
+    stats = read_marker(folder / NORM_STAGE)
     if stats is None or stats.get("norm_digest") != recipe.norm_digest():
         return None
     data = load(folder / LATENTS_FILE)
